@@ -1,0 +1,172 @@
+"""One exception hierarchy for stacfetch; each class carries its CLI exit code.
+
+Exit codes: 0 ok, 2 bad input/usage, 3 auth/config, 4 service/network,
+5 some acquisitions failed (others were written), 130 interrupted.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+EXIT_OK = 0
+EXIT_USAGE = 2
+EXIT_AUTH = 3
+EXIT_SERVICE = 4
+EXIT_PARTIAL = 5
+EXIT_INTERRUPTED = 130
+
+
+class StacfetchError(Exception):
+    """Base class of every error stacfetch raises on purpose.
+
+    ``message`` says what was wrong; ``hint`` says what to do about it.
+    """
+
+    exit_code = 1
+
+    def __init__(self, message: str, *, hint: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.hint = hint
+
+    def __str__(self) -> str:
+        if self.hint:
+            return f"{self.message}\n  hint: {self.hint}"
+        return self.message
+
+
+# --- bad input (exit 2) ---------------------------------------------------------------
+class UsageError(StacfetchError):
+    """The user's input cannot be used as given."""
+
+    exit_code = EXIT_USAGE
+
+
+class InvalidLocationError(UsageError):
+    """Coordinates, rings or GeoJSON that do not describe a usable area."""
+
+
+class InvalidDateError(UsageError):
+    """A date or date range that cannot be used."""
+
+
+class InvalidOptionError(UsageError):
+    """Any other option with a bad value (bands, resolution, CRS, paths ...)."""
+
+
+# --- configuration and authentication (exit 3) ------------------------------------------
+class ConfigError(StacfetchError):
+    """Missing or contradictory settings."""
+
+    exit_code = EXIT_AUTH
+
+
+class AuthError(StacfetchError):
+    """Credentials were refused or a token could not be obtained."""
+
+    exit_code = EXIT_AUTH
+
+
+class TokenExpiredError(AuthError):
+    """A ready access token (SH_ACCESS_TOKEN) has expired and cannot be refreshed."""
+
+
+class InsecureTransportError(ConfigError):
+    """Credentials would be sent over plain HTTP to a non-loopback host."""
+
+
+# --- service and network (exit 4) -------------------------------------------------------
+class ServiceError(StacfetchError):
+    """The service answered with an error, or could not be reached."""
+
+    exit_code = EXIT_SERVICE
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        hint: str | None = None,
+        status: int | None = None,
+        code: str | None = None,
+        url: str | None = None,
+    ) -> None:
+        super().__init__(message, hint=hint)
+        self.status = status
+        self.code = code
+        self.url = url
+
+    @classmethod
+    def from_response(cls, response: Any, *, hint: str | None = None) -> ServiceError:
+        """Build an error from a ``requests.Response``, keeping the server's own words.
+
+        Understands the Sentinel Hub body ``{"error": {status, reason, message, code}}``,
+        the Catalog's ``{"code", "description"}``, OAuth's ``{"error", "error_description"}``
+        and plain text.
+        """
+        status = getattr(response, "status_code", None)
+        url = _strip_query(getattr(response, "url", "") or "")
+        code, text = decode_error_body(response)
+        reason = getattr(response, "reason", "") or ""
+        words = text or reason or "no error message in the response"
+        message = f"HTTP {status} from {url}: {words}" + (f" [{code}]" if code else "")
+        klass: type[ServiceError] = cls
+        if status == 429 and cls is ServiceError:
+            klass = RateLimitError
+        return klass(message, hint=hint, status=status, code=code, url=url)
+
+
+class RateLimitError(ServiceError):
+    """HTTP 429 persisted after every allowed retry."""
+
+
+class NetworkError(ServiceError):
+    """A host could not be reached (DNS, refused, reset, timeout)."""
+
+
+class ShutDownHubError(NetworkError):
+    """The configuration points at the Copernicus Open Access Hub, shut down in October 2023."""
+
+
+class InvalidResponseError(ServiceError):
+    """A response that does not match what was asked (size, bands, CRS, truncated body)."""
+
+
+class DownloadError(ServiceError):
+    """One acquisition could not be downloaded; other acquisitions may have succeeded."""
+
+
+class PartialFailureError(StacfetchError):
+    """Some acquisitions failed while others were written."""
+
+    exit_code = EXIT_PARTIAL
+
+
+class Interrupted(StacfetchError):
+    """The run was interrupted (Ctrl-C); what finished is kept."""
+
+    exit_code = EXIT_INTERRUPTED
+
+
+def decode_error_body(response: Any) -> tuple[str | None, str]:
+    """Return ``(code, message)`` from an error response body, whatever its shape."""
+    try:
+        body = response.json()
+    except Exception:  # not JSON: XML ServiceException or text
+        text = (getattr(response, "text", "") or "").strip()
+        return None, " ".join(text.split())[:300]
+    if isinstance(body, dict):
+        inner = body.get("error", body)
+        if isinstance(inner, dict):
+            message = inner.get("message") or inner.get("description") or inner.get("reason") or ""
+            code = inner.get("code")
+            return (str(code) if code else None), str(message)
+        if isinstance(inner, str):  # OAuth: {"error": "invalid_client", "error_description": ...}
+            return inner, str(body.get("error_description") or inner)
+        if "description" in body:
+            return body.get("code"), str(body["description"])
+    return None, str(body)[:300]
+
+
+def _strip_query(url: str) -> str:
+    """Drop query strings from URLs shown to users (they may hold tokens or signatures)."""
+    return url.split("?", 1)[0]
