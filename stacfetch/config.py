@@ -1,0 +1,342 @@
+"""Settings from arguments > environment > ``.env`` file, and the provider profiles.
+
+Variables (exactly these names): SH_CLIENT_ID, SH_CLIENT_SECRET, SH_ACCESS_TOKEN,
+STACFETCH_OUTPUT_DIR, STACFETCH_PROVIDER, SH_BASE_URL, SH_TOKEN_URL.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import logging
+import os
+import stat
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from urllib.parse import urlsplit
+
+from .errors import ConfigError, InsecureTransportError
+
+log = logging.getLogger(__name__)
+
+VARIABLES = (
+    "SH_CLIENT_ID",
+    "SH_CLIENT_SECRET",
+    "SH_ACCESS_TOKEN",
+    "STACFETCH_OUTPUT_DIR",
+    "STACFETCH_PROVIDER",
+    "SH_BASE_URL",
+    "SH_TOKEN_URL",
+)
+SECRET_VARIABLES = ("SH_CLIENT_SECRET", "SH_ACCESS_TOKEN")
+DEFAULT_OUTPUT_DIR = "stacfetch-output"
+SANDBOX_CLIENT_ID = "sandbox"
+SANDBOX_CLIENT_SECRET = "sandbox-secret"
+
+OLD_HUB_HOSTS = ("apihub.copernicus.eu", "scihub.copernicus.eu")
+OLD_HUB_MESSAGE = (
+    "{host} belongs to the Copernicus Open Access Hub (SciHub/APIHub), which was shut down "
+    "at the end of October 2023 and no longer answers."
+)
+OLD_HUB_HINT = (
+    "its successor is the Copernicus Data Space Ecosystem, which runs the same Sentinel Hub "
+    "APIs: set STACFETCH_PROVIDER=cdse, remove SH_BASE_URL/SH_TOKEN_URL, and create an OAuth "
+    "client at https://shapps.dataspace.copernicus.eu/dashboard/#/account/settings"
+)
+
+
+@dataclass(frozen=True)
+class Provider:
+    """A deployment stacfetch knows how to talk to."""
+
+    name: str
+    title: str
+    base_url: str | None
+    token_url: str | None
+    clients_page: str
+
+
+PROVIDERS: dict[str, Provider] = {
+    "sentinelhub": Provider(
+        "sentinelhub",
+        "Sentinel Hub (commercial, services.sentinel-hub.com)",
+        "https://services.sentinel-hub.com",
+        "https://services.sentinel-hub.com/auth/realms/main/protocol/openid-connect/token",
+        "the Sentinel Hub Dashboard -> User settings -> OAuth clients",
+    ),
+    "cdse": Provider(
+        "cdse",
+        "Copernicus Data Space Ecosystem (sh.dataspace.copernicus.eu)",
+        "https://sh.dataspace.copernicus.eu",
+        "https://identity.dataspace.copernicus.eu/auth/realms/CDSE/protocol/openid-connect/token",
+        "https://shapps.dataspace.copernicus.eu/dashboard/#/account/settings",
+    ),
+    "sandbox": Provider(
+        "sandbox",
+        "stacfetch's built-in emulator on 127.0.0.1 (synthetic data, no account needed)",
+        None,  # filled in when the emulator starts
+        None,
+        "nowhere: the sandbox needs no account",
+    ),
+}
+
+# Which deployment a host belongs to, to catch a base URL and a token URL that disagree.
+_HOST_FAMILIES = {"sentinel-hub.com": "sentinelhub", "dataspace.copernicus.eu": "cdse"}
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Resolved configuration. Secrets are hidden from ``repr``."""
+
+    provider: str
+    base_url: str | None
+    token_url: str | None
+    client_id: str | None = None
+    client_secret: str | None = field(default=None, repr=False)
+    access_token: str | None = field(default=None, repr=False)
+    output_dir: Path = Path(DEFAULT_OUTPUT_DIR)
+    env_file: Path | None = None
+    sources: Mapping[str, str] = field(default_factory=dict)
+
+    @property
+    def catalog_url(self) -> str:
+        return f"{_need(self.base_url)}/api/v1/catalog/1.0.0/"
+
+    @property
+    def process_url(self) -> str:
+        return f"{_need(self.base_url)}/api/v1/process"
+
+    @property
+    def is_sandbox(self) -> bool:
+        return self.provider == "sandbox"
+
+    @property
+    def secrets(self) -> tuple[str, ...]:
+        """Values that must never be printed, logged or written."""
+        return tuple(s for s in (self.client_secret, self.access_token) if s)
+
+    def with_urls(self, base_url: str, token_url: str) -> Settings:
+        return replace(self, base_url=base_url.rstrip("/"), token_url=token_url)
+
+    def describe(self) -> list[tuple[str, str, str]]:
+        """``(variable, shown value, source)`` rows with secrets masked, for `check` and -v."""
+        values = {
+            "STACFETCH_PROVIDER": self.provider,
+            "SH_BASE_URL": self.base_url or "(started with the sandbox)",
+            "SH_TOKEN_URL": self.token_url or "(started with the sandbox)",
+            "SH_CLIENT_ID": self.client_id or "",
+            "SH_CLIENT_SECRET": mask(self.client_secret),
+            "SH_ACCESS_TOKEN": mask(self.access_token),
+            "STACFETCH_OUTPUT_DIR": str(self.output_dir),
+        }
+        return [(k, v, self.sources.get(k, "default")) for k, v in values.items()]
+
+
+def _need(url: str | None) -> str:
+    if not url:
+        raise ConfigError("no service URL is set", hint="set STACFETCH_PROVIDER or SH_BASE_URL")
+    return url.rstrip("/")
+
+
+def mask(secret: str | None) -> str:
+    """Show that a secret is set without showing it."""
+    if not secret:
+        return ""
+    return f"****** ({len(secret)} characters)"
+
+
+def is_loopback_host(host: str | None) -> bool:
+    """True for 127.0.0.0/8, ::1 and localhost."""
+    if not host:
+        return False
+    host = host.strip("[]").lower()
+    if host == "localhost" or host.endswith(".localhost"):
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def old_hub_host(url: str | None) -> str | None:
+    """The Open Access Hub host named in ``url``, if any."""
+    host = (urlsplit(url or "").hostname or "").lower()
+    for old in OLD_HUB_HOSTS:
+        if host == old or host.endswith("." + old):
+            return host
+    return None
+
+
+def check_url(url: str, variable: str) -> None:
+    """Refuse URLs that are malformed, point at the dead hub, or are plain HTTP off-loopback."""
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ConfigError(
+            f"{variable}={url!r} is not an http(s) URL",
+            hint=f"set {variable} to a full URL such as https://sh.dataspace.copernicus.eu, "
+            "or remove it to use the provider's default",
+        )
+    host = old_hub_host(url)
+    if host:
+        raise ConfigError(
+            f"{variable} points at {OLD_HUB_MESSAGE.format(host=host)}", hint=OLD_HUB_HINT
+        )
+    if parts.scheme == "http" and not is_loopback_host(parts.hostname):
+        raise InsecureTransportError(
+            f"{variable}={url} uses plain HTTP: credentials would travel unencrypted to "
+            f"{parts.hostname}",
+            hint="use https://, or a loopback address (127.0.0.1, localhost) for a local emulator",
+        )
+
+
+def _family(url: str | None) -> str | None:
+    host = (urlsplit(url or "").hostname or "").lower()
+    for suffix, family in _HOST_FAMILIES.items():
+        if host == suffix or host.endswith("." + suffix):
+            return family
+    return None
+
+
+def _read_env_file(path: Path) -> dict[str, str]:
+    from dotenv import dotenv_values
+
+    try:
+        mode = path.stat().st_mode
+    except OSError:
+        return {}
+    if os.name == "posix" and mode & (stat.S_IRGRP | stat.S_IROTH):
+        log.warning(
+            "%s is readable by other users and may hold secrets; run: chmod 600 %s", path, path
+        )
+    try:
+        values = dotenv_values(path)
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"cannot read {path}: {exc}", hint="check the file's permissions and encoding") from None
+    return {k: v for k, v in values.items() if v is not None}
+
+
+def load_settings(
+    *,
+    env_file: str | os.PathLike[str] | None = None,
+    environ: Mapping[str, str] | None = None,
+    provider: str | None = None,
+    output_dir: str | os.PathLike[str] | None = None,
+    client_id: str | None = None,
+    client_secret: str | None = None,
+    access_token: str | None = None,
+    base_url: str | None = None,
+    token_url: str | None = None,
+) -> Settings:
+    """Resolve settings: keyword arguments > ``environ`` (default os.environ) > ``.env`` file.
+
+    ``env_file`` defaults to ``./.env``; an explicitly named file that does not exist is an error.
+    """
+    environ = os.environ if environ is None else environ
+    explicit_file = env_file is not None
+    path = Path(env_file) if explicit_file else Path(".env")
+    if explicit_file and not path.is_file():
+        raise ConfigError(
+            f"the env file {path} does not exist",
+            hint="check the --env-file path, or copy .env.example to .env and fill it in",
+        )
+    file_values = _read_env_file(path) if path.is_file() else {}
+    arguments = {
+        "STACFETCH_PROVIDER": provider,
+        "STACFETCH_OUTPUT_DIR": None if output_dir is None else str(output_dir),
+        "SH_CLIENT_ID": client_id,
+        "SH_CLIENT_SECRET": client_secret,
+        "SH_ACCESS_TOKEN": access_token,
+        "SH_BASE_URL": base_url,
+        "SH_TOKEN_URL": token_url,
+    }
+    values: dict[str, str] = {}
+    sources: dict[str, str] = {}
+    for name in VARIABLES:
+        for source, table in (
+            ("argument", arguments),
+            ("environment", environ),
+            (f".env file ({path})", file_values),
+        ):
+            value = table.get(name)
+            if value is not None and str(value).strip() != "":
+                values[name] = str(value).strip()
+                sources[name] = source
+                break
+
+    provider_name = values.get("STACFETCH_PROVIDER", "sentinelhub").lower()
+    if provider_name not in PROVIDERS:
+        hint = ", ".join(PROVIDERS)
+        if provider_name in ("scihub", "apihub", "copernicus", "dhus"):
+            raise ConfigError(
+                f"STACFETCH_PROVIDER={provider_name!r}: the Copernicus Open Access Hub was shut down "
+                "at the end of October 2023",
+                hint="set STACFETCH_PROVIDER=cdse (its successor) or sentinelhub",
+            )
+        raise ConfigError(
+            f"unknown provider {provider_name!r} (from {sources.get('STACFETCH_PROVIDER')})",
+            hint=f"set STACFETCH_PROVIDER (or --provider) to one of: {hint}",
+        )
+    profile = PROVIDERS[provider_name]
+    out = Path(values.get("STACFETCH_OUTPUT_DIR", DEFAULT_OUTPUT_DIR)).expanduser()
+
+    if profile.name == "sandbox":
+        for name in ("SH_BASE_URL", "SH_TOKEN_URL"):
+            if name in values:
+                log.warning("%s is ignored with the sandbox provider (from %s)", name, sources[name])
+        return Settings(
+            provider="sandbox",
+            base_url=None,
+            token_url=None,
+            client_id=SANDBOX_CLIENT_ID,
+            client_secret=SANDBOX_CLIENT_SECRET,
+            output_dir=out,
+            env_file=path if file_values else None,
+            sources=sources,
+        )
+
+    base = values.get("SH_BASE_URL", profile.base_url or "").rstrip("/")
+    token = values.get("SH_TOKEN_URL", profile.token_url or "")
+    check_url(base, "SH_BASE_URL")
+    check_url(token, "SH_TOKEN_URL")
+    base_family, token_family = _family(base), _family(token)
+    if base_family and token_family and base_family != token_family:
+        raise ConfigError(
+            f"SH_BASE_URL ({base}) belongs to {PROVIDERS[base_family].title} but SH_TOKEN_URL "
+            f"({token}) to {PROVIDERS[token_family].title}; tokens only work on the deployment "
+            "that issued them",
+            hint="set STACFETCH_PROVIDER=sentinelhub or cdse and remove SH_BASE_URL/SH_TOKEN_URL",
+        )
+
+    cid = values.get("SH_CLIENT_ID")
+    secret = values.get("SH_CLIENT_SECRET")
+    ready = values.get("SH_ACCESS_TOKEN")
+    where = f"in {path}" if path.is_file() else f"in a .env file (copy .env.example to {path})"
+    if bool(cid) != bool(secret):
+        missing = "SH_CLIENT_SECRET" if cid else "SH_CLIENT_ID"
+        present = "SH_CLIENT_ID" if cid else "SH_CLIENT_SECRET"
+        raise ConfigError(
+            f"{present} is set (from {sources[present]}) but {missing} is not",
+            hint=f"set {missing} {where}; both come from the OAuth client you created on "
+            f"{profile.clients_page}",
+        )
+    if cid and ready:
+        log.info("both client credentials and SH_ACCESS_TOKEN are set; using the client credentials")
+        ready = None
+    if not cid and not ready:
+        raise ConfigError(
+            f"no credentials for {profile.title}: SH_CLIENT_ID and SH_CLIENT_SECRET are not set",
+            hint=f"create an OAuth client on {profile.clients_page} and put SH_CLIENT_ID and "
+            f"SH_CLIENT_SECRET {where} (or SH_ACCESS_TOKEN for a ready token); "
+            "to try stacfetch without an account use --provider sandbox",
+        )
+    return Settings(
+        provider=profile.name,
+        base_url=base,
+        token_url=token,
+        client_id=cid,
+        client_secret=secret,
+        access_token=ready,
+        output_dir=out,
+        env_file=path if file_values else None,
+        sources=sources,
+    )
