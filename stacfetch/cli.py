@@ -1,0 +1,307 @@
+"""The ``stacfetch`` command line: parse, call the library, format. Data on stdout, the rest on stderr.
+
+Heavy libraries are imported inside the commands so that ``stacfetch --help`` stays fast.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+import traceback
+from collections.abc import Sequence
+from typing import Any
+
+from . import __version__
+from .errors import EXIT_INTERRUPTED, EXIT_USAGE, StacfetchError
+
+log = logging.getLogger("stacfetch")
+
+AXIS_NOTE = "Coordinates are always longitude first, then latitude (x, y), in degrees (WGS84)."
+
+EPILOG_SEARCH = f"""\
+examples:
+  stacfetch search --provider sandbox --lon 34.665 --lat 31.625 --start 2022-01-20 --end 2022-01-25
+  stacfetch search --bbox 34.60,31.58,34.72,31.67 --start 2022-01-01 --end 2022-01-31 --max-cloud 20
+  stacfetch search --geojson field.geojson --start 2023-06-01 --end 2023-06-30 --json > items.json
+
+{AXIS_NOTE}
+Dates: 2022-01-20, 2022-01-20T10:00Z, 2022/01/20, 20.01.2022 or 20220120; the end date is
+inclusive (its whole UTC day). Settings come from arguments, then the environment, then .env.
+exit codes: 0 ok, 2 bad input, 3 configuration/credentials, 4 service/network, 130 interrupted.
+"""
+
+EPILOG_GET = f"""\
+examples:
+  stacfetch get --provider sandbox --lon 34.665 --lat 31.625 --start 2022-01-20 --end 2022-01-25
+  stacfetch get --bbox 34.60,31.58,34.72,31.67 --start 2022-01-01 --end 2022-01-31 --bands truecolor
+  stacfetch get --lon 34.665 --lat 31.625 --size 20000 --start 2022-01-20 --dry-run
+
+Writes one GeoTIFF per acquisition to <out>/<collection>/<area-id>/<date>T<time>_<platform>_<orbit>.tif
+with a sidecar .json (the STAC items) and a catalog.json manifest. A re-run skips complete files.
+{AXIS_NOTE}
+exit codes: 0 ok, 2 bad input, 3 configuration/credentials, 4 service/network,
+5 some acquisitions failed (the others were written), 130 interrupted.
+"""
+
+
+def _add_common(parser: argparse.ArgumentParser) -> None:
+    where = parser.add_argument_group(
+        "location (one of)", "Longitude first, then latitude, in degrees (WGS84)."
+    )
+    where.add_argument("--lon", "--location_lon", dest="lon", type=str, metavar="LON",
+                       help="longitude of a point, e.g. 34.665 (east positive)")
+    where.add_argument("--lat", "--location_lat", dest="lat", type=str, metavar="LAT",
+                       help="latitude of a point, e.g. 31.625 (north positive)")
+    where.add_argument("--size", type=str, default="5000", metavar="METERS",
+                       help="side of the square around --lon/--lat in metres (default 5000)")
+    where.add_argument("--bbox", metavar="W,S,E,N", help="bounding box: west,south,east,north")
+    where.add_argument("--location", metavar="JSON",
+                       help="a JSON list of [lon, lat] pairs (a polygon ring; one pair = a point)")
+    where.add_argument("--geojson", metavar="FILE",
+                       help="a GeoJSON file: geometry, Feature or FeatureCollection")
+
+    when = parser.add_argument_group("time window")
+    when.add_argument("--start", "--start_date", dest="start", metavar="DATE",
+                      help="first day (or instant), e.g. 2022-01-20")
+    when.add_argument("--end", "--end_date", dest="end", metavar="DATE",
+                      help="last day, inclusive (default: the start day)")
+
+    what = parser.add_argument_group("catalog")
+    what.add_argument("--collection", default="sentinel-2-l2a", help="collection id (default sentinel-2-l2a)")
+    what.add_argument("--max-cloud", type=str, metavar="PERCENT",
+                      help="keep scenes whose cloud cover is at most PERCENT (0-100)")
+
+    conf = parser.add_argument_group("configuration")
+    conf.add_argument("--provider", choices=("sentinelhub", "cdse", "sandbox"),
+                      help="overrides STACFETCH_PROVIDER; 'sandbox' runs a local emulator (synthetic data)")
+    conf.add_argument("--env-file", metavar="PATH", help="read settings from PATH instead of ./.env")
+
+    out = parser.add_argument_group("output")
+    out.add_argument("--json", action="store_true", help="print machine-readable JSON on stdout only")
+    out.add_argument("-v", "--verbose", action="count", default=0, help="more detail on stderr (-vv: debug)")
+    out.add_argument("-q", "--quiet", action="store_true", help="only errors on stderr")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="stacfetch",
+        description="Find Sentinel-2 L2A scenes for a place and a time window and download every "
+        "acquisition as a georeferenced GeoTIFF.",
+        epilog="Start without an account: stacfetch get --provider sandbox --lon 34.665 --lat 31.625 "
+        "--start 2022-01-20 --end 2022-01-25\n" + AXIS_NOTE,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--version", action="version", version=f"stacfetch {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    search = sub.add_parser("search", help="list the scenes that match (no download)",
+                            description="List Sentinel-2 L2A scenes for an area and time window.",
+                            epilog=EPILOG_SEARCH, formatter_class=argparse.RawDescriptionHelpFormatter)
+    _add_common(search)
+    search.add_argument("--limit", type=int, default=None, metavar="N", help="stop after N items")
+    search.set_defaults(handler=cmd_search)
+
+    get = sub.add_parser("get", help="download every acquisition as a GeoTIFF",
+                         description="Download one GeoTIFF per acquisition for an area and time window.",
+                         epilog=EPILOG_GET, formatter_class=argparse.RawDescriptionHelpFormatter)
+    _add_common(get)
+    g = get.add_argument_group("download")
+    g.add_argument("--out", metavar="DIR", help="output folder (overrides STACFETCH_OUTPUT_DIR)")
+    g.add_argument("--bands", default="all", metavar="LIST",
+                   help="comma list (B01..B12, B8A, SCL, AOT, dataMask) or a preset: truecolor, "
+                   "all (12 spectral bands, default), all+scl")
+    g.add_argument("--resolution", type=str, default=None, metavar="R",
+                   help="pixel size in CRS units (default 10 m; degrees with --crs EPSG:4326)")
+    g.add_argument("--crs", metavar="EPSG:NNNN", help="output CRS (default: UTM zone of the area)")
+    g.add_argument("--dtype", choices=("uint16", "float32"), default="uint16",
+                   help="uint16 digital numbers (reflectance x 10000, default) or float32 reflectance")
+    g.add_argument("--workers", type=int, default=4, metavar="N", help="concurrent requests (default 4)")
+    g.add_argument("--time-tolerance", type=str, default="60", metavar="MINUTES",
+                   help="items this close in time are one acquisition (default 60)")
+    g.add_argument("--dry-run", action="store_true", help="print the plan and estimated cost; download nothing")
+    g.add_argument("--overwrite", action="store_true", help="download again even if a complete file exists")
+    get.set_defaults(handler=cmd_get)
+    return parser
+
+
+def _configure_logging(args: argparse.Namespace) -> None:
+    level = logging.WARNING
+    if getattr(args, "quiet", False):
+        level = logging.ERROR
+    elif getattr(args, "verbose", 0) >= 2:
+        level = logging.DEBUG
+    elif getattr(args, "verbose", 0) == 1:
+        level = logging.INFO
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(levelname)s: %(message)s"))
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level)
+
+
+def _location_from_args(args: argparse.Namespace) -> Any:
+    """Exactly one location form, as the value stacfetch.location.to_geometry accepts."""
+    from .errors import InvalidLocationError
+
+    given = [name for name in ("bbox", "location", "geojson") if getattr(args, name)]
+    if args.lon is not None or args.lat is not None:
+        given.insert(0, "lon/lat")
+    if len(given) != 1:
+        raise InvalidLocationError(
+            "give exactly one location" + (f"; got {', '.join(given)}" if given else ""),
+            hint="use --lon X --lat Y, --bbox W,S,E,N, --location '[[lon,lat],...]' or --geojson FILE",
+        )
+    from . import location
+
+    if given[0] == "lon/lat":
+        if args.lon is None or args.lat is None:
+            missing = "--lat" if args.lat is None else "--lon"
+            raise InvalidLocationError(f"{missing} is missing", hint="a point needs both --lon and --lat")
+        size = _number(args.size, "--size")
+        lon, lat = _number(args.lon, "--lon"), _number(args.lat, "--lat")
+        return location.point_geometry(lon, lat, size)
+    if given[0] == "bbox":
+        return location.to_geometry(location.parse_bbox(args.bbox))
+    if given[0] == "geojson":
+        return location.from_geojson_file(args.geojson)
+    return location.to_geometry(args.location, size=_number(args.size, "--size"))
+
+
+def _number(text: str, flag: str) -> float:
+    from .errors import InvalidOptionError
+
+    try:
+        value = float(str(text).strip())
+    except ValueError:
+        raise InvalidOptionError(f"{flag} {text!r} is not a number", hint=f"e.g. {flag} 5000") from None
+    return value
+
+
+def _interval_from_args(args: argparse.Namespace) -> Any:
+    from .dates import to_interval
+    from .errors import InvalidDateError
+
+    if not args.start:
+        raise InvalidDateError("--start is missing", hint="e.g. --start 2022-01-20 --end 2022-01-25")
+    return to_interval(args.start, args.end)
+
+
+def _settings_from_args(args: argparse.Namespace, **extra: Any) -> Any:
+    from .config import load_settings
+
+    return load_settings(env_file=args.env_file, provider=args.provider, **extra)
+
+
+def cmd_search(args: argparse.Namespace) -> int:
+    from . import api
+
+    geometry = _location_from_args(args)
+    interval = _interval_from_args(args)
+    max_cloud = None if args.max_cloud is None else _number(args.max_cloud, "--max-cloud")
+    settings = _settings_from_args(args)
+    query = api.build_query(geometry, interval, collection=args.collection, max_cloud=max_cloud)
+    _echo_query(query, args)
+    items = api.search_query(query, settings=settings, max_items=args.limit)
+    if args.json:
+        from pystac import ItemCollection
+
+        json.dump(ItemCollection(items).to_dict(transform_hrefs=False), sys.stdout)
+        sys.stdout.write("\n")
+        return 0
+    _print_table(items)
+    return 0
+
+
+def _echo_query(query: Any, args: argparse.Namespace) -> None:
+    from .location import describe_area
+
+    if args.quiet:
+        return
+    print(f"area: {describe_area(query.geometry)}", file=sys.stderr)
+    print(f"time: {query.interval}", file=sys.stderr)
+
+
+def _print_table(items: list[Any]) -> None:
+    from .catalog import describe_item
+
+    rows = [describe_item(item) for item in items]
+    headers = ["date", "time", "id", "tile", "cloud %", "platform"]
+    keys = ["date", "time", "id", "tile", "cloud", "platform"]
+    table = [[str(row.get(k, "")) for k in keys] for row in rows]
+    widths = [max([len(h)] + [len(r[i]) for r in table]) for i, h in enumerate(headers)]
+    print("  ".join(h.ljust(w) for h, w in zip(headers, widths, strict=True)))
+    for r in table:
+        print("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)))
+    days = len({row.get("date") for row in rows})
+    print(f"{len(rows)} scene(s) on {days} day(s)", file=sys.stderr)
+
+
+def cmd_get(args: argparse.Namespace) -> int:
+    from . import api
+
+    geometry = _location_from_args(args)
+    interval = _interval_from_args(args)
+    max_cloud = None if args.max_cloud is None else _number(args.max_cloud, "--max-cloud")
+    resolution = None if args.resolution is None else _number(args.resolution, "--resolution")
+    tolerance = _number(args.time_tolerance, "--time-tolerance")
+    settings = _settings_from_args(args, output_dir=args.out)
+    query = api.build_query(
+        geometry, interval, collection=args.collection, max_cloud=max_cloud, bands=args.bands,
+        resolution=resolution, crs=args.crs, dtype=args.dtype,
+    )
+    _echo_query(query, args)
+    result = api.get_query(
+        query, settings=settings, workers=args.workers, overwrite=args.overwrite,
+        dry_run=args.dry_run, time_tolerance_minutes=tolerance,
+        progress=not (args.quiet or args.json), echo=not args.quiet,
+    )
+    if args.json:
+        json.dump(result.to_dict(), sys.stdout, indent=2)
+        sys.stdout.write("\n")
+    elif not args.quiet:
+        print(result.summary(), file=sys.stderr)
+    return result.exit_code
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "handler", None):
+        parser.print_help()
+        return EXIT_USAGE
+    _configure_logging(args)
+    try:
+        return int(args.handler(args))
+    except StacfetchError as exc:
+        if args.verbose >= 2:
+            traceback.print_exc()
+        print(f"error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except BrokenPipeError:
+        return 0
+    except Exception as exc:  # a bug: say so plainly, details with -v
+        if args.verbose:
+            traceback.print_exc()
+        print(
+            f"internal error: {type(exc).__name__}: {exc}\n"
+            "  this is a bug in stacfetch; run again with -v for details and report it",
+            file=sys.stderr,
+        )
+        return 1
+
+
+def entry() -> None:
+    """Console-script entry point. After Ctrl-C, exit at once rather than wait for workers."""
+    import os
+
+    code = main()
+    if code == EXIT_INTERRUPTED:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+    raise SystemExit(code)

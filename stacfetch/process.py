@@ -1,0 +1,135 @@
+"""Process API request bodies and evalscripts for a band list; one tile per request.
+
+The body follows the Sentinel Hub Process API (reference §3.2): bounds in the output CRS as
+an OGC CRS URL, a ``timeRange`` around one acquisition only, ``leastRecent`` mosaicking,
+``width``/``height`` per tile and a single GeoTIFF response.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime, timedelta, timezone
+from typing import Any
+
+from .bands import BANDS
+from .errors import InvalidResponseError, ServiceError
+
+MAX_PIXELS_PER_SIDE = 2500
+TIME_MARGIN = timedelta(minutes=1)
+_SAMPLE_TYPES = {"uint8": "UINT8", "uint16": "UINT16", "float32": "FLOAT32"}
+
+
+def crs_url(crs: str) -> str:
+    """``EPSG:32636`` -> ``http://www.opengis.net/def/crs/EPSG/0/32636`` (the form the service documents)."""
+    authority, _, code = crs.partition(":")
+    if authority.upper() != "EPSG" or not code.isdigit():
+        raise ValueError(f"expected an EPSG:NNNN code, got {crs!r}")
+    return f"http://www.opengis.net/def/crs/EPSG/0/{int(code)}"
+
+
+def band_units(band: str, dtype: str) -> str:
+    """Units to request: DN for integer output; REFLECTANCE for float spectral bands."""
+    if dtype == "float32" and BANDS[band].kind == "reflectance":
+        return "REFLECTANCE"
+    return "DN"
+
+
+def evalscript(bands: tuple[str, ...], dtype: str) -> str:
+    """A V3 evalscript returning ``bands`` in order, with 0 where the service has no data."""
+    units = [band_units(b, dtype) for b in bands]
+    inputs = list(bands) + ([] if "dataMask" in bands else ["dataMask"])
+    units_all = units + ([] if "dataMask" in bands else ["DN"])
+    unit_field = json.dumps(units_all[0]) if len(set(units_all)) == 1 else json.dumps(units_all)
+    samples = ", ".join(f"sample.{b}" for b in bands)
+    zeros = ", ".join("0" for _ in bands)
+    return (
+        "//VERSION=3\n"
+        "function setup() {\n"
+        "  return {\n"
+        f"    input: [{{bands: {json.dumps(inputs)}, units: {unit_field}}}],\n"
+        f'    output: {{id: "default", bands: {len(bands)}, sampleType: "{_SAMPLE_TYPES[dtype]}", '
+        "nodataValue: 0}\n"
+        "  };\n"
+        "}\n"
+        "function evaluatePixel(sample) {\n"
+        f"  return sample.dataMask ? [{samples}] : [{zeros}];\n"
+        "}\n"
+    )
+
+
+def _iso(value: datetime) -> str:
+    return value.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def request_body(
+    *,
+    collection: str,
+    bounds: tuple[float, float, float, float],
+    crs: str,
+    width: int,
+    height: int,
+    start: datetime,
+    end: datetime,
+    bands: tuple[str, ...],
+    dtype: str,
+    mosaicking_order: str = "leastRecent",
+) -> dict[str, Any]:
+    """The Process API body for one tile of one acquisition.
+
+    ``start``/``end`` are the acquisition's first and last item datetimes; the time range
+    is widened by one minute each side, far less than the ~100 minutes between passes.
+    """
+    if not (1 <= width <= MAX_PIXELS_PER_SIDE and 1 <= height <= MAX_PIXELS_PER_SIDE):
+        raise ValueError(f"tile of {width}x{height} px exceeds the service limit")
+    return {
+        "input": {
+            "bounds": {"bbox": list(bounds), "properties": {"crs": crs_url(crs)}},
+            "data": [
+                {
+                    "type": collection,
+                    "dataFilter": {
+                        "timeRange": {"from": _iso(start - TIME_MARGIN), "to": _iso(end + TIME_MARGIN)},
+                        "mosaickingOrder": mosaicking_order,
+                    },
+                    "processing": {"upsampling": "NEAREST", "downsampling": "NEAREST"},
+                }
+            ],
+        },
+        "output": {
+            "width": int(width),
+            "height": int(height),
+            "responses": [{"identifier": "default", "format": {"type": "image/tiff"}}],
+        },
+        "evalscript": evalscript(bands, dtype),
+    }
+
+
+def fetch_tile(session: Any, process_url: str, body: dict[str, Any], *, timeout: float = 300.0) -> bytes:
+    """POST one request and return the GeoTIFF bytes; service errors keep the server's words.
+
+    Retries of 429/5xx/dropped connections happen inside the session; this raises when they
+    are exhausted or the error is not retryable.
+    """
+    response = session.post(
+        process_url, json=body, headers={"Accept": "image/tiff"}, timeout=timeout
+    )
+    if response.status_code != 200:
+        raise ServiceError.from_response(response)
+    content_type = response.headers.get("Content-Type", "")
+    if "tiff" not in content_type and not response.content.startswith((b"II*\x00", b"MM\x00*", b"II+\x00")):
+        raise InvalidResponseError(
+            f"the Process API answered {content_type or 'no content type'} instead of a GeoTIFF",
+            url=process_url,
+        )
+    return response.content
+
+
+def processing_units(width: int, height: int, n_bands: int, dtype: str) -> float:
+    """Estimated processing units of one request (Sentinel Hub's documented multipliers).
+
+    1 PU = 512 x 512 px, 3 bands, 8/16-bit; linear in area and in bands/3; FLOAT32 counts x2;
+    minimum 0.005 per request. An estimate for --dry-run, not a bill.
+    """
+    area = (width * height) / (512 * 512)
+    factor = max(1.0, n_bands / 3) * (2.0 if dtype == "float32" else 1.0)
+    return max(0.005, area * factor)

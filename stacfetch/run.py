@@ -1,0 +1,325 @@
+"""Orchestration of a download run: executor, resume, retries of bad tiles, progress, manifest.
+
+Each job (one acquisition) runs ``run_job``: skip it when a complete file exists, otherwise
+request its tiles one by one, validate and write each into ``<dest>.part``, then tag and
+rename. Jobs run on any ``concurrent.futures.Executor``; threads (the default) share one
+session and so one rate limiter. A job that fails does not stop the others.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import sys
+import threading
+import time
+from concurrent.futures import Executor, Future, ThreadPoolExecutor, as_completed
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from . import __version__
+from .config import Settings
+from .errors import (
+    EXIT_OK,
+    EXIT_PARTIAL,
+    Interrupted,
+    InvalidResponseError,
+    StacfetchError,
+)
+from .plan import Job
+from .process import fetch_tile, request_body
+
+log = logging.getLogger(__name__)
+
+TILE_ATTEMPTS = 3  # a response that fails validation (size, bands, CRS, truncation) is asked again
+
+
+@dataclass
+class Outcome:
+    """What happened to one job."""
+
+    job: Job
+    status: str  # "written" | "skipped" | "failed"
+    bytes: int = 0
+    requests: int = 0
+    error: str | None = None
+
+
+@dataclass
+class GetResult:
+    """The result of ``stacfetch.get``: files written, skipped and failed acquisitions."""
+
+    jobs: list[Job] = field(default_factory=list)
+    outcomes: list[Outcome] = field(default_factory=list)
+    seconds: float = 0.0
+    manifest: Path | None = None
+    dry_run: bool = False
+    stats: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def written(self) -> list[Path]:
+        return [o.job.destination for o in self.outcomes if o.status == "written"]
+
+    @property
+    def skipped(self) -> list[Path]:
+        return [o.job.destination for o in self.outcomes if o.status == "skipped"]
+
+    @property
+    def failed(self) -> list[Outcome]:
+        return [o for o in self.outcomes if o.status == "failed"]
+
+    @property
+    def paths(self) -> list[Path]:
+        """Every complete file of this run, written now or found complete, in time order."""
+        done = {o.job.destination for o in self.outcomes if o.status in ("written", "skipped")}
+        return [j.destination for j in self.jobs if j.destination in done]
+
+    @property
+    def bytes(self) -> int:
+        return sum(o.bytes for o in self.outcomes)
+
+    @property
+    def exit_code(self) -> int:
+        return EXIT_PARTIAL if self.failed else EXIT_OK
+
+    def summary(self) -> str:
+        if self.dry_run:
+            return "dry run: nothing downloaded"
+        lines = [
+            f"{len(self.written)} downloaded, {len(self.skipped)} skipped (already complete), "
+            f"{len(self.failed)} failed; {self.bytes / 1e6:.1f} MB in {self.seconds:.1f} s"
+        ]
+        if self.manifest:
+            lines.append(f"manifest: {self.manifest}")
+        for o in self.failed:
+            lines.append(f"FAILED {o.job.acquisition.key}: {o.error}")
+        return "\n".join(lines)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "dry_run": self.dry_run,
+            "written": [str(p) for p in self.written],
+            "skipped": [str(p) for p in self.skipped],
+            "failed": [
+                {"acquisition": o.job.acquisition.key, "destination": str(o.job.destination),
+                 "error": o.error}
+                for o in self.failed
+            ],
+            "bytes": self.bytes,
+            "seconds": round(self.seconds, 3),
+            "manifest": str(self.manifest) if self.manifest else None,
+            "stats": self.stats,
+        }
+
+
+class RunContext:
+    """What every job needs. Picklable: a process-pool worker opens its own session."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        session: Any = None,
+        overwrite: bool = False,
+        tags: dict[str, str] | None = None,
+        session_options: dict[str, Any] | None = None,
+    ) -> None:
+        self.settings = settings
+        self.overwrite = overwrite
+        self.tags = dict(tags or {})
+        self.session_options = dict(session_options or {})
+        self._session = session
+        self.stop = threading.Event()
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = self.__dict__.copy()
+        state["_session"] = None
+        state["stop"] = None
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self.stop = threading.Event()
+
+    def session(self) -> Any:
+        if self._session is None:
+            from .auth import open_session
+
+            self._session = open_session(self.settings, **self.session_options)
+        return self._session
+
+
+def _tags(job: Job, context: RunContext) -> dict[str, str]:
+    acq = job.acquisition
+    tags = {
+        "STACFETCH_VERSION": __version__,
+        "PROVIDER": context.settings.provider,
+        "COLLECTION": str(job.acquisition.items[0].collection_id or ""),
+        "ITEM_IDS": ",".join(acq.item_ids),
+        "ACQUISITION_DATETIME": acq.datetime.strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "PLATFORM": acq.platform or "",
+        "BANDS": ",".join(job.bands),
+        "CLOUD_COVER": "" if acq.cloud_cover is None else f"{acq.cloud_cover:.2f}",
+    }
+    tags.update(context.tags)
+    return tags
+
+
+def run_job(job: Job, context: RunContext) -> Outcome:
+    """Produce one acquisition's GeoTIFF (or find it complete). Never raises for service errors."""
+    from .write import PartFile, discard_partial, is_complete, profile_for
+
+    if not context.overwrite and is_complete(job.destination, job.grid, job.bands, job.dtype):
+        return Outcome(job, "skipped")
+    requests_made = 0
+    try:
+        discard_partial(job.destination)
+        session = context.session()
+        acq = job.acquisition
+        collection = job.acquisition.items[0].collection_id or "sentinel-2-l2a"
+        with PartFile(job.destination, profile_for(job.grid, job.bands, job.dtype)) as part:
+            for tile in job.tiles:
+                if context.stop is not None and context.stop.is_set():
+                    raise Interrupted("stopped before this acquisition was complete")
+                body = request_body(
+                    collection=collection, bounds=tile.bounds, crs=job.grid.crs,
+                    width=int(tile.window.width), height=int(tile.window.height),
+                    start=acq.start, end=acq.end, bands=job.bands, dtype=job.dtype,
+                )
+                for attempt in range(1, TILE_ATTEMPTS + 1):
+                    data = fetch_tile(session, context.settings.process_url, body)
+                    requests_made += 1
+                    try:
+                        part.write_tile(tile, data)
+                        break
+                    except InvalidResponseError as exc:
+                        if attempt == TILE_ATTEMPTS:
+                            raise InvalidResponseError(
+                                f"{exc.message} (asked {TILE_ATTEMPTS} times)", hint=exc.hint
+                            ) from None
+                        log.warning("tile %s of %s: %s; asking again", tile.row, acq.key, exc.message)
+            if context.stop is not None and context.stop.is_set():
+                raise Interrupted("stopped before this acquisition was complete")
+            part.commit(
+                tags=_tags(job, context),
+                band_descriptions=job.bands,
+                items=[item.to_dict(transform_hrefs=False) for item in acq.items],
+            )
+        size = job.destination.stat().st_size
+        return Outcome(job, "written", bytes=size, requests=requests_made)
+    except Interrupted:
+        raise
+    except StacfetchError as exc:
+        log.debug("acquisition %s failed", job.acquisition.key, exc_info=True)
+        return Outcome(job, "failed", requests=requests_made, error=str(exc).replace("\n", " "))
+    except OSError as exc:
+        return Outcome(job, "failed", requests=requests_made,
+                       error=f"cannot write {job.destination}: {exc.strerror or exc}")
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _progress(total: int, enabled: bool) -> Any:
+    if not enabled or not sys.stderr.isatty():
+        return None
+    from tqdm import tqdm
+
+    return tqdm(total=total, unit="file", file=sys.stderr, dynamic_ncols=True, desc="acquisitions")
+
+
+def execute(
+    jobs: list[Job],
+    context: RunContext,
+    *,
+    executor: Executor | None = None,
+    workers: int = 4,
+    progress: bool = False,
+    manifest_root: Path | None = None,
+) -> GetResult:
+    """Run every job; write the manifest of what is complete; return the result.
+
+    On Ctrl-C the workers stop at the next tile, unfinished ``.part`` files are removed,
+    the manifest lists what is complete, and ``Interrupted`` (exit 130) is raised.
+    """
+    from .write import discard_partial
+
+    started = time.monotonic()
+    result = GetResult(jobs=list(jobs))
+    own_executor = executor is None
+    pool: Executor = executor or ThreadPoolExecutor(max_workers=max(1, workers),
+                                                    thread_name_prefix="stacfetch")
+    bar = _progress(len(jobs), progress)
+    futures: dict[Future[Outcome], Job] = {}
+    try:
+        futures = {pool.submit(run_job, job, context): job for job in jobs}
+        for future in as_completed(futures):
+            outcome = future.result()
+            result.outcomes.append(outcome)
+            if bar is not None:
+                bar.update(1)
+                bar.set_postfix_str(f"{result.bytes / 1e6:.1f} MB, {len(result.failed)} failed")
+            elif outcome.status == "failed":
+                log.warning("%s failed: %s", outcome.job.acquisition.key, outcome.error)
+    except (KeyboardInterrupt, Interrupted):
+        context.stop.set()
+        for future in futures:
+            future.cancel()
+        deadline = time.monotonic() + 1.5
+        for future in futures:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                break
+            try:
+                outcome = future.result(timeout=remaining)
+                if outcome not in result.outcomes:
+                    result.outcomes.append(outcome)
+            except Exception:  # cancelled, interrupted or still running
+                continue
+        done = {o.job.destination for o in result.outcomes if o.status in ("written", "skipped")}
+        for job in jobs:
+            if job.destination not in done:
+                discard_partial(job.destination)
+        result.seconds = time.monotonic() - started
+        result.manifest = _write_manifest(result, manifest_root)
+        raise Interrupted(
+            f"interrupted: {len(done)} of {len(jobs)} acquisitions complete"
+            + (f"; manifest {result.manifest}" if result.manifest else ""),
+            hint="run the same command again to download the rest",
+        ) from None
+    finally:
+        if bar is not None:
+            bar.close()
+        if own_executor:
+            pool.shutdown(wait=not context.stop.is_set(), cancel_futures=True)
+    order = {job.destination: i for i, job in enumerate(jobs)}
+    result.outcomes.sort(key=lambda o: order[o.job.destination])
+    result.seconds = time.monotonic() - started
+    result.manifest = _write_manifest(result, manifest_root)
+    return result
+
+
+def _write_manifest(result: GetResult, root: Path | None) -> Path | None:
+    """Record every complete file with its checksum in the run's STAC catalog manifest."""
+    from .write import write_manifest
+
+    complete = [o for o in result.outcomes if o.status in ("written", "skipped")]
+    if not complete or root is None:
+        return None
+    records = []
+    for o in complete:
+        dest = o.job.destination
+        if not dest.exists():
+            continue
+        records.append({"job": o.job, "path": dest, "sha256": _sha256(dest), "size": dest.stat().st_size})
+    try:
+        return write_manifest(root, records)
+    except OSError as exc:
+        log.warning("could not write the manifest in %s: %s", root, exc)
+        return None
