@@ -60,7 +60,6 @@ from pyproj import CRS, Transformer
 from pyproj.exceptions import CRSError
 from rasterio.windows import Window
 from shapely.geometry.base import BaseGeometry
-from shapely.ops import transform as shapely_transform
 
 from .bands import PRESETS, output_dtype
 from .errors import InvalidOptionError, InvalidResponseError
@@ -327,7 +326,7 @@ def utm_epsg_for(lon: float, lat: float) -> int:
     """EPSG code of the WGS 84 UTM zone containing ``(lon, lat)``: 326zz north, 327zz south."""
     if not (math.isfinite(lon) and math.isfinite(lat)):
         raise InvalidOptionError(f"cannot choose a UTM zone for ({lon}, {lat})")
-    zone = int(math.floor((lon + 180.0) / 6.0)) % 60 + 1
+    zone = min(int(math.floor((lon + 180.0) / 6.0)) % 60 + 1, 60) if lon != 180.0 else 60
     return (32600 if lat >= 0 else 32700) + zone
 
 
@@ -436,7 +435,7 @@ class Grid:
             return box
         step = max(right - left, top - bottom) / 32
         to_4326 = Transformer.from_crs(self.crs, "EPSG:4326", always_xy=True)
-        return shapely_transform(to_4326.transform, shapely.segmentize(box, step))
+        return shapely.transform(shapely.segmentize(box, step), to_4326.transform, interleaved=False)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -464,7 +463,7 @@ def grid_for(geometry: BaseGeometry, crs: str | None = None, resolution: float =
     else:
         to_target = Transformer.from_crs("EPSG:4326", target, always_xy=True)
         dense = shapely.segmentize(geometry, _DENSIFY_DEG)
-        projected = shapely_transform(to_target.transform, dense)
+        projected = shapely.transform(dense, to_target.transform, interleaved=False)
     minx, miny, maxx, maxy = projected.bounds
     if not all(math.isfinite(v) for v in (minx, miny, maxx, maxy)):
         raise InvalidOptionError(f"the area cannot be expressed in {name}")
