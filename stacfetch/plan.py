@@ -433,7 +433,7 @@ class Grid:
         box = shapely.box(left, bottom, right, top)
         if self.is_geographic:
             return box
-        step = max(right - left, top - bottom) / 32
+        step = max(right - left, top - bottom) / 8
         to_4326 = Transformer.from_crs(self.crs, "EPSG:4326", always_xy=True)
         return shapely.transform(shapely.segmentize(box, step), to_4326.transform, interleaved=False)
 

@@ -1,0 +1,631 @@
+"""Atomic, windowed GeoTIFF writing; completeness checks for resume; the STAC manifest.
+
+A file is written as ``<dest>.part`` in the destination folder (so the final rename is
+atomic), one tile at a time and in strips of at most one 512-px block row, so neither a
+whole tile nor the mosaic is ever held decoded in memory. ``commit`` adds the band names
+and tags (including ``STACFETCH_COMPLETE=1``), flushes and fsyncs, writes the sidecar
+``<dest>.json`` (the source STAC items as a FeatureCollection) atomically, then renames the
+``.part`` over ``<dest>``. A file is complete only when it carries that tag, matches the
+expected grid, bands and dtype, and has its sidecar.
+
+The manifest is a self-contained STAC Catalog (``catalog.json`` + ``items/<id>.json``)
+in the area folder: one Item per GeoTIFF with the file as asset ``data`` carrying
+``file:checksum`` (SHA-256 multihash, ``1220`` + hex digest) and ``file:size``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import re
+import tempfile
+import threading
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+import numpy as np
+import pystac
+import rasterio
+from pystac.layout import CustomLayoutStrategy
+from pystac.stac_io import DefaultStacIO
+from rasterio.crs import CRS
+from rasterio.errors import RasterioError
+from rasterio.windows import Window
+
+from . import __version__
+from .errors import DownloadError, InvalidResponseError
+from .plan import Acquisition, Grid, Job, Tile, sanitize
+
+__all__ = [
+    "BLOCK",
+    "COMPLETE_TAG",
+    "ManifestRecord",
+    "PartFile",
+    "discard_partial",
+    "is_complete",
+    "part_path",
+    "profile_for",
+    "record_for",
+    "sha256_file",
+    "sidecar_path",
+    "tags_for",
+    "write_manifest",
+]
+
+log = logging.getLogger(__name__)
+
+BLOCK = 512
+COMPLETE_TAG = "STACFETCH_COMPLETE"
+MANIFEST_NAME = "catalog.json"
+_FILE_EXT = "https://stac-extensions.github.io/file/v2.1.0/schema.json"
+_PROJ_EXT = "https://stac-extensions.github.io/projection/v2.0.0/schema.json"
+_EO_EXT = "https://stac-extensions.github.io/eo/v1.1.0/schema.json"
+# GDAL settings for our own reads and writes: no directory listing next to in-memory
+# responses, compression on all cores.
+_GDAL_ENV = {"GDAL_DISABLE_READDIR_ON_OPEN": "EMPTY_DIR", "GDAL_NUM_THREADS": "ALL_CPUS"}
+
+
+def part_path(dest: Path) -> Path:
+    """``<dest>.part``: same folder, so ``os.replace`` onto ``dest`` is atomic."""
+    return dest.with_name(dest.name + ".part")
+
+
+def sidecar_path(dest: Path) -> Path:
+    """``<dest>.json``: the source STAC items of the file."""
+    return dest.with_name(dest.name + ".json")
+
+
+def profile_for(grid: Grid, bands: Sequence[str], dtype: str, *, nodata: float | None = 0) -> dict[str, Any]:
+    """The GTiff creation profile: tiled 512 x 512, deflate with the right predictor, BigTIFF if needed."""
+    kind = np.dtype(dtype).kind
+    return {
+        "driver": "GTiff",
+        "width": grid.width,
+        "height": grid.height,
+        "count": len(bands),
+        "dtype": dtype,
+        "crs": CRS.from_user_input(grid.crs),
+        "transform": grid.transform,
+        "nodata": nodata,
+        "tiled": True,
+        "blockxsize": BLOCK,
+        "blockysize": BLOCK,
+        "compress": "deflate",
+        "predictor": 3 if kind == "f" else 2,
+        "interleave": "pixel",
+        "BIGTIFF": "IF_SAFER",
+    }
+
+
+# --- tags -------------------------------------------------------------------------------
+_URL_QUERY = re.compile(r"(?i)\b((?:https?|s3|gs)://[^\s?#]*)[?#][^\s,;]*")
+_TAG_KEY = re.compile(r"[^A-Za-z0-9_]+")
+
+
+def _clean_value(value: Any) -> str:
+    """A tag value as text, without NULs and without URL query strings (tokens, signatures)."""
+    if isinstance(value, datetime):
+        text = _iso(value)
+    elif isinstance(value, (list, tuple)):
+        text = ",".join(str(v) for v in value)
+    elif isinstance(value, bool):
+        text = "true" if value else "false"
+    else:
+        text = str(value)
+    return _URL_QUERY.sub(r"\1", text.replace("\x00", ""))
+
+
+def _iso(value: datetime) -> str:
+    value = value.astimezone(timezone.utc) if value.tzinfo else value.replace(tzinfo=timezone.utc)
+    return value.isoformat().replace("+00:00", "Z")
+
+
+def tags_for(
+    acquisition: Acquisition,
+    bands: Sequence[str],
+    *,
+    provider: str | None = None,
+    synthetic: bool = False,
+) -> dict[str, str]:
+    """The standard dataset tags of one acquisition (no URLs, no secrets)."""
+    acq = acquisition
+    tags = {
+        "ITEM_IDS": ",".join(acq.item_ids),
+        "PRIMARY_ITEM_IDS": ",".join(it.id for it in acq.primary_items),
+        "ACQUISITION_DATETIME": _iso(acq.datetime),
+        "ACQUISITION_START": _iso(acq.start),
+        "ACQUISITION_END": _iso(acq.end),
+        "TIFFTAG_DATETIME": acq.datetime.astimezone(timezone.utc).strftime("%Y:%m:%d %H:%M:%S"),
+        "PLATFORM": acq.platform,
+        "MGRS_TILES": ",".join(acq.tiles),
+        "BANDS": ",".join(bands),
+    }
+    if acq.relative_orbit is not None:
+        tags["RELATIVE_ORBIT"] = str(acq.relative_orbit)
+    if acq.cloud_cover is not None:
+        tags["CLOUD_COVER"] = f"{acq.cloud_cover:.2f}"
+    if provider:
+        tags["PROVIDER"] = provider
+    if synthetic:
+        tags["SYNTHETIC"] = "true"
+    return tags
+
+
+def _strip_href_queries(value: Any) -> Any:
+    """Copy of a JSON value with query strings removed from every ``href`` (signed URLs)."""
+    if isinstance(value, dict):
+        return {
+            k: (v.split("?", 1)[0] if k == "href" and isinstance(v, str) else _strip_href_queries(v))
+            for k, v in value.items()
+        }
+    if isinstance(value, list):
+        return [_strip_href_queries(v) for v in value]
+    return value
+
+
+# --- atomic small files -----------------------------------------------------------------
+def _fsync_dir(folder: Path) -> None:
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:  # Windows: directories cannot be opened
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def _atomic_write_text(path: Path, text: str) -> None:
+    """Write ``text`` to a temporary file next to ``path``, fsync, then rename over it."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix="." + path.name[:50] + ".", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            fh.write(text)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _fsync_file(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+# --- the .part file ---------------------------------------------------------------------
+def _strips(window: Window) -> Iterable[tuple[int, int]]:
+    """``(row, height)`` pieces of a window cut at global multiples of the block height."""
+    row, end = int(window.row_off), int(window.row_off + window.height)
+    while row < end:
+        nxt = min(end, (row // BLOCK + 1) * BLOCK)
+        yield row, nxt - row
+        row = nxt
+
+
+class PartFile:
+    """Write one acquisition into ``<dest>.part``, then ``commit`` it to ``dest``.
+
+    Use as a context manager; leaving it without ``commit`` (or by an exception) removes
+    the ``.part``. ``write_tile`` may be called from several threads (writes are locked).
+    With ``allow_missing_georef`` a response without any CRS/transform is accepted (its
+    position is the requested tile's); a *different* CRS or transform is always refused.
+    """
+
+    def __init__(
+        self,
+        destination: Path,
+        grid: Grid,
+        bands: Sequence[str],
+        dtype: str,
+        *,
+        nodata: float | None = 0,
+        allow_missing_georef: bool = True,
+    ) -> None:
+        self.destination = Path(destination)
+        self.part = part_path(self.destination)
+        self.grid = grid
+        self.bands = tuple(bands)
+        self.dtype = np.dtype(dtype).name
+        self.profile = profile_for(grid, self.bands, self.dtype, nodata=nodata)
+        self.allow_missing_georef = allow_missing_georef
+        self._dst: Any = None
+        self._lock = threading.Lock()
+        self._written: set[tuple[int, int, int, int]] = set()
+        self._pixels_written = 0
+        self.committed = False
+
+    # context manager
+    def __enter__(self) -> PartFile:
+        self.destination.parent.mkdir(parents=True, exist_ok=True)
+        discard_partial(self.destination)
+        with rasterio.Env(**_GDAL_ENV):
+            self._dst = rasterio.open(self.part, "w", **self.profile)
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        if not self.committed:
+            self._abort()
+
+    def _abort(self) -> None:
+        try:
+            if self._dst is not None and not self._dst.closed:
+                self._dst.close()
+        except Exception:  # closing a broken file must not hide the original error
+            log.debug("closing %s failed", self.part, exc_info=True)
+        finally:
+            self._dst = None
+            discard_partial(self.destination)
+
+    # writing
+    def write_tile(self, tile: Tile, data: bytes | bytearray | memoryview | np.ndarray) -> None:
+        """Validate one tile's GeoTIFF bytes (or array ``(bands, h, w)``) and write it in place."""
+        if self._dst is None:
+            raise RuntimeError("PartFile is not open; use it in a `with` block")
+        if isinstance(data, np.ndarray):
+            self._write_array(tile, data)
+        else:
+            self._write_bytes(tile, bytes(data))
+        key = (int(tile.window.col_off), int(tile.window.row_off), tile.width, tile.height)
+        with self._lock:
+            if key not in self._written:
+                self._written.add(key)
+                self._pixels_written += tile.width * tile.height
+
+    def _write_array(self, tile: Tile, data: np.ndarray) -> None:
+        if data.ndim == 2:
+            data = data[np.newaxis]
+        expected = (len(self.bands), tile.height, tile.width)
+        if data.shape != expected:
+            raise ValueError(f"tile {tile.name}: array shape {data.shape}, expected {expected}")
+        if data.dtype != np.dtype(self.dtype):
+            raise ValueError(f"tile {tile.name}: array dtype {data.dtype}, expected {self.dtype}")
+        col0, row0 = int(tile.window.col_off), int(tile.window.row_off)
+        for row, h in _strips(tile.window):
+            part = data[:, row - row0 : row - row0 + h, :]
+            with self._lock, rasterio.Env(**_GDAL_ENV):
+                self._dst.write(part, window=Window(col0, row, tile.width, h))
+
+    def _write_bytes(self, tile: Tile, data: bytes) -> None:
+        what = f"GeoTIFF for tile {tile.name} of {self.destination.name}"
+        if not data:
+            raise InvalidResponseError(f"{what} is empty (0 bytes)")
+        col0, row0 = int(tile.window.col_off), int(tile.window.row_off)
+        try:
+            with rasterio.Env(**_GDAL_ENV), rasterio.MemoryFile(data) as mem, mem.open() as src:
+                self._validate(src, tile, what, len(data))
+                for row, h in _strips(tile.window):
+                    block = src.read(window=Window(0, row - row0, tile.width, h))
+                    with self._lock:
+                        self._dst.write(block, window=Window(col0, row, tile.width, h))
+        except RasterioError as exc:
+            raise InvalidResponseError(
+                f"{what} cannot be decoded ({len(data)} bytes; truncated or not a GeoTIFF): {exc}"
+            ) from exc
+
+    def _validate(self, src: Any, tile: Tile, what: str, size: int) -> None:
+        problems = []
+        if (src.width, src.height) != (tile.width, tile.height):
+            problems.append(f"size {src.width}x{src.height} px, expected {tile.width}x{tile.height}")
+        if src.count != len(self.bands):
+            problems.append(f"{src.count} bands, expected {len(self.bands)} ({','.join(self.bands)})")
+        if any(d != self.dtype for d in src.dtypes):
+            problems.append(f"data type {','.join(sorted(set(src.dtypes)))}, expected {self.dtype}")
+        no_georef = src.crs is None and src.transform.is_identity
+        if no_georef and not self.allow_missing_georef:
+            problems.append("no georeferencing (CRS/transform)")
+        elif not no_georef:
+            expected_crs = CRS.from_user_input(self.grid.crs)
+            if src.crs is None or not _same_crs(src.crs, expected_crs):
+                problems.append(f"CRS {src.crs.to_string() if src.crs else None}, expected {self.grid.crs}")
+            want = self.grid.window_transform(tile.window)
+            if not _close_transform(src.transform, want, 0.01 * self.grid.resolution):
+                problems.append(f"transform {tuple(src.transform)[:6]}, expected {tuple(want)[:6]}")
+        if problems:
+            raise InvalidResponseError(f"{what} does not match the request ({size} bytes): " + "; ".join(problems))
+
+    # committing
+    def commit(
+        self,
+        tags: Mapping[str, Any] | None = None,
+        band_descriptions: Sequence[str] | None = None,
+        items: Sequence[pystac.Item | Mapping[str, Any]] = (),
+    ) -> Path:
+        """Tag, close, fsync and rename to the destination; write the sidecar. Returns ``dest``.
+
+        ``tags`` are written as given (keys reduced to ``[A-Za-z0-9_]``, URL query strings
+        dropped); ``STACFETCH_VERSION`` and ``STACFETCH_COMPLETE=1`` are added.
+        """
+        if self._dst is None:
+            raise RuntimeError("PartFile is not open; use it in a `with` block")
+        total = self.grid.width * self.grid.height
+        if self._pixels_written != total:
+            raise DownloadError(
+                f"{self.destination.name}: only {self._pixels_written} of {total} pixels were written"
+            )
+        descriptions = tuple(band_descriptions) if band_descriptions is not None else self.bands
+        if len(descriptions) != len(self.bands):
+            raise ValueError(f"{len(descriptions)} band descriptions for {len(self.bands)} bands")
+        clean = {}
+        for key, value in (tags or {}).items():
+            name = _TAG_KEY.sub("_", str(key)).strip("_").upper()
+            if name and value is not None:
+                clean[name] = _clean_value(value)
+        clean["STACFETCH_VERSION"] = __version__
+        clean[COMPLETE_TAG] = "1"
+        try:
+            with rasterio.Env(**_GDAL_ENV):
+                for i, name in enumerate(descriptions, start=1):
+                    self._dst.set_band_description(i, _clean_value(name))
+                self._dst.update_tags(**clean)
+                self._dst.close()
+            self._dst = None
+            _fsync_file(self.part)
+            features = [
+                _strip_href_queries(it.to_dict(include_self_link=False, transform_hrefs=False))
+                if isinstance(it, pystac.Item)
+                else _strip_href_queries(dict(it))
+                for it in items
+            ]
+            sidecar = {"type": "FeatureCollection", "features": features}
+            _atomic_write_text(sidecar_path(self.destination), json.dumps(sidecar, indent=1))
+            os.replace(self.part, self.destination)
+            _fsync_dir(self.destination.parent)
+        except BaseException:
+            self._abort()
+            raise
+        self.committed = True
+        return self.destination
+
+
+def _close_transform(a: Any, b: Any, tolerance: float) -> bool:
+    return all(abs(x - y) <= tolerance for x, y in zip(tuple(a)[:6], tuple(b)[:6], strict=True))
+
+
+def _same_crs(a: CRS, b: CRS) -> bool:
+    if a == b:
+        return True
+    ea, eb = a.to_epsg(), b.to_epsg()
+    return ea is not None and ea == eb
+
+
+def discard_partial(dest: Path) -> bool:
+    """Remove ``<dest>.part`` (a leftover of an interrupted run). True if one was removed."""
+    part = part_path(Path(dest))
+    existed = part.exists()
+    part.unlink(missing_ok=True)
+    return existed
+
+
+def is_complete(
+    dest: Path, grid: Grid, bands: Sequence[str], dtype: str, *, deep: bool = False
+) -> bool:
+    """True when ``dest`` is a finished stacfetch file for exactly this grid, bands and dtype.
+
+    Checks size, CRS, transform, band count and names, dtype, the completion tag and the
+    sidecar. ``deep`` also decodes every block (slow; catches damaged pixel data).
+    """
+    dest = Path(dest)
+    if not dest.is_file() or not sidecar_path(dest).is_file():
+        return False
+    try:
+        with rasterio.Env(**_GDAL_ENV), rasterio.open(dest) as src:
+            ok = (
+                src.driver == "GTiff"
+                and (src.width, src.height) == (grid.width, grid.height)
+                and src.count == len(bands)
+                and all(d == np.dtype(dtype).name for d in src.dtypes)
+                and src.crs is not None
+                and _same_crs(src.crs, CRS.from_user_input(grid.crs))
+                and _close_transform(src.transform, grid.transform, 1e-6 * grid.resolution)
+                and tuple(src.descriptions) == tuple(bands)
+                and src.tags().get(COMPLETE_TAG) == "1"
+            )
+            if ok and deep:
+                for _, window in src.block_windows(1):
+                    src.read(window=window)
+            return bool(ok)
+    except (RasterioError, OSError, ValueError):
+        return False
+
+
+# --- checksums and the manifest ---------------------------------------------------------
+def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
+    """Hex SHA-256 of a file, read in chunks."""
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while block := fh.read(chunk):
+            h.update(block)
+    return h.hexdigest()
+
+
+@dataclass(frozen=True)
+class ManifestRecord:
+    """One written GeoTIFF as the manifest lists it."""
+
+    destination: Path
+    item_ids: tuple[str, ...]
+    datetime: datetime
+    start: datetime
+    end: datetime
+    platform: str
+    cloud_cover: float | None
+    sha256: str
+    size: int
+    bands: tuple[str, ...]
+    dtype: str
+    grid: Grid
+    synthetic: bool = False
+
+
+def record_for(job: Job, *, synthetic: bool = False) -> ManifestRecord:
+    """The manifest record of a committed job (hashes the file)."""
+    acq = job.acquisition
+    return ManifestRecord(
+        destination=job.destination,
+        item_ids=acq.item_ids,
+        datetime=acq.datetime,
+        start=acq.start,
+        end=acq.end,
+        platform=acq.platform,
+        cloud_cover=acq.cloud_cover,
+        sha256=sha256_file(job.destination),
+        size=job.destination.stat().st_size,
+        bands=job.bands,
+        dtype=job.dtype,
+        grid=job.grid,
+        synthetic=synthetic,
+    )
+
+
+def _multihash_sha256(hexdigest: str) -> str:
+    return "1220" + hexdigest
+
+
+class _AtomicStacIO(DefaultStacIO):
+    """pystac IO that writes every file through a temporary file and a rename."""
+
+    def write_text_to_href(self, href: str, txt: str) -> None:
+        _atomic_write_text(Path(href), txt)
+
+
+def _platform_name(code: str) -> str:
+    return "+".join(f"sentinel-2{p[-1].lower()}" if re.fullmatch(r"S2[A-D]", p) else p for p in code.split("-"))
+
+
+def _item_for(record: ManifestRecord, root: Path) -> pystac.Item:
+    rel = record.destination.resolve().relative_to(root)
+    item_id = rel.with_suffix("").as_posix()
+    grid = record.grid
+    footprint = grid.footprint_4326()
+    props: dict[str, Any] = {
+        "start_datetime": _iso(record.start),
+        "end_datetime": _iso(record.end),
+        "platform": _platform_name(record.platform),
+        "constellation": "sentinel-2",
+        "stacfetch:item_ids": list(record.item_ids),
+        "stacfetch:bands": list(record.bands),
+        "stacfetch:dtype": record.dtype,
+        "proj:code": grid.crs,
+        "proj:shape": [grid.height, grid.width],
+        "proj:transform": list(grid.transform)[:6],
+        "proj:bbox": list(grid.bounds),
+    }
+    if record.cloud_cover is not None:
+        props["eo:cloud_cover"] = record.cloud_cover
+    if record.synthetic:
+        props["stacfetch:synthetic"] = True
+    item = pystac.Item(
+        id=item_id,
+        geometry=footprint.__geo_interface__,
+        bbox=list(footprint.bounds),
+        datetime=record.datetime,
+        properties=props,
+        stac_extensions=[_FILE_EXT, _PROJ_EXT, _EO_EXT],
+    )
+    item.add_asset(
+        "data",
+        pystac.Asset(
+            href=str(record.destination.resolve()),
+            media_type=pystac.MediaType.GEOTIFF,
+            roles=["data"],
+            title=", ".join(record.bands),
+            extra_fields={"file:checksum": _multihash_sha256(record.sha256), "file:size": record.size},
+        ),
+    )
+    side = sidecar_path(record.destination.resolve())
+    if side.exists():
+        item.add_asset(
+            "source-items",
+            pystac.Asset(href=str(side), media_type=pystac.MediaType.GEOJSON, roles=["metadata"]),
+        )
+    return item
+
+
+def _existing_items(catalog_path: Path) -> dict[str, pystac.Item]:
+    """Items of an earlier manifest whose files still exist with the recorded size."""
+    if not catalog_path.is_file():
+        return {}
+    try:
+        catalog = pystac.Catalog.from_file(str(catalog_path))
+        old = list(catalog.get_items())
+    except Exception as exc:  # a damaged manifest is rebuilt from this run's records
+        log.warning("ignoring unreadable manifest %s: %s", catalog_path, exc)
+        return {}
+    kept: dict[str, pystac.Item] = {}
+    for item in old:
+        asset = item.assets.get("data")
+        if asset is None:
+            continue
+        path = Path(asset.get_absolute_href() or "")
+        if not path.is_file() or path.stat().st_size != asset.extra_fields.get("file:size"):
+            log.info("manifest: dropping %s (file missing or changed)", item.id)
+            continue
+        fresh = pystac.Item.from_dict(item.to_dict(include_self_link=False, transform_hrefs=False))
+        fresh.clear_links()
+        for key, a in item.assets.items():
+            fresh.assets[key].href = a.get_absolute_href() or a.href
+        kept[item.id] = fresh
+    return kept
+
+
+def write_manifest(root: Path, records: Iterable[ManifestRecord], *, title: str | None = None) -> Path:
+    """Write or update ``<root>/catalog.json``; returns its path.
+
+    Earlier entries are kept when their file still exists with the recorded size; entries
+    for the same file are replaced; every record must point at an existing file inside
+    ``root``. Each file is written atomically, the catalog last. Not safe for two
+    concurrent writers of the same ``root``.
+    """
+    root = Path(root).resolve()
+    catalog_path = root / MANIFEST_NAME
+    items = _existing_items(catalog_path)
+    for record in records:
+        dest = record.destination.resolve()
+        if root not in dest.parents:
+            raise ValueError(f"manifest record {dest} is not inside {root}")
+        if not dest.is_file():
+            raise FileNotFoundError(f"manifest record points at a missing file: {dest}")
+        item = _item_for(record, root)
+        items[item.id] = item
+    catalog = pystac.Catalog(
+        id=sanitize("stacfetch-" + root.name),
+        description=title or f"GeoTIFFs written by stacfetch {__version__} in {root.name}",
+        title=title,
+    )
+    for item_id in sorted(items):
+        catalog.add_item(items[item_id])
+
+    def item_href(item: pystac.Item, parent_dir: str) -> str:
+        return str(root / "items" / (sanitize(item.id.replace("/", "__"), 200) + ".json"))
+
+    catalog.normalize_hrefs(str(root), strategy=CustomLayoutStrategy(item_func=item_href))
+    catalog.make_all_asset_hrefs_relative()
+    catalog.save(catalog_type=pystac.CatalogType.SELF_CONTAINED, stac_io=_AtomicStacIO())
+    # Item files no longer listed (their GeoTIFF vanished) are removed after the catalog.
+    listed = {Path(it.get_self_href() or "").name for it in catalog.get_items()}
+    items_dir = root / "items"
+    if items_dir.is_dir():
+        for stale in items_dir.glob("*.json"):
+            if stale.name not in listed:
+                stale.unlink(missing_ok=True)
+    return catalog_path
+
