@@ -228,19 +228,30 @@ class PartFile:
     def __init__(
         self,
         destination: Path,
-        grid: Grid,
-        bands: Sequence[str],
-        dtype: str,
+        grid: Grid | Mapping[str, Any],
+        bands: Sequence[str] | None = None,
+        dtype: str | None = None,
         *,
         nodata: float | None = 0,
         allow_missing_georef: bool = True,
     ) -> None:
         self.destination = Path(destination)
         self.part = part_path(self.destination)
-        self.grid = grid
-        self.bands = tuple(bands)
-        self.dtype = np.dtype(dtype).name
-        self.profile = profile_for(grid, self.bands, self.dtype, nodata=nodata)
+        if isinstance(grid, Mapping):  # a ready profile, e.g. from profile_for()
+            profile = dict(grid)
+            self.grid = _grid_from_profile(profile)
+            self.bands = tuple(bands) if bands else tuple(f"band{i}" for i in range(1, profile["count"] + 1))
+            self.dtype = np.dtype(dtype or profile["dtype"]).name
+            if len(self.bands) != profile["count"] or self.dtype != np.dtype(profile["dtype"]).name:
+                raise ValueError("bands/dtype disagree with the profile")
+            self.profile = profile
+        else:
+            if bands is None or dtype is None:
+                raise TypeError("PartFile(destination, grid, bands, dtype) or PartFile(destination, profile)")
+            self.grid = grid
+            self.bands = tuple(bands)
+            self.dtype = np.dtype(dtype).name
+            self.profile = profile_for(grid, self.bands, self.dtype, nodata=nodata)
         self.allow_missing_georef = allow_missing_georef
         self._dst: Any = None
         self._lock = threading.Lock()
@@ -396,6 +407,19 @@ class PartFile:
         return self.destination
 
 
+def _grid_from_profile(profile: Mapping[str, Any]) -> Grid:
+    crs = CRS.from_user_input(profile["crs"])
+    epsg = crs.to_epsg()
+    transform = profile["transform"]
+    return Grid(
+        crs=f"EPSG:{epsg}" if epsg else crs.to_string(),
+        transform=transform,
+        width=int(profile["width"]),
+        height=int(profile["height"]),
+        resolution=float(transform.a),
+    )
+
+
 def _close_transform(a: Any, b: Any, tolerance: float) -> bool:
     return all(abs(x - y) <= tolerance for x, y in zip(tuple(a)[:6], tuple(b)[:6], strict=True))
 
@@ -496,6 +520,27 @@ def record_for(job: Job, *, synthetic: bool = False) -> ManifestRecord:
     )
 
 
+def _record_from_mapping(entry: Mapping[str, Any]) -> ManifestRecord:
+    job: Job = entry["job"]
+    path = Path(entry.get("path") or job.destination)
+    acq = job.acquisition
+    return ManifestRecord(
+        destination=path,
+        item_ids=acq.item_ids,
+        datetime=acq.datetime,
+        start=acq.start,
+        end=acq.end,
+        platform=acq.platform,
+        cloud_cover=acq.cloud_cover,
+        sha256=entry.get("sha256") or sha256_file(path),
+        size=int(entry["size"]) if entry.get("size") is not None else path.stat().st_size,
+        bands=job.bands,
+        dtype=job.dtype,
+        grid=job.grid,
+        synthetic=bool(entry.get("synthetic", False)),
+    )
+
+
 def _multihash_sha256(hexdigest: str) -> str:
     return "1220" + hexdigest
 
@@ -587,8 +632,15 @@ def _existing_items(catalog_path: Path) -> dict[str, pystac.Item]:
     return kept
 
 
-def write_manifest(root: Path, records: Iterable[ManifestRecord], *, title: str | None = None) -> Path:
+def write_manifest(
+    root: Path, records: Iterable[ManifestRecord | Mapping[str, Any]], *, title: str | None = None
+) -> Path:
     """Write or update ``<root>/catalog.json``; returns its path.
+
+    ``root`` is the area folder or the whole output folder (item ids are the files' paths
+    relative to it, without ``.tif``). A record is a ``ManifestRecord`` or a mapping
+    ``{"job": Job, "path": Path, "sha256": hex, "size": int}`` (``path``, ``sha256`` and
+    ``size`` optional: taken from the job and the file).
 
     Earlier entries are kept when their file still exists with the recorded size; entries
     for the same file are replaced; every record must point at an existing file inside
@@ -598,7 +650,8 @@ def write_manifest(root: Path, records: Iterable[ManifestRecord], *, title: str 
     root = Path(root).resolve()
     catalog_path = root / MANIFEST_NAME
     items = _existing_items(catalog_path)
-    for record in records:
+    for entry in records:
+        record = entry if isinstance(entry, ManifestRecord) else _record_from_mapping(entry)
         dest = record.destination.resolve()
         if root not in dest.parents:
             raise ValueError(f"manifest record {dest} is not inside {root}")

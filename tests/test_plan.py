@@ -31,6 +31,7 @@ from stacfetch.plan import (
     plan_jobs,
     safe_join,
     sanitize,
+    summarize,
     utm_epsg_for,
 )
 from stacfetch.query import Interval, Query
@@ -489,3 +490,13 @@ def test_scl_only_job_is_uint8(tmp_path: Path) -> None:
 def test_acquisition_needs_items() -> None:
     with pytest.raises(ValueError):
         Acquisition.from_items([])
+
+
+def test_summarize_text(tmp_path: Path) -> None:
+    items = [make_item(product_id("36RXV"), T0, cloud=12.5)]
+    jobs = plan_jobs(make_query(bands=("B04", "B03", "B02")), items, tmp_path)
+    text = summarize(jobs, item_count=1)
+    assert text.startswith("1 items -> 1 acquisitions, 1 tile(s) each, 1 Process API requests")
+    assert "EPSG:32636, 10 m" in text and "processing units" in text
+    assert "2022-01-21T083201_S2A_R021.tif  1 item(s)  cloud 12.5%" in text
+    assert "nothing to download" in summarize([], query=make_query(), item_count=0)

@@ -415,3 +415,24 @@ def test_sha256_file(tmp_path: Path) -> None:
     f = tmp_path / "x"
     f.write_bytes(b"abc" * 1000)
     assert sha256_file(f, chunk=7) == hashlib.sha256(b"abc" * 1000).hexdigest()
+
+
+def test_partfile_from_profile_and_manifest_from_mappings_at_out_dir(tmp_path: Path) -> None:
+    """The shapes run.py uses: PartFile(dest, profile) and dict records, manifest at out/."""
+    job = make_job(tmp_path)
+    with PartFile(job.destination, profile_for(job.grid, job.bands, job.dtype)) as part:
+        assert part.grid == job.grid and part.dtype == "uint16"
+        for t in job.tiles:
+            part.write_tile(t, tile_bytes(job.grid, t))
+        part.commit(tags={"ITEM_IDS": "x"}, band_descriptions=job.bands,
+                    items=[it.to_dict(transform_hrefs=False) for it in job.acquisition.items])
+    assert is_complete(job.destination, job.grid, BANDS, "uint16")
+    out = tmp_path / "out"
+    path = write_manifest(out, [{"job": job, "path": job.destination,
+                                 "sha256": sha256_file(job.destination),
+                                 "size": job.destination.stat().st_size}])
+    assert path == out / "catalog.json"
+    (item_id,) = _check_catalog(path)
+    assert item_id == "sentinel-2-l2a/area-1234/2022-01-21T083201_S2A_R021"
+    with pytest.raises(TypeError):
+        PartFile(job.destination, job.grid)
