@@ -1,0 +1,124 @@
+"""Switchable faults of the emulator: rate limits, server errors, broken connections, latency.
+
+All are off by default. Probabilities (0..1) are drawn from one RNG seeded by the emulator's
+``seed``, so a run with the same requests in the same order fails the same way. ``fail_next``
+gives exact, deterministic failures for precise tests::
+
+    emu.faults.fail_next = [429, 503]        # the next two requests fail, in this order
+    emu.faults.fail_next.append(Faults.DROP)  # then one connection is cut mid-body
+
+Faults apply only to request kinds in ``only_kinds`` (default catalog + process; add
+``"token"`` to hit the token endpoint too). Every field may be changed while the server runs;
+decisions are taken under a lock.
+"""
+
+from __future__ import annotations
+
+import random
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass, field
+
+DEFAULT_KINDS = frozenset({"catalog", "process"})
+
+
+@dataclass(frozen=True)
+class Decision:
+    """What to do to one request. ``status`` set: answer that error instead of serving it."""
+
+    status: int | None = None
+    retry_after_ms: int | None = None  # for 429
+    drop: bool = False  # send headers and part of the body, then shut the socket
+    reset: bool = False  # close the connection without answering
+    truncate: bool = False  # Process only: 200 with the body cut short
+    delay_s: float = 0.0
+    label: str | None = None  # what was injected, for the request log
+
+
+@dataclass
+class Faults:
+    """Fault switches; see the module docstring."""
+
+    DROP = -1  # in fail_next: cut the connection mid-body
+    TRUNCATE = -2  # in fail_next: Process answers 200 with a short body
+    RESET = -3  # in fail_next: close the connection before answering
+
+    rate_429: float = 0.0
+    retry_after_ms: int = 1500
+    rate_limit_per_minute: int | None = None
+    rate_5xx: float = 0.0
+    rate_drop: float = 0.0
+    rate_truncate: float = 0.0
+    latency_ms: float = 0.0
+    latency_spike_ms: float = 0.0
+    rate_spike: float = 0.0
+    token_lifetime: float | None = None
+    fail_next: list[int] = field(default_factory=list)
+    only_kinds: set[str] | None = None
+
+    def __post_init__(self) -> None:
+        self._lock = threading.Lock()
+        self._rng = random.Random(0)  # the emulator reseeds it with its own seed
+        self._window: deque[float] = deque()
+
+    def reseed(self, seed: int) -> None:
+        with self._lock:
+            self._rng = random.Random(seed)
+
+    def reset_window(self) -> None:
+        """Forget the requests counted by ``rate_limit_per_minute``."""
+        with self._lock:
+            self._window.clear()
+
+    def applies_to(self, kind: str) -> bool:
+        kinds = DEFAULT_KINDS if self.only_kinds is None else self.only_kinds
+        return kind in kinds
+
+    def decide(self, kind: str, now: float | None = None) -> Decision:
+        """Decide the fate of one incoming request of ``kind``."""
+        if not self.applies_to(kind):
+            return Decision()
+        now = time.monotonic() if now is None else now
+        with self._lock:
+            rng = self._rng
+            delay = self.latency_ms / 1000.0
+            if self.rate_spike and rng.random() < self.rate_spike:
+                delay += self.latency_spike_ms / 1000.0
+            if self.fail_next:
+                forced = self.fail_next.pop(0)
+                return self._forced(forced, kind, delay)
+            limit = self.rate_limit_per_minute
+            if limit is not None:
+                while self._window and now - self._window[0] >= 60.0:
+                    self._window.popleft()
+                if len(self._window) >= limit:
+                    wait_ms = max(1, int((60.0 - (now - self._window[0])) * 1000) + 1)
+                    return Decision(429, wait_ms, delay_s=delay, label="rate_limit_per_minute")
+                self._window.append(now)
+            if self.rate_429 and rng.random() < self.rate_429:
+                return Decision(429, self.retry_after_ms, delay_s=delay, label="rate_429")
+            if self.rate_5xx and rng.random() < self.rate_5xx:
+                status = rng.choice((500, 502, 503))
+                return Decision(status, delay_s=delay, label="rate_5xx")
+            if self.rate_drop and rng.random() < self.rate_drop:
+                return Decision(drop=True, delay_s=delay, label="rate_drop")
+            if kind == "process" and self.rate_truncate and rng.random() < self.rate_truncate:
+                return Decision(truncate=True, delay_s=delay, label="rate_truncate")
+            return Decision(delay_s=delay)
+
+    def _forced(self, forced: int, kind: str, delay: float) -> Decision:
+        label = f"fail_next:{forced}"
+        if forced == self.DROP:
+            return Decision(drop=True, delay_s=delay, label=label)
+        if forced == self.RESET:
+            return Decision(reset=True, delay_s=delay, label=label)
+        if forced == self.TRUNCATE:
+            return Decision(truncate=kind == "process", delay_s=delay, label=label)
+        return Decision(forced, self.retry_after_ms if forced == 429 else None, delay_s=delay, label=label)
+
+    def truncation_point(self, size: int) -> int:
+        """Where to cut a body of ``size`` bytes (10-90 %, at least 1 byte short)."""
+        with self._lock:
+            frac = 0.1 + 0.8 * self._rng.random()
+        return max(0, min(size - 1, int(size * frac)))
