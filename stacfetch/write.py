@@ -363,7 +363,8 @@ class PartFile:
         """Tag, close, fsync and rename to the destination; write the sidecar. Returns ``dest``.
 
         ``tags`` are written as given (keys reduced to ``[A-Za-z0-9_]``, URL query strings
-        dropped); ``STACFETCH_VERSION`` and ``STACFETCH_COMPLETE=1`` are added.
+        dropped); ``STACFETCH_VERSION`` and ``STACFETCH_COMPLETE=1`` are added, and
+        ``TIFFTAG_DATETIME`` is derived from ``ACQUISITION_DATETIME`` when not given.
         """
         if self._dst is None:
             raise RuntimeError("PartFile is not open; use it in a `with` block")
@@ -380,6 +381,12 @@ class PartFile:
             name = _TAG_KEY.sub("_", str(key)).strip("_").upper()
             if name and value is not None:
                 clean[name] = _clean_value(value)
+        if "TIFFTAG_DATETIME" not in clean and "ACQUISITION_DATETIME" in clean:
+            try:
+                when = datetime.fromisoformat(clean["ACQUISITION_DATETIME"].replace("Z", "+00:00"))
+                clean["TIFFTAG_DATETIME"] = when.astimezone(timezone.utc).strftime("%Y:%m:%d %H:%M:%S")
+            except ValueError:
+                pass
         clean["STACFETCH_VERSION"] = __version__
         clean[COMPLETE_TAG] = "1"
         try:

@@ -500,3 +500,12 @@ def test_summarize_text(tmp_path: Path) -> None:
     assert "EPSG:32636, 10 m" in text and "processing units" in text
     assert "2022-01-21T083201_S2A_R021.tif  1 item(s)  cloud 12.5%" in text
     assert "nothing to download" in summarize([], query=make_query(), item_count=0)
+
+
+def test_jobs_pickle_for_process_pools(tmp_path: Path) -> None:
+    import pickle
+
+    (job,) = plan_jobs(make_query(), [make_item(product_id("36RXV"), T0, cloud=1)], tmp_path)
+    copy = pickle.loads(pickle.dumps(job))
+    assert copy.destination == job.destination and copy.grid == job.grid
+    assert copy.tiles == job.tiles and copy.acquisition.key == job.acquisition.key

@@ -424,9 +424,12 @@ def test_partfile_from_profile_and_manifest_from_mappings_at_out_dir(tmp_path: P
         assert part.grid == job.grid and part.dtype == "uint16"
         for t in job.tiles:
             part.write_tile(t, tile_bytes(job.grid, t))
-        part.commit(tags={"ITEM_IDS": "x"}, band_descriptions=job.bands,
+        part.commit(tags={"ITEM_IDS": "x", "ACQUISITION_DATETIME": "2022-01-21T08:32:01Z"},
+                    band_descriptions=job.bands,
                     items=[it.to_dict(transform_hrefs=False) for it in job.acquisition.items])
     assert is_complete(job.destination, job.grid, BANDS, "uint16")
+    with rasterio.open(job.destination) as src:
+        assert src.tags()["TIFFTAG_DATETIME"] == "2022:01:21 08:32:01"
     out = tmp_path / "out"
     path = write_manifest(out, [{"job": job, "path": job.destination,
                                  "sha256": sha256_file(job.destination),
