@@ -298,22 +298,37 @@ def test_5001_px_gives_three_tiles_of_1667() -> None:
     assert [(t.row, t.col) for t in tiles] == [(0, 0), (0, 1), (0, 2)]
 
 
+def test_block_aligned_tiles() -> None:
+    tiles = cut_tiles(_grid(5001, 1000), align=512)
+    assert [t.width for t in tiles] == [2048, 2048, 905]
+    assert [int(t.window.col_off) % 512 for t in tiles] == [0, 0, 0]
+    assert [t.height for t in tiles] == [1000] * 3
+    # alignment never costs an extra request: 2501 px -> 2 tiles either way
+    assert len(cut_tiles(_grid(2501, 10), align=512)) == len(cut_tiles(_grid(2501, 10))) == 2
+    # when aligned sizes would exceed max_px, fall back to equal sizes
+    assert [t.width for t in cut_tiles(_grid(4999, 10), 2500, align=512)] == [2500, 2499]
+
+
 @settings(max_examples=200, deadline=None)
 @given(
     width=st.integers(1, 12000),
     height=st.integers(1, 12000),
     max_px=st.integers(1, 3000),
+    align=st.sampled_from([None, 1, 7, 512]),
 )
-def test_tiles_partition_the_grid(width: int, height: int, max_px: int) -> None:
+def test_tiles_partition_the_grid(width: int, height: int, max_px: int, align: int | None) -> None:
     if math.ceil(width / max_px) * math.ceil(height / max_px) > 5000:
         return  # keep the example cheap
     grid = _grid(width, height)
-    tiles = cut_tiles(grid, max_px)
+    tiles = cut_tiles(grid, max_px, align=align)
     assert sum(t.width * t.height for t in tiles) == width * height
+    assert len(tiles) == math.ceil(width / max_px) * math.ceil(height / max_px) or align
+    assert len(tiles) <= math.ceil(width / max_px) * math.ceil(height / max_px)
     widths = {t.width for t in tiles}
     heights = {t.height for t in tiles}
     assert max(widths) <= max_px and max(heights) <= max_px
-    assert max(widths) - min(widths) <= 1 and max(heights) - min(heights) <= 1
+    if align is None:
+        assert max(widths) - min(widths) <= 1 and max(heights) - min(heights) <= 1
     # columns and rows are contiguous, so no overlap and no gap
     row0 = [t for t in tiles if t.row == 0]
     col0 = [t for t in tiles if t.col == 0]

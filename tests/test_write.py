@@ -439,3 +439,17 @@ def test_partfile_from_profile_and_manifest_from_mappings_at_out_dir(tmp_path: P
     assert item_id == "sentinel-2-l2a/area-1234/2022-01-21T083201_S2A_R021"
     with pytest.raises(TypeError):
         PartFile(job.destination, job.grid)
+
+
+def test_block_aligned_tiles_leave_no_dead_space(tmp_path: Path) -> None:
+    grid = make_grid()
+    job = make_job(tmp_path)
+    job = Job(job.acquisition, grid, tuple(cut_tiles(grid, 1024, align=512)), BANDS, "uint16",
+              job.destination)
+    assert [t.width for t in job.tiles if t.row == 0] == [1024, 76]
+    write_job(job)
+    clean = tmp_path / "clean.tif"
+    with rasterio.open(job.destination) as src, rasterio.open(clean, "w", **src.profile) as dst:
+        dst.write(src.read())
+        np.testing.assert_array_equal(src.read(), expected_pixels(grid, 3, "uint16"))
+    assert job.destination.stat().st_size <= clean.stat().st_size * 1.01 + 4096
