@@ -393,6 +393,8 @@ class Emulator:
                  raw: bytes) -> _Answer:
         root = self.catalog_url
         sub = sub or "/"
+        if sub in ("/", "/conformance") and "authorization" in headers:
+            self._require_token(headers)  # public, but a presented token must be valid
         if sub == "/":
             return _json_answer(200, stac.landing_page(self.deployment, root))
         if sub == "/conformance":
@@ -518,21 +520,29 @@ class _Handler(BaseHTTPRequestHandler):
         decision = emu.faults.decide(kind)
         if decision.delay_s > 0:
             time.sleep(decision.delay_s)
-        status, sent = 0, 0
+        # The record is logged before the answer leaves, so a client that has its response
+        # always finds it in the log; bytes and duration are completed after sending.
+        record = RequestRecord(
+            method=self.command, path=path, query=query, kind=kind, status=0,
+            body=logged_body, headers=shown, bytes_sent=0, duration=0.0,
+            fault=decision.label, started=started,
+        )
         if decision.reset:
+            record.duration = time.monotonic() - t0
+            emu.log.append(record)
             self._shut()
-        else:
-            answer = emu._answer(self.command, path, query, headers, raw, body, decision)
-            status = answer.status
-            payload = answer.body
-            if decision.truncate and status == 200:
-                payload = payload[:emu.faults.truncation_point(len(payload))]
-            sent = self._send(answer, payload, drop=decision.drop)
-        emu.log.append(RequestRecord(
-            method=self.command, path=path, query=query, kind=kind, status=status,
-            body=logged_body, headers=shown, bytes_sent=sent,
-            duration=time.monotonic() - t0, fault=decision.label, started=started,
-        ))
+            return
+        answer = emu._answer(self.command, path, query, headers, raw, body, decision)
+        payload = answer.body
+        if decision.truncate and answer.status == 200:
+            payload = payload[:emu.faults.truncation_point(len(payload))]
+        record.status = answer.status
+        record.bytes_sent = len(payload) // 2 if decision.drop else len(payload)
+        record.duration = time.monotonic() - t0
+        emu.log.append(record)
+        sent = self._send(answer, payload, drop=decision.drop)
+        record.bytes_sent = sent
+        record.duration = time.monotonic() - t0
 
     def _send(self, answer: _Answer, payload: bytes, *, drop: bool) -> int:
         """Write the response; with ``drop`` write half the body and cut the connection."""
