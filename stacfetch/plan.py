@@ -21,9 +21,10 @@ Output grid
 
 Tiles
     The grid is cut into ``ceil(width / max_px)`` x ``ceil(height / max_px)`` tiles of sizes
-    as equal as possible (5001 px -> 1667 + 1667 + 1667), or, with ``align=512``, of
-    block-aligned sizes when that needs no extra tile (2048 + 2048 + 905); tiles partition
-    the grid exactly.
+    as equal as possible (5001 px -> 1667 + 1667 + 1667), or, with ``align=512`` (what
+    ``plan_jobs`` uses by default), of block-aligned sizes when that needs no extra tile
+    (2048 + 2048 + 905), so no block of the output GeoTIFF is shared by two tiles; tiles
+    partition the grid exactly.
     Tile bounds are computed from integer pixel indices, never by accumulating floats.
 
 Layout (deterministic; every part is sanitised to ``[A-Za-z0-9._-]``)::
@@ -68,6 +69,7 @@ from .errors import InvalidOptionError, InvalidResponseError
 from .query import Query
 
 __all__ = [
+    "DEFAULT_ALIGN",
     "DEFAULT_MAX_PX",
     "DEFAULT_TOLERANCE",
     "Acquisition",
@@ -92,6 +94,7 @@ __all__ = [
 
 DEFAULT_TOLERANCE = timedelta(hours=1)
 DEFAULT_MAX_PX = 2500  # Process API: output width/height 1..2500
+DEFAULT_ALIGN = 512  # the output GeoTIFF's block size (write.BLOCK)
 MAX_GRID_SIDE_PX = 1_000_000  # refuse absurd grids before allocating tile lists
 _PX_EPS = 1e-6  # pixel fraction ignored when rounding bounds (reprojection noise)
 _DENSIFY_DEG = 0.01  # densify the EPSG:4326 outline every ~1 km before reprojecting
@@ -662,11 +665,13 @@ def plan_jobs(
     *,
     tolerance: timedelta = DEFAULT_TOLERANCE,
     max_px: int = DEFAULT_MAX_PX,
-    align: int | None = None,
+    align: int | None = DEFAULT_ALIGN,
 ) -> list[Job]:
     """One Job per acquisition, sorted by time; all share one grid and one area folder.
 
-    ``align`` is passed to ``cut_tiles`` (512 avoids rewritten GeoTIFF blocks).
+    ``align`` is passed to ``cut_tiles``: by default tile edges fall on the GeoTIFF's
+    512-px block edges (same number of requests; shared blocks written twice made files
+    up to twice as big in tests). ``align=None`` gives equal tile sizes.
     """
     bands = tuple(query.bands) or PRESETS["all"]
     dtype = output_dtype(bands, query.dtype)
@@ -810,7 +815,7 @@ def make_plan(
     *,
     tolerance: timedelta = DEFAULT_TOLERANCE,
     max_px: int = DEFAULT_MAX_PX,
-    align: int | None = None,
+    align: int | None = DEFAULT_ALIGN,
 ) -> Plan:
     """``Plan(tuple(plan_jobs(...)))``."""
     return Plan(tuple(plan_jobs(query, items, out_dir, tolerance=tolerance, max_px=max_px, align=align)))

@@ -524,3 +524,13 @@ def test_jobs_pickle_for_process_pools(tmp_path: Path) -> None:
     copy = pickle.loads(pickle.dumps(job))
     assert copy.destination == job.destination and copy.grid == job.grid
     assert copy.tiles == job.tiles and copy.acquisition.key == job.acquisition.key
+
+
+def test_plan_jobs_aligns_tiles_to_blocks_by_default(tmp_path: Path) -> None:
+    geom = box(34.50, 31.50, 34.80, 31.75)
+    items = [make_item(product_id("36RXV"), T0)]
+    (aligned,) = plan_jobs(make_query(geometry=geom), items, tmp_path)
+    (equal,) = plan_jobs(make_query(geometry=geom), items, tmp_path, align=None)
+    assert len(aligned.tiles) == len(equal.tiles) > 1
+    assert all(int(t.window.col_off) % 512 == 0 and int(t.window.row_off) % 512 == 0 for t in aligned.tiles)
+    assert max(t.width for t in equal.tiles) - min(t.width for t in equal.tiles) <= 1
