@@ -225,8 +225,9 @@ class RateLimiter:
       bucket (capacity ``burst``) spaces requests so the run stays under the limit instead
       of bouncing off it.
     * **Adaptive**: with no configured rate, a 429 sets a pace of ``adaptive_factor`` × the
-      rate observed over the last minute (at least ``min_requests_per_minute``); a further
-      429 lowers it again; each ``recovery_seconds`` without a 429 raises it by 50 % until it
+      rate observed over the last minute (at least ``min_requests_per_minute``; only once
+      five or more requests were seen, so one early 429 does not throttle a whole run); a
+      further 429 lowers it again; each ``recovery_seconds`` without a 429 raises it by 50 % until it
       no longer matters and is dropped.
     * **Counters**: requests, retries by reason (``429``, ``5xx``, ``connection``,
       ``401-refresh``), total seconds slept.
@@ -341,8 +342,8 @@ class RateLimiter:
             now = time.monotonic()
             self._not_before = max(self._not_before, now + max(0.0, seconds))
             self._retries["429"] += 1
-            if self._configured is None and self._adaptive:
-                observed = self._observed_rpm_locked(now) or self._min_rpm
+            observed = self._observed_rpm_locked(now)
+            if self._configured is None and self._adaptive and len(self._recent) >= 5:
                 base = observed if self._adaptive_rpm is None else min(observed, self._adaptive_rpm)
                 self._adaptive_rpm = max(self._min_rpm, base * self._factor)
                 log.info("rate limited: pacing all requests to %.0f per minute", self._adaptive_rpm)
@@ -826,8 +827,8 @@ class _PolicySendMixin:
             attempt = request.copy()
             if getattr(request, "_body_position", None) is not None:
                 requests.utils.rewind_body(attempt)
-            sent = self._authorize(attempt)
             limiter.acquire()
+            sent = self._authorize(attempt)
             try:
                 response = super().send(attempt, **kwargs)  # type: ignore[misc]
             except SSLError as exc:

@@ -78,16 +78,17 @@ def open_catalog(session: Any, settings_or_url: Settings | str) -> Client:
 # -----------------------------------------------------------------------------------------
 # The search body
 # -----------------------------------------------------------------------------------------
-def cloud_filter(max_cloud: float) -> str:
-    """CQL2-text filter on ``eo:cloud_cover`` (percent).
+def cloud_filter(max_cloud: float) -> dict[str, Any]:
+    """CQL2-JSON filter ``eo:cloud_cover <= max_cloud`` (percent), for a POST search body.
 
-    CQL2 text with ``filter-lang: cql2-text`` is what sentinelhub-py sends to both the
-    commercial deployment and CDSE (``"eo:cloud_cover < 5"``), so it is the form known to work
-    on both.
+    CQL2 JSON is the POST form of the STAC filter extension: the commercial Sentinel Hub
+    spec's own example is CQL2 JSON (``{"op": ">", ...}``), CDSE advertises ``cql2-json`` in
+    its conformance classes, and generic STAC APIs (stac-fastapi-pgstac) reject cql2-text in a
+    POST body. (sentinelhub-py sends cql2-text, which Sentinel Hub also accepts.)
     """
     value = float(max_cloud)
-    number = f"{value:g}" if value != int(value) else str(int(value))
-    return f"eo:cloud_cover <= {number}"
+    number: float | int = int(value) if value == int(value) else value
+    return {"op": "<=", "args": [{"property": "eo:cloud_cover"}, number]}
 
 
 def _is_rectangle(geometry: Any) -> bool:
@@ -112,7 +113,7 @@ def search_parameters(query: Query, *, limit: int = MAX_PAGE_SIZE) -> dict[str, 
         params["intersects"] = mapping(query.geometry)
     if query.max_cloud is not None:
         params["filter"] = cloud_filter(query.max_cloud)
-        params["filter_lang"] = "cql2-text"
+        params["filter_lang"] = "cql2-json"
     return params
 
 

@@ -1,0 +1,204 @@
+"""Catalog search with the real pystac-client over our session, against the emulator."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from datetime import datetime, timezone
+from typing import Any
+
+import pystac
+import pytest
+from shapely.geometry import Polygon, box
+
+from stacfetch.auth import RetryPolicy, open_session
+from stacfetch.catalog import (
+    UnknownCollectionError,
+    describe_item,
+    iter_search,
+    list_collections,
+    search,
+    search_parameters,
+)
+from stacfetch.config import Settings
+from stacfetch.errors import AuthError, ServiceError
+from stacfetch.query import Interval, Query
+from stacfetch.testing.emulator import Emulator, Faults
+
+CLIENT_ID = "catalog-test-client"
+SECRET = "catalog-s3cr3t-value"
+FAST = RetryPolicy(backoff_initial=0.05, backoff_max=0.2)
+
+AREA = box(13.30, 52.45, 13.45, 52.55)  # Berlin
+START = datetime(2022, 5, 1, tzinfo=timezone.utc)
+END = datetime(2022, 8, 31, 23, 59, 59, tzinfo=timezone.utc)
+
+
+def make_query(geometry: Any = AREA, *, max_cloud: float | None = None, **kw: Any) -> Query:
+    return Query(geometry=geometry, interval=Interval(START, END), max_cloud=max_cloud, **kw)
+
+
+def settings_for(emu: Any) -> Settings:
+    return Settings(
+        provider=emu.deployment if hasattr(emu, "deployment") else "sentinelhub",
+        base_url=emu.url,
+        token_url=emu.token_url,
+        client_id=CLIENT_ID,
+        client_secret=SECRET,
+    )
+
+
+def expected_ids(emu: Any, geometry: Any = AREA, max_cloud: float | None = None) -> list[str]:
+    items = emu.items_for(geometry.bounds, START, END)
+    out = []
+    for item in items:
+        data = item if isinstance(item, dict) else item.to_dict()
+        cloud = data["properties"].get("eo:cloud_cover")
+        if max_cloud is None or (cloud is not None and cloud <= max_cloud):
+            out.append(data["id"])
+    return out
+
+
+def settle(emu: Any) -> Any:
+    """The emulator logs a request just after answering it; wait until the log is complete."""
+    count = -1
+    while count != len(emu.log):
+        count = len(emu.log)
+        time.sleep(0.05)
+    return emu.log
+
+
+@pytest.fixture(params=["sentinelhub", "cdse"])
+def emu(request: pytest.FixtureRequest) -> Iterator[Any]:
+    with Emulator(deployment=request.param, clients={CLIENT_ID: SECRET}) as server:
+        yield server
+
+
+@pytest.fixture
+def session(emu: Any) -> Iterator[Any]:
+    with open_session(settings_for(emu), retry=FAST) as s:
+        yield s
+
+
+def search_posts(emu: Any) -> list[Any]:
+    return [e for e in settle(emu) if e.kind == "catalog" and e.method == "POST"]
+
+
+def test_paged_search_returns_every_item_once_sorted(emu: Any, session: Any) -> None:
+    expected = expected_ids(emu)
+    assert len(expected) >= 7, "the emulator should have enough scenes for paging"
+    items = search(session, settings_for(emu), make_query(), limit=3)
+    ids = [item.id for item in items]
+    assert sorted(ids) == sorted(expected)
+    assert len(ids) == len(set(ids))
+    assert ids == [i.id for i in sorted(items, key=lambda i: (i.datetime, i.id))]
+    posts = search_posts(emu)
+    assert len(posts) >= 3  # really paged
+    assert all(p.body["limit"] == 3 for p in posts)
+    assert [p.body.get("next") is None for p in posts].count(True) == 1
+    assert all(isinstance(item, pystac.Item) for item in items)
+
+
+def test_search_body(emu: Any, session: Any) -> None:
+    search(session, emu.url + "/api/v1/catalog/1.0.0/", make_query(max_cloud=20), limit=500)
+    body = search_posts(emu)[0].body
+    assert body["collections"] == ["sentinel-2-l2a"]
+    assert body["datetime"] == "2022-05-01T00:00:00Z/2022-08-31T23:59:59Z"
+    assert body["limit"] == 100  # clamped to the service's maximum page size
+    assert body["bbox"] == pytest.approx(list(AREA.bounds))
+    assert body["filter"] == {"op": "<=", "args": [{"property": "eo:cloud_cover"}, 20]}
+    assert body["filter-lang"] == "cql2-json"
+
+
+def test_cloud_filter(emu: Any, session: Any) -> None:
+    everything = search(session, settings_for(emu), make_query())
+    clouds = sorted(i.properties["eo:cloud_cover"] for i in everything)
+    threshold = clouds[len(clouds) // 2]  # about half pass
+    filtered = search(session, settings_for(emu), make_query(max_cloud=threshold))
+    assert 0 < len(filtered) < len(everything)
+    assert all(i.properties["eo:cloud_cover"] <= threshold for i in filtered)
+    assert sorted(i.id for i in filtered) == sorted(expected_ids(emu, max_cloud=threshold))
+
+
+def test_polygon_is_sent_as_intersects_and_rectangle_as_bbox(emu: Any, session: Any) -> None:
+    triangle = Polygon([(13.30, 52.45), (13.45, 52.45), (13.30, 52.55)])
+    assert "bbox" in search_parameters(make_query(AREA))
+    params = search_parameters(make_query(triangle))
+    assert "intersects" in params and "bbox" not in params
+    search(session, settings_for(emu), make_query(triangle))
+    body = search_posts(emu)[-1].body
+    assert body["intersects"]["type"] == "Polygon"
+    assert "bbox" not in body
+
+
+def test_max_items(emu: Any, session: Any) -> None:
+    items = search(session, settings_for(emu), make_query(), limit=2, max_items=3)
+    assert len(items) == 3
+
+
+def test_faults_during_paging_lose_nothing(emu: Any, session: Any) -> None:
+    expected = sorted(expected_ids(emu))
+    emu.faults.retry_after_ms = 200
+    emu.faults.fail_next = [429, 503, Faults.DROP, 502]
+    items = search(session, settings_for(emu), make_query(), limit=2)
+    assert sorted(i.id for i in items) == expected
+    assert session.stats()["retries"] == {"429": 1, "5xx": 2, "connection": 1}
+
+
+def test_token_expiry_during_a_paged_search(emu: Any) -> None:
+    expected = sorted(expected_ids(emu))
+    emu.faults.token_lifetime = 2
+    emu.faults.latency_ms = 300
+    with open_session(settings_for(emu)) as s:  # ~10 pages x 0.3 s span the 2 s token
+        items = search(s, settings_for(emu), make_query(), limit=max(1, len(expected) // 10))
+    assert sorted(i.id for i in items) == expected
+    assert settle(emu).count(kind="token") >= 2
+    assert settle(emu).count(kind="catalog", status=401) == 0
+
+
+def test_unknown_collection_lists_the_available_ones(emu: Any, session: Any) -> None:
+    available = list_collections(session, settings_for(emu))
+    assert "sentinel-2-l2a" in available
+    with pytest.raises(UnknownCollectionError) as info:
+        search(session, settings_for(emu), make_query(collection="sentinel-2-l3x"))
+    message = info.value.message
+    assert "sentinel-2-l3x" in message and "sentinel-2-l2a" in message
+
+
+def test_service_errors_keep_the_servers_words(emu: Any, session: Any) -> None:
+    emu.faults.fail_next = [503] * 6
+    with pytest.raises(ServiceError) as info:
+        search(session, settings_for(emu), make_query())
+    assert info.value.status == 503
+    assert "503" in info.value.message
+
+
+def test_auth_errors_come_through_pystac_client_unwrapped(emu: Any) -> None:
+    wrong = Settings(
+        provider="sentinelhub",
+        base_url=emu.url,
+        token_url=emu.token_url,
+        client_id=CLIENT_ID,
+        client_secret="wrong-secret-value",
+    )
+    with open_session(wrong) as s, pytest.raises(AuthError) as info:
+        search(s, wrong, make_query())
+    assert "refused client id" in info.value.message
+
+
+def test_iter_search_streams(emu: Any, session: Any) -> None:
+    stream = iter_search(session, settings_for(emu), make_query(), limit=2)
+    first = next(stream)
+    assert isinstance(first, pystac.Item)
+    assert len(search_posts(emu)) == 1  # only the first page so far
+
+
+def test_describe_item(emu: Any, session: Any) -> None:
+    item = search(session, settings_for(emu), make_query())[0]
+    row = describe_item(item)
+    assert set(row) == {"date", "time", "id", "tile", "cloud", "platform"}
+    assert row["id"] == item.id
+    assert row["date"] == item.datetime.strftime("%Y-%m-%d")
+    assert row["platform"] in ("sentinel-2a", "sentinel-2b", "sentinel-2c")
+    assert row["tile"] and len(row["tile"]) == 5
+    assert isinstance(row["cloud"], float)
