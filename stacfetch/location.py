@@ -258,7 +258,7 @@ def area_km2(geometry: BaseGeometry) -> float:
     """Geodesic area on the WGS84 ellipsoid in km² (geometry in lon, lat).
 
     Edges are straight lines in lon/lat (as GeoJSON means them): they are densified to
-    0.5° before the geodesic computation, so a box along a parallel has its true area.
+    0.1° before the geodesic computation, so a box along a parallel has its true area.
     """
     w, _, e, _ = geometry.bounds
     parts = [geometry]
@@ -267,7 +267,7 @@ def area_km2(geometry: BaseGeometry) -> float:
     total = 0.0
     for part in parts:
         if not part.is_empty:
-            area, _ = _GEOD.geometry_area_perimeter(shapely.segmentize(part, 0.5))
+            area, _ = _GEOD.geometry_area_perimeter(shapely.segmentize(part, 0.1))
             total += abs(area)
     return total / 1e6
 
@@ -373,7 +373,7 @@ def _from_string(text: str, size: float) -> Polygon | MultiPolygon:
                 hint="WKT looks like POLYGON((lon lat, lon lat, ...)) with lon first",
             ) from None
         return _from_mapping(geometry.__geo_interface__, size)
-    if re.fullmatch(r"[-+0-9.,eE_\s]+", s) and re.search(r"\d", s):
+    if _NUMERIC_TEXT.fullmatch(s) and re.search(r"\d|nan|inf", s, re.IGNORECASE):
         values = _split_numbers(s, "location")
         if len(values) in (2, 4):
             with _decimal_comma_hint(s):
@@ -390,6 +390,9 @@ def _from_string(text: str, size: float) -> Polygon | MultiPolygon:
         f"cannot read {_show(s)} as a location (place names are not looked up)",
         hint=f"give {ACCEPTED_FORMS}",
     )
+
+
+_NUMERIC_TEXT = re.compile(r"(?:[-+0-9.,eE_\s]|nan|inf(?:inity)?)+", re.IGNORECASE)
 
 
 def _looks_like_path(s: str) -> bool:
@@ -424,15 +427,19 @@ def _split_numbers(text: str, what: str) -> list[float]:
             f"{_show(text)} has an empty value between commas",
             hint="write numbers separated by commas, lon first: W,S,E,N or lon,lat",
         )
+    names = {2: ("longitude", "latitude"), 4: tuple(f"bbox {n}" for n in _BBOX_NAMES)}.get(
+        len(parts), tuple(f"{what} value {i}" for i in range(1, len(parts) + 1))
+    )
     values = []
-    for part in parts:
+    for part, name in zip(parts, names, strict=True):
         try:
-            values.append(_number(part, what))
+            values.append(_number(part, name))
         except InvalidLocationError as exc:
             raise InvalidLocationError(
                 f"{_show(text)}: {exc.message}",
-                hint="use a dot as the decimal separator and commas between numbers, "
-                "e.g. 34.60,31.58,34.73,31.67",
+                hint=exc.hint
+                or "write numbers with a dot as the decimal separator and commas between them, "
+                "lon first: 34.665,31.625 or W,S,E,N",
             ) from None
     return values
 
@@ -626,11 +633,12 @@ def _multipolygon(polygons: Any) -> BaseGeometry:
 
 
 def _repair(polygon: Polygon) -> BaseGeometry:
-    if polygon.is_valid and polygon.area > 0.0:
+    flat = polygon.area <= 1e-9 * polygon.envelope.area  # collinear up to rounding
+    if polygon.is_valid and not flat:
         return polygon
     reason = shapely.is_valid_reason(polygon)
     fixed = shapely.union_all(_polygonal_parts(make_valid(polygon)))
-    if fixed.is_empty or fixed.area == 0.0:
+    if fixed.is_empty or fixed.area <= 1e-9 * polygon.envelope.area:
         raise InvalidLocationError(
             "the polygon has zero area (its points are on one line)",
             hint="check the coordinates; each pair is [lon, lat]",
@@ -900,7 +908,7 @@ def _fmt_len(metres: float) -> str:
 
 
 def _fmt_area(km2: float) -> str:
-    return f"{km2:,.1f} km²" if km2 >= 1 else f"{km2 * 1e6:,.0f} m²"
+    return f"{km2:,.1f} km²" if km2 >= 1 else f"{km2:.3g} km²"
 
 
 def _show(value: Any, limit: int = 80) -> str:
