@@ -26,9 +26,9 @@ import rasterio.features
 from pyproj import CRS, Transformer
 from rasterio.io import MemoryFile
 from rasterio.transform import Affine, from_bounds
+from shapely import transform as shp_transform_coords
 from shapely.geometry import Polygon, box, mapping, shape
 from shapely.geometry.base import BaseGeometry
-from shapely.ops import transform as shp_transform
 
 from . import grid, pixels
 from .evalscript import Evalscript, EvalscriptError, Output
@@ -273,7 +273,8 @@ def _transformer(src: int, dst: int) -> Transformer:
 def _reproject(geom: BaseGeometry, src: int, dst: int) -> BaseGeometry:
     if src == dst:
         return geom
-    return shp_transform(_transformer(src, dst).transform, geom)
+    fn = _transformer(src, dst).transform
+    return shp_transform_coords(geom, lambda xy: np.column_stack(fn(xy[:, 0], xy[:, 1])))
 
 
 def _area_lonlat(req: ProcessRequest) -> BaseGeometry:
