@@ -305,11 +305,13 @@ def _from_any(value: Any, size: float) -> Polygon | MultiPolygon:
         return from_geojson_file(value, size=size)
     if isinstance(value, Mapping):
         return _from_mapping(value, size)
-    if hasattr(value, "__geo_interface__") and not isinstance(value, (list, tuple)):
+    if hasattr(type(value), "__geo_interface__") or "__geo_interface__" in getattr(value, "__dict__", {}):
         try:
             gi = value.__geo_interface__
         except Exception as exc:  # a third-party property that fails is still bad input
-            raise InvalidLocationError(f"reading __geo_interface__ of {type(value).__name__} failed: {exc}") from None
+            raise InvalidLocationError(
+                f"reading __geo_interface__ of {type(value).__name__} failed: {exc}"
+            ) from None
         if not isinstance(gi, Mapping):
             raise InvalidLocationError(
                 f"{type(value).__name__}.__geo_interface__ is not a GeoJSON mapping"
