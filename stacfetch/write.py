@@ -35,7 +35,6 @@ import rasterio
 from pystac.layout import CustomLayoutStrategy
 from pystac.stac_io import DefaultStacIO
 from rasterio.crs import CRS
-from rasterio.errors import RasterioError
 from rasterio.windows import Window
 
 from . import __version__
@@ -320,17 +319,27 @@ class PartFile:
         if not data:
             raise InvalidResponseError(f"{what} is empty (0 bytes)")
         col0, row0 = int(tile.window.col_off), int(tile.window.row_off)
-        try:
-            with rasterio.Env(**_GDAL_ENV), rasterio.MemoryFile(data) as mem, mem.open() as src:
+
+        def undecodable(exc: Exception) -> InvalidResponseError:
+            return InvalidResponseError(
+                f"{what} cannot be decoded ({len(data)} bytes; truncated or not a GeoTIFF): {exc}"
+            )
+
+        with rasterio.Env(**_GDAL_ENV), rasterio.MemoryFile(data) as mem:
+            try:
+                src = mem.open()
+            except Exception as exc:  # any decoding failure is the response's fault
+                raise undecodable(exc) from exc
+            with src:
                 self._validate(src, tile, what, len(data))
                 for row, h in _strips(tile.window):
-                    block = src.read(window=Window(0, row - row0, tile.width, h))
+                    try:
+                        block = src.read(window=Window(0, row - row0, tile.width, h))
+                    except Exception as exc:
+                        raise undecodable(exc) from exc
+                    # errors writing our own file (disk full ...) propagate unchanged
                     with self._lock:
                         self._dst.write(block, window=Window(col0, row, tile.width, h))
-        except RasterioError as exc:
-            raise InvalidResponseError(
-                f"{what} cannot be decoded ({len(data)} bytes; truncated or not a GeoTIFF): {exc}"
-            ) from exc
 
     def _validate(self, src: Any, tile: Tile, what: str, size: int) -> None:
         problems = []
@@ -474,7 +483,8 @@ def is_complete(
                 for _, window in src.block_windows(1):
                     src.read(window=window)
             return bool(ok)
-    except (RasterioError, OSError, ValueError):
+    except Exception:  # unreadable in any way: not complete
+        log.debug("%s is not a complete file", dest, exc_info=True)
         return False
 
 
