@@ -458,8 +458,9 @@ def grid_for(geometry: BaseGeometry, crs: str | None = None, resolution: float =
     if geometry.is_empty:
         raise InvalidOptionError("the area is empty")
     if crs is None:
-        c = geometry.centroid
-        target = CRS.from_epsg(utm_epsg_for(c.x, c.y))
+        from .location import utm_epsg  # the zone the point square was built in (Norway/Svalbard aware)
+
+        target = CRS.from_epsg(utm_epsg(geometry))
     else:
         target = _canonical_crs(crs)
     res = _check_resolution(target, resolution)
