@@ -159,7 +159,7 @@ class RedactingFilter(logging.Filter):
             message = None
         if message is not None:
             clean = redact(message, secrets)
-            if clean != message or record.args:
+            if clean != message:
                 record.msg, record.args = clean, None
         if record.exc_info and not record.exc_text:
             record.exc_text = redact(logging.Formatter().formatException(record.exc_info), secrets)
@@ -858,18 +858,17 @@ class _PolicySendMixin:
             if status == 429:
                 rate_limited += 1
                 asked = parse_retry_after(response.headers.get("Retry-After"))
-                if asked is None:
-                    asked = policy.default_retry_after * 2**headerless_429
+                too_long = asked is not None and asked > policy.max_retry_after
+                if asked is None:  # no usable header: our default, doubling, capped
+                    asked = min(
+                        policy.default_retry_after * 2**headerless_429, policy.max_retry_after
+                    )
                     headerless_429 += 1
-                if (
-                    rate_limited > policy.max_rate_limit_retries
-                    or asked > policy.max_retry_after
-                    or not replayable
-                ):
+                if rate_limited > policy.max_rate_limit_retries or too_long or not replayable:
                     why = (
                         f"the service asked to wait {asked:.1f} s, more than the "
                         f"{policy.max_retry_after:.0f} s stacfetch waits at once"
-                        if asked > policy.max_retry_after
+                        if too_long
                         else f"still rate limited after {rate_limited - 1} retries"
                     )
                     raise ServiceError.from_response(

@@ -162,6 +162,15 @@ def test_unexpected_401_refreshes_once(emu: Any) -> None:
     assert settle(emu).count(kind="token") == 2
 
 
+def test_token_endpoint_5xx_is_retried(emu: Any) -> None:
+    emu.faults.only_kinds = {"token"}
+    emu.faults.fail_next = [503, Faults.RESET]
+    with open_session(settings_for(emu), retry=FAST) as session:
+        assert session.get(landing(emu)).status_code == 200
+        assert session.stats()["retries"] == {"5xx": 1, "connection": 1}
+    assert settle(emu).count(kind="token") == 3
+
+
 def test_persistent_401_is_an_auth_error_with_the_servers_words(emu: Any) -> None:
     emu.faults.fail_next = [401, 401, 401]
     with open_session(settings_for(emu)) as session, pytest.raises(AuthError) as info:
@@ -335,7 +344,8 @@ def test_attempts_exhausted_is_a_service_error_with_the_servers_words(emu: Any) 
             session.post(search_url(emu), json=SEARCH_BODY)
     err = info.value
     assert err.status == 503
-    assert "HTTP 503" in err.message and len(err.message) > len("HTTP 503 from x: ")
+    assert "HTTP 503" in err.message
+    assert "Service temporarily unavailable" in err.message  # the emulator's own words
     assert settle(emu).count(kind="catalog", status=503) == 3
 
 
@@ -519,6 +529,14 @@ class _Recorder(BaseHTTPRequestHandler):
             self.send_header("Content-Length", "0")
             self.end_headers()
             return
+        if self.path.startswith("/busy") and len(type(self).seen) == 1:
+            body = b'{"error": {"status": 429, "message": "You have exceeded your rate limit"}}'
+            self.send_response(429)  # and no Retry-After header
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+            return
         if self.path.startswith("/dhus"):
             body = b"<html><body>Copernicus Sentinel Data is now available on the Copernicus Data Space Ecosystem</body></html>"
             content_type = "text/html"
@@ -583,6 +601,25 @@ def test_html_page_from_a_dhus_url_is_the_dead_hub(emu: Any, recorders: Any) -> 
     other, _ = recorders()
     with open_session(settings_for(emu)) as session, pytest.raises(ShutDownHubError):
         session.get(other + "/dhus/search?q=*")
+
+
+def test_429_without_retry_after_waits_the_documented_default(recorders: Any) -> None:
+    other, handler = recorders()
+    settings = Settings(
+        provider="sentinelhub",
+        base_url=other,
+        token_url=other + "/token",
+        client_id=CLIENT_ID,
+        client_secret=SECRET,
+    )
+    policy = RetryPolicy(default_retry_after=0.3)
+    with open_session(settings, retry=policy, redact_logs=False) as session:
+        session.auth = None  # the recorder has no token endpoint; this is about the wait
+        started = time.monotonic()
+        assert session.get(other + "/busy").status_code == 200
+        elapsed = time.monotonic() - started
+    assert 0.3 <= elapsed < 1.0
+    assert len(handler.seen) == 2
 
 
 def test_loopback_http_allowance_is_not_global(emu: Any) -> None:

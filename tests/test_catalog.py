@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Iterator
 from datetime import datetime, timezone
@@ -170,7 +171,7 @@ def test_service_errors_keep_the_servers_words(emu: Any, session: Any) -> None:
     with pytest.raises(ServiceError) as info:
         search(session, settings_for(emu), make_query())
     assert info.value.status == 503
-    assert "503" in info.value.message
+    assert "Service temporarily unavailable" in info.value.message
 
 
 def test_auth_errors_come_through_pystac_client_unwrapped(emu: Any) -> None:
@@ -202,3 +203,15 @@ def test_describe_item(emu: Any, session: Any) -> None:
     assert row["platform"] in ("sentinel-2a", "sentinel-2b", "sentinel-2c")
     assert row["tile"] and len(row["tile"]) == 5
     assert isinstance(row["cloud"], float)
+
+
+def test_debug_logs_of_a_search_hold_no_token_or_secret(
+    emu: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    with open_session(settings_for(emu)) as s:
+        search(s, settings_for(emu), make_query(), limit=5)
+        token = s.token_source.get()
+    assert "Authorization" in caplog.text  # pystac-client logged the request headers
+    assert token not in caplog.text
+    assert SECRET not in caplog.text
