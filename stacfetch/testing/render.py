@@ -13,6 +13,7 @@ Processing units (``x-processingunits-spent``), a simplification of the document
 
 from __future__ import annotations
 
+import math
 import re
 import warnings
 from dataclasses import dataclass, field
@@ -36,6 +37,7 @@ from .evalscript import parse as parse_evalscript
 from .responses import ApiError, bad_payload, renderer_error, sh_error
 
 MAX_SIZE = 2500
+MAX_CANDIDATES = 200_000  # tile-passes one request may mosaic
 DEFAULT_SIZE = 256
 CRS84 = "http://www.opengis.net/def/crs/OGC/1.3/CRS84"
 _EPSG_URL = re.compile(r"^https?://www\.opengis\.net/def/crs/EPSG/0/(\d+)$")
@@ -304,30 +306,35 @@ def _mask(geom: BaseGeometry, req: ProcessRequest) -> np.ndarray:
     )
 
 
+def _cover(tile: grid.Tile, req: ProcessRequest, frame: Polygon) -> np.ndarray | bool:
+    """Where ``tile`` covers the output: True (all), False (nothing) or a pixel mask."""
+    fp: BaseGeometry = tile.footprint
+    if req.epsg != 4326:
+        fp = _reproject(fp.segmentize(0.02), 4326, req.epsg)
+    if fp.contains(frame):
+        return True
+    if not fp.intersects(frame):
+        return False
+    return _mask(fp, req)
+
+
 def _choose(req: ProcessRequest, items: list[grid.Acquisition]) -> np.ndarray:
     """Index into ``items`` of the item rendered at each pixel, -1 for none."""
-    shape_ = (req.height, req.width)
-    choice = np.full(shape_, -1, dtype=np.int16)
+    choice = np.full((req.height, req.width), -1, dtype=np.int32)
     frame = box(*req.bbox)
-    cache: dict[grid.Tile, np.ndarray | bool] = {}
+    seen: set[grid.Tile] = set()
     for k, acq in enumerate(items):
-        if acq.tile not in cache:
-            fp: Polygon = acq.tile.footprint
-            if req.epsg != 4326:
-                fp = _reproject(fp.segmentize(0.02), 4326, req.epsg)
-            if fp.contains(frame):
-                cache[acq.tile] = True
-            elif not fp.intersects(frame):
-                cache[acq.tile] = False
-            else:
-                cache[acq.tile] = _mask(fp, req)
-        cover = cache[acq.tile]
+        if acq.tile in seen:
+            # the tile's first item in priority order already took every free pixel it covers
+            continue
+        seen.add(acq.tile)
+        cover = _cover(acq.tile, req, frame)
         if cover is False:
             continue
-        if cover is True:
-            choice[choice == -1] = k
-            break
-        np.copyto(choice, np.int16(k), where=cover & (choice == -1))
+        free = choice == -1
+        if cover is not True:
+            free &= cover
+        choice[free] = k
         if not (choice == -1).any():
             break
     if req.geometry is not None and not req.geometry.contains(frame):
@@ -437,7 +444,15 @@ def _encode(array: np.ndarray, req: ProcessRequest, nodata: float | None) -> byt
 def render(body: Any, *, accept: str | None = None, deployment: str = "sentinelhub") -> Rendered:
     """Validate and render one Process API request body; raises ApiError on bad input."""
     req = parse_request(body, accept)
-    found = grid.search(_area_lonlat(req), req.time_from, req.time_to, deployment)
+    area = _area_lonlat(req)
+    if area.is_empty or not all(math.isfinite(v) for v in area.bounds):
+        found = []  # the bbox lies outside the valid area of its CRS: nothing to render
+    else:
+        days = max(1.0, (req.time_to - req.time_from).total_seconds() / 86400)
+        if len(grid.tiles_intersecting(area)) * days / 2.5 > MAX_CANDIDATES:
+            raise bad_payload("the request spans too many scenes for the emulator; "
+                              "shorten timeRange or make the bbox smaller")
+        found = grid.search(area, req.time_from, req.time_to, deployment)
     found = [a for a in found if a.cloud_cover <= req.max_cloud]
     items = order_items(found, req.mosaicking)
     choice = _choose(req, items)
