@@ -92,8 +92,11 @@ def parse_bands(value: str | Iterable[str] | None) -> tuple[str, ...]:
 
 def output_dtype(bands: tuple[str, ...], dtype: str) -> str:
     """The GeoTIFF data type for these bands: SCL/dataMask alone stay uint8."""
+    only_classes = all(BANDS[b].kind in ("classification", "mask") for b in bands)
+    if dtype == "uint8" and only_classes:
+        return "uint8"
     if dtype not in DTYPES:
         raise InvalidOptionError(f"unsupported --dtype {dtype!r}", hint="use uint16 or float32")
-    if all(BANDS[b].kind in ("classification", "mask") for b in bands):
+    if only_classes:
         return "uint8"
     return dtype

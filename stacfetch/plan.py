@@ -458,7 +458,8 @@ def grid_for(geometry: BaseGeometry, crs: str | None = None, resolution: float =
     if geometry.is_empty:
         raise InvalidOptionError("the area is empty")
     if crs is None:
-        from .location import utm_epsg  # the zone the point square was built in (Norway/Svalbard aware)
+        # the zone the point square was built in (Norway/Svalbard aware)
+        from .location import utm_epsg
 
         target = CRS.from_epsg(utm_epsg(geometry))
     else:
