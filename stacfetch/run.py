@@ -124,9 +124,11 @@ class RunContext:
         overwrite: bool = False,
         tags: dict[str, str] | None = None,
         session_options: dict[str, Any] | None = None,
+        fmt: str = "cog",
     ) -> None:
         self.settings = settings
         self.overwrite = overwrite
+        self.fmt = fmt
         self.tags = dict(tags or {})
         self.session_options = dict(session_options or {})
         self._session = session
@@ -161,24 +163,43 @@ def _tags(job: Job, context: RunContext) -> dict[str, str]:
         "PLATFORM": acq.platform or "",
         "BANDS": ",".join(job.bands),
         "CLOUD_COVER": "" if acq.cloud_cover is None else f"{acq.cloud_cover:.2f}",
+        "TIFFTAG_IMAGEDESCRIPTION": (
+            f"{tags_collection(job)} {','.join(job.bands)} acquired "
+            f"{acq.datetime.strftime('%Y-%m-%dT%H:%M:%SZ')} by {acq.platform or 'Sentinel-2'}"
+            + ("" if acq.cloud_cover is None else f", scene cloud cover {acq.cloud_cover:.1f} %")
+        ),
     }
     tags.update(context.tags)
     return tags
 
 
+def tags_collection(job: Job) -> str:
+    """The collection id of a job's items (``sentinel-2-l2a`` when unknown)."""
+    return str(job.acquisition.items[0].collection_id or "sentinel-2-l2a")
+
+
 def run_job(job: Job, context: RunContext) -> Outcome:
     """Produce one acquisition's GeoTIFF (or find it complete). Never raises for service errors."""
-    from .write import PartFile, discard_partial, is_complete, profile_for
+    from .write import PartFile, convert_format, discard_partial, is_complete, profile_for
 
+    fmt = getattr(context, "fmt", "cog")
     if not context.overwrite and is_complete(job.destination, job.grid, job.bands, job.dtype):
-        return Outcome(job, "skipped")
+        if is_complete(job.destination, job.grid, job.bands, job.dtype, fmt=fmt):
+            return Outcome(job, "skipped")
+        try:  # complete in the other format: convert locally, no request
+            convert_format(job.destination, fmt, job.bands, job.dtype)
+            log.info("%s: converted to %s", job.destination.name, fmt)
+            return Outcome(job, "written", bytes=job.destination.stat().st_size)
+        except Exception as exc:
+            log.warning("converting %s to %s failed (%s); downloading again",
+                        job.destination.name, fmt, exc)
     requests_made = 0
     try:
         discard_partial(job.destination)
         session = context.session()
         acq = job.acquisition
         collection = job.acquisition.items[0].collection_id or "sentinel-2-l2a"
-        with PartFile(job.destination, profile_for(job.grid, job.bands, job.dtype)) as part:
+        with PartFile(job.destination, profile_for(job.grid, job.bands, job.dtype), fmt=fmt) as part:
             for tile in job.tiles:
                 if context.stop is not None and context.stop.is_set():
                     raise Interrupted("stopped before this acquisition was complete")

@@ -43,10 +43,15 @@ from .plan import Acquisition, Grid, Job, Tile, sanitize
 
 __all__ = [
     "BLOCK",
+    "COG_BLOCK",
     "COMPLETE_TAG",
+    "FORMATS",
     "ManifestRecord",
     "PartFile",
+    "band_scale_offset",
+    "convert_format",
     "discard_partial",
+    "file_format",
     "is_complete",
     "part_path",
     "profile_for",
@@ -60,7 +65,9 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 BLOCK = 512
+COG_BLOCK = 256  # COG tiles; also the size below which no further overview level is made
 COMPLETE_TAG = "STACFETCH_COMPLETE"
+FORMATS = ("cog", "gtiff")
 MANIFEST_NAME = "catalog.json"
 _FILE_EXT = "https://stac-extensions.github.io/file/v2.1.0/schema.json"
 _PROJ_EXT = "https://stac-extensions.github.io/projection/v2.0.0/schema.json"
@@ -73,6 +80,11 @@ _GDAL_ENV = {"GDAL_DISABLE_READDIR_ON_OPEN": "EMPTY_DIR", "GDAL_NUM_THREADS": "A
 def part_path(dest: Path) -> Path:
     """``<dest>.part``: same folder, so ``os.replace`` onto ``dest`` is atomic."""
     return dest.with_name(dest.name + ".part")
+
+
+def cog_part_path(dest: Path) -> Path:
+    """``<dest>.cog.part``: the Cloud-Optimized copy being made from ``<dest>.part``."""
+    return dest.with_name(dest.name + ".cog.part")
 
 
 def sidecar_path(dest: Path) -> Path:
@@ -100,6 +112,114 @@ def profile_for(grid: Grid, bands: Sequence[str], dtype: str, *, nodata: float |
         "interleave": "pixel",
         "BIGTIFF": "IF_SAFER",
     }
+
+
+# --- output formats ---------------------------------------------------------------------
+def check_format(fmt: str) -> str:
+    """``"cog"`` or ``"gtiff"`` (case-insensitive); ValueError otherwise."""
+    value = str(fmt).strip().lower()
+    if value not in FORMATS:
+        raise ValueError(f"unknown output format {fmt!r}; expected one of: {', '.join(FORMATS)}")
+    return value
+
+
+def band_scale_offset(band: str, dtype: str) -> tuple[float, float]:
+    """``(scale, offset)`` turning stored values into physical ones (value * scale + offset).
+
+    uint16 reflectance digital numbers are reflectance x 10000 and AOT is x 1000 (the Process
+    API's DN units); everything else (float32 reflectance, SCL, masks, percentages) is 1, 0.
+    """
+    from .bands import BANDS
+
+    info = BANDS.get(band)
+    if info is None or np.dtype(dtype).kind == "f":
+        return 1.0, 0.0
+    if info.kind == "reflectance":
+        return 0.0001, 0.0
+    if info.kind == "aot":
+        return 0.001, 0.0
+    return 1.0, 0.0
+
+
+def _overview_resampling(bands: Sequence[str]) -> str:
+    """AVERAGE for continuous bands only; NEAREST as soon as a class or mask band is present."""
+    from .bands import BANDS
+
+    continuous = all(BANDS.get(b) is not None and BANDS[b].kind in ("reflectance", "aot") for b in bands)
+    return "AVERAGE" if continuous else "NEAREST"
+
+
+def _creation_options(fmt: str, bands: Sequence[str], dtype: str) -> dict[str, Any]:
+    floating = np.dtype(dtype).kind == "f"
+    if fmt == "cog":
+        return {
+            "driver": "COG",
+            "COMPRESS": "DEFLATE",
+            "PREDICTOR": "FLOATING_POINT" if floating else "STANDARD",
+            "BLOCKSIZE": COG_BLOCK,
+            "OVERVIEWS": "AUTO",
+            "OVERVIEW_RESAMPLING": _overview_resampling(bands),
+            "BIGTIFF": "IF_SAFER",
+            "NUM_THREADS": "ALL_CPUS",
+        }
+    return {
+        "driver": "GTiff",
+        "TILED": "YES",
+        "BLOCKXSIZE": BLOCK,
+        "BLOCKYSIZE": BLOCK,
+        "COMPRESS": "DEFLATE",
+        "PREDICTOR": 3 if floating else 2,
+        "INTERLEAVE": "PIXEL",
+        "BIGTIFF": "IF_SAFER",
+        "NUM_THREADS": "ALL_CPUS",
+    }
+
+
+def _copy_as(source: Path, target: Path, fmt: str, bands: Sequence[str], dtype: str) -> None:
+    """Copy a GeoTIFF into ``fmt`` (GDAL streams it block by block; the cache bounds memory).
+
+    The COG driver first writes overviews to ``<target>.ovr.tmp`` next to the target.
+    """
+    import rasterio.shutil
+
+    with rasterio.Env(GDAL_DISABLE_READDIR_ON_OPEN="EMPTY_DIR", GDAL_CACHEMAX=256):
+        rasterio.shutil.copy(str(source), str(target), **_creation_options(fmt, bands, dtype))
+
+
+def file_format(path: Path) -> str | None:
+    """``"cog"`` for a Cloud-Optimized GeoTIFF, ``"gtiff"`` for another GeoTIFF, else None."""
+    try:
+        with rasterio.Env(**_GDAL_ENV), rasterio.open(path) as src:
+            if src.driver != "GTiff":
+                return None
+            return "cog" if src.tags(ns="IMAGE_STRUCTURE").get("LAYOUT") == "COG" else "gtiff"
+    except Exception:
+        return None
+
+
+def convert_format(dest: Path, fmt: str, bands: Sequence[str], dtype: str) -> Path:
+    """Rewrite a complete file in place as ``fmt`` (atomically: a temporary copy, then rename)."""
+    fmt = check_format(fmt)
+    dest = Path(dest)
+    tmp = cog_part_path(dest)
+    try:
+        _copy_as(dest, tmp, fmt, bands, dtype)
+        _fsync_file(tmp)
+        os.replace(tmp, dest)
+        _fsync_dir(dest.parent)
+    finally:
+        _discard_cog_part(dest)
+    return dest
+
+
+def _discard_cog_part(dest: Path) -> bool:
+    tmp = cog_part_path(dest)
+    removed = False
+    for leftover in (tmp, tmp.with_name(tmp.name + ".ovr.tmp"), tmp.with_name(tmp.name + ".msk.ovr.tmp")):
+        if leftover.exists():
+            leftover.unlink(missing_ok=True)
+            removed = True
+    return removed
 
 
 # --- tags -------------------------------------------------------------------------------
@@ -222,6 +342,8 @@ class PartFile:
     the ``.part``. ``write_tile`` may be called from several threads (writes are locked).
     With ``allow_missing_georef`` a response without any CRS/transform is accepted (its
     position is the requested tile's); a *different* CRS or transform is always refused.
+    ``fmt="cog"`` turns the finished ``.part`` into a Cloud-Optimized GeoTIFF at commit
+    (``<dest>.cog.part``, then the rename); ``"gtiff"`` renames the tiled ``.part`` itself.
     """
 
     def __init__(
@@ -233,8 +355,10 @@ class PartFile:
         *,
         nodata: float | None = 0,
         allow_missing_georef: bool = True,
+        fmt: str = "gtiff",
     ) -> None:
         self.destination = Path(destination)
+        self.fmt = check_format(fmt)
         self.part = part_path(self.destination)
         if isinstance(grid, Mapping):  # a ready profile, e.g. from profile_for()
             profile = dict(grid)
@@ -373,7 +497,8 @@ class PartFile:
 
         ``tags`` are written as given (keys reduced to ``[A-Za-z0-9_]``, URL query strings
         dropped); ``STACFETCH_VERSION`` and ``STACFETCH_COMPLETE=1`` are added, and
-        ``TIFFTAG_DATETIME`` is derived from ``ACQUISITION_DATETIME`` when not given.
+        ``TIFFTAG_DATETIME`` is derived from ``ACQUISITION_DATETIME`` when not given. Each band
+        gets its description, and scale/offset to physical units (``band_scale_offset``).
         """
         if self._dst is None:
             raise RuntimeError("PartFile is not open; use it in a `with` block")
@@ -396,16 +521,26 @@ class PartFile:
                 clean["TIFFTAG_DATETIME"] = when.astimezone(timezone.utc).strftime("%Y:%m:%d %H:%M:%S")
             except ValueError:
                 pass
+        clean.setdefault("TIFFTAG_SOFTWARE", f"stacfetch {__version__}")
         clean["STACFETCH_VERSION"] = __version__
         clean[COMPLETE_TAG] = "1"
+        scaling = [band_scale_offset(b, self.dtype) for b in self.bands]
         try:
             with rasterio.Env(**_GDAL_ENV):
                 for i, name in enumerate(descriptions, start=1):
                     self._dst.set_band_description(i, _clean_value(name))
+                if any(s != (1.0, 0.0) for s in scaling):
+                    self._dst.scales = tuple(s for s, _ in scaling)
+                    self._dst.offsets = tuple(o for _, o in scaling)
                 self._dst.update_tags(**clean)
                 self._dst.close()
             self._dst = None
-            _fsync_file(self.part)
+            final = self.part
+            if self.fmt == "cog":
+                _copy_as(self.part, cog_part_path(self.destination), "cog", self.bands, self.dtype)
+                final = cog_part_path(self.destination)
+                self.part.unlink()
+            _fsync_file(final)
             features = [
                 _strip_href_queries(it.to_dict(include_self_link=False, transform_hrefs=False))
                 if isinstance(it, pystac.Item)
@@ -414,7 +549,7 @@ class PartFile:
             ]
             sidecar = {"type": "FeatureCollection", "features": features}
             _atomic_write_text(sidecar_path(self.destination), json.dumps(sidecar, indent=1))
-            os.replace(self.part, self.destination)
+            os.replace(final, self.destination)
             _fsync_dir(self.destination.parent)
         except BaseException:
             self._abort()
@@ -452,16 +587,23 @@ def discard_partial(dest: Path) -> bool:
     part = part_path(Path(dest))
     existed = part.exists()
     part.unlink(missing_ok=True)
-    return existed
+    return _discard_cog_part(Path(dest)) or existed
 
 
 def is_complete(
-    dest: Path, grid: Grid, bands: Sequence[str], dtype: str, *, deep: bool = False
+    dest: Path,
+    grid: Grid,
+    bands: Sequence[str],
+    dtype: str,
+    *,
+    deep: bool = False,
+    fmt: str | None = None,
 ) -> bool:
     """True when ``dest`` is a finished stacfetch file for exactly this grid, bands and dtype.
 
     Checks size, CRS, transform, band count and names, dtype, the completion tag and the
-    sidecar. ``deep`` also decodes every block (slow; catches damaged pixel data).
+    sidecar. ``deep`` also decodes every block (slow; catches damaged pixel data). Plain
+    GeoTIFFs and COGs are both accepted unless ``fmt`` ("cog" or "gtiff") names one.
     """
     dest = Path(dest)
     if not dest.is_file() or not sidecar_path(dest).is_file():
@@ -479,6 +621,9 @@ def is_complete(
                 and tuple(src.descriptions) == tuple(bands)
                 and src.tags().get(COMPLETE_TAG) == "1"
             )
+            if ok and fmt is not None:
+                is_cog = src.tags(ns="IMAGE_STRUCTURE").get("LAYOUT") == "COG"
+                ok = is_cog == (check_format(fmt) == "cog")
             if ok and deep:
                 for _, window in src.block_windows(1):
                     src.read(window=window)
