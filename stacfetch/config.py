@@ -1,7 +1,12 @@
 """Settings from arguments > environment > ``.env`` file, and the provider profiles.
 
 Variables (exactly these names): SH_CLIENT_ID, SH_CLIENT_SECRET, SH_ACCESS_TOKEN,
-STACFETCH_OUTPUT_DIR, STACFETCH_PROVIDER, SH_BASE_URL, SH_TOKEN_URL.
+STACFETCH_OUTPUT_DIR, STACFETCH_PROVIDER, SH_BASE_URL, SH_TOKEN_URL, and for the STAC/COG
+providers STACFETCH_STAC_URL, STACFETCH_STAC_TOKEN, STACFETCH_STAC_HEADERS.
+
+Each provider has a ``fetch`` kind: ``"process"`` renders pixels through the Sentinel Hub
+Process API (OAuth credentials needed); ``"cog"`` reads the Cloud-Optimized GeoTIFF assets
+that a STAC API publishes (``stacfetch.cog``; no Sentinel Hub account needed).
 """
 
 from __future__ import annotations
@@ -27,8 +32,12 @@ VARIABLES = (
     "STACFETCH_PROVIDER",
     "SH_BASE_URL",
     "SH_TOKEN_URL",
+    "STACFETCH_STAC_URL",
+    "STACFETCH_STAC_TOKEN",
+    "STACFETCH_STAC_HEADERS",
 )
-SECRET_VARIABLES = ("SH_CLIENT_SECRET", "SH_ACCESS_TOKEN")
+SECRET_VARIABLES = ("SH_CLIENT_SECRET", "SH_ACCESS_TOKEN", "STACFETCH_STAC_TOKEN", "STACFETCH_STAC_HEADERS")
+FETCH_KINDS = ("process", "cog")
 DEFAULT_OUTPUT_DIR = "stacfetch-output"
 SANDBOX_CLIENT_ID = "sandbox"
 SANDBOX_CLIENT_SECRET = "sandbox-secret"
@@ -54,6 +63,9 @@ class Provider:
     base_url: str | None
     token_url: str | None
     clients_page: str
+    fetch: str = "process"  # "process": Sentinel Hub Process API; "cog": the STAC items' COG assets
+    stac_url: str | None = None  # the STAC API root of a "cog" provider (None: STACFETCH_STAC_URL)
+    signing: str | None = None  # asset href signing: "planetary-computer" (SAS tokens) or None
 
 
 PROVIDERS: dict[str, Provider] = {
@@ -78,6 +90,33 @@ PROVIDERS: dict[str, Provider] = {
         None,
         "nowhere: the sandbox needs no account",
     ),
+    "earth-search": Provider(
+        "earth-search",
+        "Earth Search by Element 84 (public STAC API, COGs on AWS; no account)",
+        None,
+        None,
+        "nowhere: Earth Search needs no account",
+        fetch="cog",
+        stac_url="https://earth-search.aws.element84.com/v1",
+    ),
+    "planetary-computer": Provider(
+        "planetary-computer",
+        "Microsoft Planetary Computer (public STAC API; asset URLs signed with SAS tokens)",
+        None,
+        None,
+        "nowhere: anonymous SAS tokens need no account",
+        fetch="cog",
+        stac_url="https://planetarycomputer.microsoft.com/api/stac/v1",
+        signing="planetary-computer",
+    ),
+    "stac": Provider(
+        "stac",
+        "any STAC API publishing COG assets (STACFETCH_STAC_URL)",
+        None,
+        None,
+        "the STAC API's own documentation (STACFETCH_STAC_TOKEN or STACFETCH_STAC_HEADERS)",
+        fetch="cog",
+    ),
 }
 
 # Which deployment a host belongs to, to catch a base URL and a token URL that disagree.
@@ -97,9 +136,27 @@ class Settings:
     output_dir: Path = Path(DEFAULT_OUTPUT_DIR)
     env_file: Path | None = None
     sources: Mapping[str, str] = field(default_factory=dict)
+    stac_url: str | None = None
+    stac_headers: Mapping[str, str] = field(default_factory=dict, repr=False)
+
+    @property
+    def fetch(self) -> str:
+        """``"process"`` or ``"cog"``: how this provider's pixels are fetched."""
+        profile = PROVIDERS.get(self.provider)
+        return profile.fetch if profile is not None else "process"
+
+    @property
+    def signing(self) -> str | None:
+        """How asset hrefs are signed (``"planetary-computer"``) or None."""
+        profile = PROVIDERS.get(self.provider)
+        return profile.signing if profile is not None else None
 
     @property
     def catalog_url(self) -> str:
+        if self.fetch == "cog":
+            if not self.stac_url:
+                raise ConfigError("no STAC API URL is set", hint="set STACFETCH_STAC_URL")
+            return self.stac_url.rstrip("/") + "/"
         return f"{_need(self.base_url)}/api/v1/catalog/1.0.0/"
 
     @property
@@ -113,13 +170,23 @@ class Settings:
     @property
     def secrets(self) -> tuple[str, ...]:
         """Values that must never be printed, logged or written."""
-        return tuple(s for s in (self.client_secret, self.access_token) if s)
+        header_values = tuple(v.split(None, 1)[-1] for v in self.stac_headers.values())
+        return tuple(s for s in (self.client_secret, self.access_token, *header_values) if s)
 
     def with_urls(self, base_url: str, token_url: str) -> Settings:
         return replace(self, base_url=base_url.rstrip("/"), token_url=token_url)
 
     def describe(self) -> list[tuple[str, str, str]]:
         """``(variable, shown value, source)`` rows with secrets masked, for `check` and -v."""
+        if self.fetch == "cog":
+            cog_values = {
+                "STACFETCH_PROVIDER": self.provider,
+                "STACFETCH_STAC_URL": self.stac_url or "",
+                "STACFETCH_STAC_HEADERS": ", ".join(
+                    f"{k}: {mask(v)}" for k, v in self.stac_headers.items()),
+                "STACFETCH_OUTPUT_DIR": str(self.output_dir),
+            }
+            return [(k, v, self.sources.get(k, "default")) for k, v in cog_values.items()]
         values = {
             "STACFETCH_PROVIDER": self.provider,
             "SH_BASE_URL": self.base_url or "(started with the sandbox)",
@@ -226,6 +293,8 @@ def load_settings(
     access_token: str | None = None,
     base_url: str | None = None,
     token_url: str | None = None,
+    stac_url: str | None = None,
+    stac_token: str | None = None,
 ) -> Settings:
     """Resolve settings: keyword arguments > ``environ`` (default os.environ) > ``.env`` file.
 
@@ -248,6 +317,8 @@ def load_settings(
         "SH_ACCESS_TOKEN": access_token,
         "SH_BASE_URL": base_url,
         "SH_TOKEN_URL": token_url,
+        "STACFETCH_STAC_URL": stac_url,
+        "STACFETCH_STAC_TOKEN": stac_token,
     }
     values: dict[str, str] = {}
     sources: dict[str, str] = {}
@@ -278,6 +349,9 @@ def load_settings(
         )
     profile = PROVIDERS[provider_name]
     out = Path(values.get("STACFETCH_OUTPUT_DIR", DEFAULT_OUTPUT_DIR)).expanduser()
+
+    if profile.fetch == "cog":
+        return _cog_settings(profile, values, sources, out, path if file_values else None)
 
     if profile.name == "sandbox":
         for name in ("SH_BASE_URL", "SH_TOKEN_URL"):
@@ -339,4 +413,74 @@ def load_settings(
         output_dir=out,
         env_file=path if file_values else None,
         sources=sources,
+    )
+
+
+def parse_headers(text: str) -> dict[str, str]:
+    """``STACFETCH_STAC_HEADERS``: a JSON object, or ``Name: value`` pairs separated by newlines or ``;``."""
+    text = text.strip()
+    if text.startswith("{"):
+        import json
+
+        try:
+            raw = json.loads(text)
+        except ValueError as exc:
+            raise ConfigError(f"STACFETCH_STAC_HEADERS is not valid JSON: {exc.msg}",
+                              hint='e.g. {"X-Api-Key": "..."}') from None
+        if not isinstance(raw, dict):
+            raise ConfigError("STACFETCH_STAC_HEADERS must be a JSON object")
+        pairs = [(str(k), str(v)) for k, v in raw.items()]
+    else:
+        pairs = []
+        for part in text.replace(";", "\n").splitlines():
+            if not part.strip():
+                continue
+            name, sep, value = part.partition(":")
+            if not sep or not name.strip():
+                raise ConfigError(
+                    "STACFETCH_STAC_HEADERS: expected 'Name: value' pairs separated by ';'",
+                    hint='e.g. STACFETCH_STAC_HEADERS="X-Api-Key: abc; X-Team: eo" or a JSON object',
+                )
+            pairs.append((name.strip(), value.strip()))
+    headers = {}
+    for name, value in pairs:
+        if not name.replace("-", "").replace("_", "").isalnum() or "\n" in value or "\r" in value:
+            raise ConfigError(f"STACFETCH_STAC_HEADERS: bad header name or value for {name!r}")
+        headers[name] = value
+    return headers
+
+
+def _cog_settings(
+    profile: Provider,
+    values: Mapping[str, str],
+    sources: Mapping[str, str],
+    out: Path,
+    env_file: Path | None,
+) -> Settings:
+    """Settings for a STAC API with COG assets: a STAC URL, optional headers, no SH credentials."""
+    url = values.get("STACFETCH_STAC_URL", profile.stac_url or "").rstrip("/")
+    if not url:
+        raise ConfigError(
+            f"STACFETCH_PROVIDER={profile.name} needs the STAC API's URL",
+            hint="set STACFETCH_STAC_URL, e.g. https://earth-search.aws.element84.com/v1 "
+            "(or use --provider earth-search)",
+        )
+    check_url(url, "STACFETCH_STAC_URL")
+    ignored = [n for n in ("SH_CLIENT_ID", "SH_CLIENT_SECRET", "SH_ACCESS_TOKEN", "SH_BASE_URL",
+                           "SH_TOKEN_URL") if n in values]
+    if ignored:
+        log.info("%s not used by the %s provider", ", ".join(ignored), profile.name)
+    headers = parse_headers(values["STACFETCH_STAC_HEADERS"]) if "STACFETCH_STAC_HEADERS" in values else {}
+    token = values.get("STACFETCH_STAC_TOKEN")
+    if token:
+        headers["Authorization"] = f"Bearer {token}"
+    return Settings(
+        provider=profile.name,
+        base_url=None,
+        token_url=None,
+        output_dir=out,
+        env_file=env_file,
+        sources=sources,
+        stac_url=url,
+        stac_headers=headers,
     )
