@@ -84,12 +84,14 @@ __all__ = [
     "BearerAuth",
     "ClientCredentialsToken",
     "LimiterStats",
+    "PublicSession",
     "RateLimiter",
     "ReadyToken",
     "RedactingFilter",
     "RetryPolicy",
     "ServiceSession",
     "install_redaction",
+    "open_public_session",
     "open_session",
     "redact",
 ]
@@ -519,6 +521,8 @@ def deployment_hint(settings: Settings) -> str:
 def _settings_var_for(settings: Settings | None, host: str) -> str:
     if settings is None:
         return "the service URL"
+    if settings.fetch == "cog":
+        return "STACFETCH_STAC_URL"
     names = []
     if (urlsplit(settings.base_url or "").hostname or "").lower() == host:
         names.append("SH_BASE_URL")
@@ -1063,6 +1067,72 @@ class ServiceSession(_PolicySendMixin, requests.Session):
         raise source.refused(response)
 
 
+class PublicSession(_PolicySendMixin, requests.Session):
+    """The session for STAC APIs without OAuth (the ``cog`` providers): same retries, limiter,
+    loopback-only plain HTTP and redaction as :class:`ServiceSession`, no token.
+
+    ``settings.stac_headers`` (``STACFETCH_STAC_TOKEN``/``STACFETCH_STAC_HEADERS``) are added
+    only to requests for the STAC API's own origin (scheme, host, port), never to other hosts.
+    """
+
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        limiter: RateLimiter,
+        retry: RetryPolicy,
+        pool_size: int = 10,
+        timeout: tuple[float, float] | float = DEFAULT_TIMEOUT,
+    ) -> None:
+        super().__init__()
+        self.settings = settings
+        self.limiter = limiter
+        self.retry_policy = retry
+        self.default_timeout = timeout
+        self.headers["User-Agent"] = USER_AGENT
+        self._origin = _origin(settings.stac_url or "")
+        _mount(self, pool_size)
+
+    def __repr__(self) -> str:
+        return f"<PublicSession provider={self.settings.provider} stac_url={self.settings.stac_url}>"
+
+    def stats(self) -> dict[str, Any]:
+        """Counters: requests, retries by reason, seconds slept (shared limiter)."""
+        snapshot = self.limiter.stats()
+        return {
+            "requests": snapshot.requests,
+            "retries": dict(snapshot.retries),
+            "slept_seconds": snapshot.slept_seconds,
+            "requests_per_minute": snapshot.requests_per_minute,
+        }
+
+    def _authorize(self, request: requests.PreparedRequest) -> str | None:
+        if self.settings.stac_headers and request.url and _origin(request.url) == self._origin:
+            request.headers.update(self.settings.stac_headers)
+        return None
+
+
+def open_public_session(
+    settings: Settings,
+    *,
+    limiter: RateLimiter | None = None,
+    max_attempts: int = 6,
+    retry: RetryPolicy | None = None,
+    pool_size: int = 10,
+    timeout: tuple[float, float] | float = DEFAULT_TIMEOUT,
+    redact_logs: bool = True,
+) -> PublicSession:
+    """The retrying session without OAuth for a ``cog`` provider's STAC API."""
+    if not settings.stac_url:
+        raise ConfigError("no STAC API URL is set", hint="set STACFETCH_STAC_URL")
+    check_destination(settings.stac_url)
+    if redact_logs:
+        install_redaction(settings.secrets)
+    policy = replace(retry or RetryPolicy(), max_attempts=max(1, max_attempts))
+    return PublicSession(settings, limiter=limiter or RateLimiter(), retry=policy,
+                         pool_size=pool_size, timeout=timeout)
+
+
 def open_session(
     settings: Settings,
     *,
@@ -1078,8 +1148,14 @@ def open_session(
     ``limiter``: share one :class:`RateLimiter` between all sessions/threads of a run (a new
     unpaced one if None). ``max_attempts`` overrides ``retry.max_attempts``. ``pool_size``:
     connections kept per host — at least the number of worker threads. Nothing is sent
-    until the first request (the token is fetched lazily).
+    until the first request (the token is fetched lazily). For a ``cog`` provider (no OAuth)
+    this is :func:`open_public_session`.
     """
+    if settings.fetch == "cog":
+        return open_public_session(  # type: ignore[return-value]
+            settings, limiter=limiter, max_attempts=max_attempts, retry=retry,
+            pool_size=pool_size, timeout=timeout, redact_logs=redact_logs,
+        )
     if not settings.base_url or not settings.token_url:
         raise ConfigError(
             "no service URL is set"
