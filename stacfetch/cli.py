@@ -45,6 +45,16 @@ exit codes: 0 ok, 2 bad input, 3 configuration/credentials, 4 service/network,
 5 some acquisitions failed (the others were written), 130 interrupted.
 """
 
+EPILOG_CHECK = """\
+examples:
+  stacfetch check
+  stacfetch check --provider sandbox
+  stacfetch check --env-file ~/cdse.env --out /data/s2
+
+exit codes: 0 everything fine, 2 output folder or disk, 3 configuration/credentials,
+4 service/network (the first failed check decides).
+"""
+
 
 def _add_common(parser: argparse.ArgumentParser) -> None:
     where = parser.add_argument_group(
@@ -123,6 +133,21 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--dry-run", action="store_true", help="print the plan and estimated cost; download nothing")
     g.add_argument("--overwrite", action="store_true", help="download again even if a complete file exists")
     get.set_defaults(handler=cmd_get)
+
+    check = sub.add_parser("check", help="check the configuration, credentials and service (doctor)",
+                           description="Check, line by line, what `get` needs: the .env file and where "
+                           "each setting comes from (secrets masked), the token endpoint, the "
+                           "credentials and their deployment, the Catalog, the collection, the output "
+                           "folder and free disk space. Exit status 0 when everything is fine.",
+                           epilog=EPILOG_CHECK, formatter_class=argparse.RawDescriptionHelpFormatter)
+    check.add_argument("--provider", metavar="NAME", help="overrides STACFETCH_PROVIDER")
+    check.add_argument("--env-file", metavar="PATH", help="read settings from PATH instead of ./.env")
+    check.add_argument("--out", metavar="DIR", help="output folder to check (overrides STACFETCH_OUTPUT_DIR)")
+    check.add_argument("--collection", default="sentinel-2-l2a", help="collection id (default sentinel-2-l2a)")
+    check.add_argument("--json", action="store_true", help="print the checks as JSON on stdout")
+    check.add_argument("-v", "--verbose", action="count", default=0, help="more detail on stderr")
+    check.add_argument("-q", "--quiet", action="store_true", help="print only failed checks")
+    check.set_defaults(handler=cmd_check)
     return parser
 
 
@@ -263,6 +288,34 @@ def cmd_get(args: argparse.Namespace) -> int:
     elif not args.quiet:
         print(result.summary(), file=sys.stderr)
     return result.exit_code
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    from .doctor import diagnose, exit_code
+
+    checks = diagnose(env_file=args.env_file, provider=args.provider, output_dir=args.out,
+                      collection=args.collection)
+    if args.json:
+        json.dump([{"name": c.name, "ok": c.ok, "detail": c.detail, "hint": c.hint} for c in checks],
+                  sys.stdout, indent=2)
+        sys.stdout.write("\n")
+        return exit_code(checks)
+    width = max(len(c.name) for c in checks)
+    for c in checks:
+        if args.quiet and c.ok is not False:
+            continue
+        mark = {True: "\u2713", False: "\u2717", None: "-"}[c.ok]
+        first, *rest = c.detail.splitlines() or [""]
+        pad = " " * (width + 5)
+        print(f"{mark}  {c.name.ljust(width)}  {first}")
+        for line in rest:
+            print(f"{pad}{line}")
+        if c.hint and c.ok is False:
+            print(f"{pad}hint: {c.hint}")
+    failed = sum(c.ok is False for c in checks)
+    if not args.quiet:
+        print("all checks passed" if not failed else f"{failed} check(s) failed", file=sys.stderr)
+    return exit_code(checks)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
