@@ -492,13 +492,15 @@ class PartFile:
         tags: Mapping[str, Any] | None = None,
         band_descriptions: Sequence[str] | None = None,
         items: Sequence[pystac.Item | Mapping[str, Any]] = (),
+        scaling: Sequence[tuple[float, float]] | None = None,
     ) -> Path:
         """Tag, close, fsync and rename to the destination; write the sidecar. Returns ``dest``.
 
         ``tags`` are written as given (keys reduced to ``[A-Za-z0-9_]``, URL query strings
         dropped); ``STACFETCH_VERSION`` and ``STACFETCH_COMPLETE=1`` are added, and
         ``TIFFTAG_DATETIME`` is derived from ``ACQUISITION_DATETIME`` when not given. Each band
-        gets its description, and scale/offset to physical units (``band_scale_offset``).
+        gets its description, and scale/offset to physical units (``band_scale_offset``, or
+        ``scaling``: one ``(scale, offset)`` per band, e.g. a STAC item's ``raster:bands``).
         """
         if self._dst is None:
             raise RuntimeError("PartFile is not open; use it in a `with` block")
@@ -524,7 +526,10 @@ class PartFile:
         clean.setdefault("TIFFTAG_SOFTWARE", f"stacfetch {__version__}")
         clean["STACFETCH_VERSION"] = __version__
         clean[COMPLETE_TAG] = "1"
-        scaling = [band_scale_offset(b, self.dtype) for b in self.bands]
+        if scaling is None:
+            scaling = [band_scale_offset(b, self.dtype) for b in self.bands]
+        elif len(scaling) != len(self.bands):
+            raise ValueError(f"{len(scaling)} scale/offset pairs for {len(self.bands)} bands")
         try:
             with rasterio.Env(**_GDAL_ENV):
                 for i, name in enumerate(descriptions, start=1):
