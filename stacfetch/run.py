@@ -199,10 +199,15 @@ def run_job(job: Job, context: RunContext) -> Outcome:
         session = context.session()
         acq = job.acquisition
         collection = job.acquisition.items[0].collection_id or "sentinel-2-l2a"
+        reader = _cog_reader(job, context, session) if context.settings.fetch == "cog" else None
         with PartFile(job.destination, profile_for(job.grid, job.bands, job.dtype), fmt=fmt) as part:
             for tile in job.tiles:
                 if context.stop is not None and context.stop.is_set():
                     raise Interrupted("stopped before this acquisition was complete")
+                if reader is not None:  # a STAC API's COG assets (stacfetch.cog)
+                    part.write_tile(tile, reader.read_tile(tile))
+                    requests_made = reader.reads
+                    continue
                 body = request_body(
                     collection=collection, bounds=tile.bounds, crs=job.grid.crs,
                     width=int(tile.window.width), height=int(tile.window.height),
@@ -223,9 +228,10 @@ def run_job(job: Job, context: RunContext) -> Outcome:
             if context.stop is not None and context.stop.is_set():
                 raise Interrupted("stopped before this acquisition was complete")
             part.commit(
-                tags=_tags(job, context),
+                tags={**_tags(job, context), **(reader.tags() if reader else {})},
                 band_descriptions=job.bands,
                 items=[item.to_dict(transform_hrefs=False) for item in acq.items],
+                scaling=reader.scaling() if reader else None,
             )
         size = job.destination.stat().st_size
         return Outcome(job, "written", bytes=size, requests=requests_made)
@@ -237,6 +243,13 @@ def run_job(job: Job, context: RunContext) -> Outcome:
     except OSError as exc:
         return Outcome(job, "failed", requests=requests_made,
                        error=f"cannot write {job.destination}: {exc.strerror or exc}")
+
+
+def _cog_reader(job: Job, context: RunContext, session: Any) -> Any:
+    """The pixel source of a ``cog`` provider: windowed reads of the items' COG assets."""
+    from .cog import CogReader
+
+    return CogReader(job, context.settings, session)
 
 
 def _sha256(path: Path) -> str:
