@@ -88,6 +88,7 @@ __all__ = [
     "PlanetaryComputerSigner",
     "band_asset_keys",
     "fetch_tile_array",
+    "forget_remote",
     "resampling_for",
     "strip_query",
 ]
@@ -322,6 +323,43 @@ def _http_href(asset: Mapping[str, Any]) -> str | None:
     return None
 
 
+_GDAL_LIB: Any = None
+
+
+def forget_remote(path: str) -> None:
+    """Drop GDAL's in-process ``/vsicurl/`` cache for ``path`` (best effort).
+
+    GDAL remembers a file's size, fetched blocks *and a failed open (404)* per URL for the
+    life of the process; without this a transient error would stick in a long-lived process,
+    and a changed file would be served from memory. Called after every asset read.
+    """
+    global _GDAL_LIB
+    if _GDAL_LIB is None:
+        import ctypes
+        import ctypes.util
+        import glob
+        import os
+
+        here = os.path.dirname(rasterio.__file__)
+        candidates = sorted(glob.glob(os.path.join(here, "..", "rasterio.libs", "libgdal*.so*")))
+        candidates += sorted(glob.glob(os.path.join(here, ".dylibs", "libgdal*.dylib")))
+        found = ctypes.util.find_library("gdal")
+        candidates += [found] if found else []
+        _GDAL_LIB = False
+        for candidate in candidates:
+            try:
+                lib = ctypes.CDLL(candidate)
+                lib.VSICurlPartialClearCache.argtypes = [ctypes.c_char_p]
+                _GDAL_LIB = lib
+                break
+            except (OSError, AttributeError):
+                continue
+        if not _GDAL_LIB:
+            log.debug("GDAL's VSICurlPartialClearCache not found; /vsicurl/ cache not cleared")
+    if _GDAL_LIB:
+        _GDAL_LIB.VSICurlPartialClearCache(path.encode())
+
+
 def _raster_meta(asset: Mapping[str, Any]) -> tuple[float, float, float | None]:
     """``(scale, offset, nodata)`` from the asset's ``raster:bands`` (1, 0, None when absent)."""
     rb = asset.get("raster:bands") or asset.get("bands")
@@ -464,8 +502,9 @@ class CogReader:
         scale, offset, meta_nodata = _raster_meta(asset)
         where = f"asset {key!r} ({band}) of item {item.id} at {strip_query(href)}"
         self.reads += 1
+        path = f"/vsicurl/{href}"
         try:
-            with rasterio.Env(**self._env(href)), rasterio.open(f"/vsicurl/{href}") as src:
+            with rasterio.Env(**self._env(href)), rasterio.open(path) as src:
                 nodata = src.nodata if src.nodata is not None else (meta_nodata if meta_nodata is not None else 0)
                 source_res = _metres(abs(src.res[0]), src.crs)
                 resampling = resampling_for(band, source_res, _metres(job.grid.resolution, _crs(job.grid.crs)))
@@ -478,6 +517,8 @@ class CogReader:
                     raw = vrt.read(1)
         except (rasterio.errors.RasterioError, OSError) as exc:
             raise DownloadError(f"reading {where} failed: {_error_text(exc)}") from None
+        finally:
+            forget_remote(path)
         valid = raw != nodata
         if np.dtype(job.dtype).kind == "f":
             values = np.where(valid, raw.astype("float64") * scale + offset, 0).astype(job.dtype)
