@@ -184,12 +184,37 @@ def get_query(
     progress: bool = False,
     echo: bool = False,
     requests_per_minute: float | None = None,
+    fmt: str = "cog",
+    preview: bool = False,
+    min_clear: float | None = None,
 ) -> Any:
-    """Search, plan and download; returns a ``GetResult``."""
+    """Search, plan and download; returns a ``GetResult``.
+
+    ``fmt``: ``"cog"`` (Cloud-Optimized GeoTIFF) or ``"gtiff"``. ``preview``: a quicklook PNG
+    next to each file. ``min_clear``: screen each acquisition with one small SCL request and
+    skip those with less than this percentage of clear pixels over the area.
+    """
     from .auth import RateLimiter, open_session
     from .catalog import search as catalog_search
     from .plan import plan_jobs, summarize
     from .run import GetResult, RunContext, execute
+    from .write import check_format
+
+    try:
+        fmt = check_format(fmt)
+    except ValueError:
+        raise InvalidOptionError(f"unknown output format {fmt!r}",
+                                 hint="use --format cog (default) or --format gtiff") from None
+    if min_clear is not None:
+        min_clear = _finite(min_clear, "min_clear")
+        if not 0 <= min_clear <= 100:
+            raise InvalidOptionError(f"--min-clear {min_clear:g} is outside 0..100",
+                                     hint="give a percentage of clear pixels, e.g. --min-clear 70")
+        if getattr(settings, "fetch", "process") != "process":
+            raise InvalidOptionError(
+                f"--min-clear needs the Sentinel Hub Process API; the {settings.provider} provider has none",
+                hint="use --max-cloud with this provider, or a sentinelhub/cdse/sandbox provider",
+            )
 
     if not isinstance(workers, int) or isinstance(workers, bool) or not 1 <= workers <= 64:
         raise InvalidOptionError(f"workers={workers!r} must be a whole number from 1 to 64")
@@ -209,16 +234,60 @@ def get_query(
             if echo:
                 print(summarize(jobs, query=query, item_count=len(items)), file=sys.stderr)
             if dry_run:
+                if echo and min_clear is not None:
+                    print(f"--min-clear {min_clear:g}: a real run screens each acquisition first "
+                          "(one small SCL request each)", file=sys.stderr)
                 return GetResult(jobs=jobs, dry_run=True)
+            screened: list[Any] = []
+            if min_clear is not None:
+                jobs, screened = _screen(jobs, session, live, query, min_clear, overwrite=overwrite,
+                                         fmt=fmt, workers=workers, echo=echo)
             tags = {"SYNTHETIC": "true"} if settings.is_sandbox else {}
             context = RunContext(live, session=session, overwrite=overwrite, tags=tags,
-                                 session_options={"pool_size": 2})
+                                 session_options={"pool_size": 2}, fmt=fmt)
             result = execute(jobs, context, executor=executor, workers=workers,
                              progress=progress, manifest_root=out_dir)
+            result.min_clear, result.screened = min_clear, screened
+            if preview:
+                result.previews = _previews(result.paths, overwrite=overwrite)
             result.stats = _session_stats(session)
             return result
         finally:
             session.close()
+
+
+def _screen(jobs: list[Any], session: Any, settings: Settings, query: Query, min_clear: float, *,
+            overwrite: bool, fmt: str, workers: int, echo: bool) -> tuple[list[Any], list[Any]]:
+    """Jobs left after --min-clear; complete files are kept without a screening request."""
+    from .clouds import screen
+    from .write import is_complete
+
+    todo = [j for j in jobs if overwrite or not is_complete(j.destination, j.grid, j.bands, j.dtype)]
+    _, shares = screen(todo, session, settings.process_url, min_clear, geometry=query.geometry,
+                       workers=workers)
+    cloudy = {id(s.job) for s in shares if not s.keep(min_clear)}
+    if echo and shares:
+        print(f"clear share over the area (SCL 4/5/6/11; --min-clear {min_clear:g}):", file=sys.stderr)
+        for share in shares:
+            verdict = "skip" if id(share.job) in cloudy else "keep"
+            print(f"  {verdict}  {share.describe()}", file=sys.stderr)
+    return [j for j in jobs if id(j) not in cloudy], shares
+
+
+def _previews(paths: list[Path], *, overwrite: bool) -> list[Path]:
+    """A quicklook PNG next to each GeoTIFF (redone when older than its GeoTIFF)."""
+    from .preview import quicklook, quicklook_path
+
+    written = []
+    for path in paths:
+        png = quicklook_path(path)
+        try:
+            if overwrite or not png.exists() or png.stat().st_mtime_ns < path.stat().st_mtime_ns:
+                quicklook(path, png)
+            written.append(png)
+        except Exception as exc:  # a picture must never fail a download
+            log.warning("no quicklook for %s: %s", path.name, exc)
+    return written
 
 
 def _session_stats(session: Any) -> dict[str, Any]:
@@ -276,11 +345,17 @@ def get(
     dry_run: bool = False,
     time_tolerance: timedelta | float = timedelta(hours=1),
     progress: bool = False,
+    format: str = "cog",  # noqa: A002 - the user-facing name of --format
+    preview: bool = False,
+    min_clear: float | None = None,
 ) -> Any:
     """Download every acquisition over ``location`` between ``start`` and ``end`` (inclusive).
 
     Returns a ``GetResult`` with ``paths`` (complete files, time order), ``written``,
-    ``skipped`` and ``failed``. ``executor`` may be any ``concurrent.futures.Executor``.
+    ``skipped``, ``failed`` and ``cloudy`` (skipped by ``min_clear``). ``executor`` may be any
+    ``concurrent.futures.Executor``. ``format``: ``"cog"`` or ``"gtiff"``; ``preview``: a
+    quicklook PNG next to each file; ``min_clear``: minimum percentage of clear pixels (SCL)
+    over the area, screened with one small request per acquisition.
     """
     query = build_query(location, start, end, size=size, collection=collection, max_cloud=max_cloud,
                         bands=bands, resolution=resolution, crs=crs, dtype=dtype)
@@ -292,4 +367,5 @@ def get(
 
         live = replace(settings, output_dir=Path(out))
     return get_query(query, settings=live, workers=workers, executor=executor, overwrite=overwrite,
-                     dry_run=dry_run, time_tolerance_minutes=tolerance, progress=progress)
+                     dry_run=dry_run, time_tolerance_minutes=tolerance, progress=progress,
+                     fmt=format, preview=preview, min_clear=min_clear)

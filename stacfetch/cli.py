@@ -11,6 +11,7 @@ import logging
 import sys
 import traceback
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 from . import __version__
@@ -53,6 +54,13 @@ examples:
 
 exit codes: 0 everything fine, 2 output folder or disk, 3 configuration/credentials,
 4 service/network (the first failed check decides).
+"""
+
+EPILOG_PREVIEW = """\
+examples:
+  stacfetch get --provider sandbox --lon 34.665 --lat 31.625 --start 2022-01-01 --end 2022-01-31 \\
+      --bands B04,B03,B02,SCL --out out
+  stacfetch preview out            # writes out/sentinel-2-l2a/<area>/contact-sheet.png
 """
 
 
@@ -111,6 +119,8 @@ def build_parser() -> argparse.ArgumentParser:
                             epilog=EPILOG_SEARCH, formatter_class=argparse.RawDescriptionHelpFormatter)
     _add_common(search)
     search.add_argument("--limit", type=int, default=None, metavar="N", help="stop after N items")
+    search.add_argument("--plot", metavar="FILE.png",
+                        help="also draw the scenes over time against their cloud cover into a PNG")
     search.set_defaults(handler=cmd_search)
 
     get = sub.add_parser("get", help="download every acquisition as a GeoTIFF",
@@ -132,7 +142,28 @@ def build_parser() -> argparse.ArgumentParser:
                    help="items this close in time are one acquisition (default 60)")
     g.add_argument("--dry-run", action="store_true", help="print the plan and estimated cost; download nothing")
     g.add_argument("--overwrite", action="store_true", help="download again even if a complete file exists")
+    g.add_argument("--format", dest="fmt", choices=("cog", "gtiff"), default="cog",
+                   help="cog: Cloud-Optimized GeoTIFF with overviews (default); gtiff: plain tiled GeoTIFF")
+    g.add_argument("--preview", action="store_true",
+                   help="also write a small true-colour PNG quicklook next to each GeoTIFF")
+    g.add_argument("--min-clear", type=str, metavar="PERCENT",
+                   help="skip acquisitions with less than PERCENT clear pixels over the area "
+                   "(SCL 4,5,6,11; one small request each)")
     get.set_defaults(handler=cmd_get)
+
+    prev = sub.add_parser("preview", help="draw a contact sheet PNG of the acquisitions in a folder",
+                          description="Write one contact sheet PNG per area folder under OUT_DIR: every "
+                          "acquisition in time order, labelled with date, scene cloud cover and the "
+                          "clear share over the area (when the files have SCL).",
+                          epilog=EPILOG_PREVIEW, formatter_class=argparse.RawDescriptionHelpFormatter)
+    prev.add_argument("folder", metavar="OUT_DIR", help="a `get` output folder (or one area folder in it)")
+    prev.add_argument("--output", "-o", metavar="FILE.png", help="where to write the sheet (one area only)")
+    prev.add_argument("--thumb", type=int, default=220, metavar="PX", help="thumbnail size (default 220)")
+    prev.add_argument("--quicklooks", action="store_true", help="also write a quicklook PNG next to each GeoTIFF")
+    prev.add_argument("--json", action="store_true", help="print the written paths as JSON")
+    prev.add_argument("-v", "--verbose", action="count", default=0, help="more detail on stderr")
+    prev.add_argument("-q", "--quiet", action="store_true", help="only errors on stderr")
+    prev.set_defaults(handler=cmd_preview)
 
     check = sub.add_parser("check", help="check the configuration, credentials and service (doctor)",
                            description="Check, line by line, what `get` needs: the .env file and where "
@@ -229,6 +260,13 @@ def cmd_search(args: argparse.Namespace) -> int:
     query = api.build_query(geometry, interval, collection=args.collection, max_cloud=max_cloud)
     _echo_query(query, args)
     items = api.search_query(query, settings=settings, max_items=args.limit)
+    if args.plot:
+        from .preview import timeline
+
+        plot = timeline(items, Path(args.plot), start=query.interval.start, end=query.interval.end,
+                        max_cloud=max_cloud)
+        if not args.quiet:
+            print(f"timeline: {plot}", file=sys.stderr)
     if args.json:
         from pystac import ItemCollection
 
@@ -281,6 +319,8 @@ def cmd_get(args: argparse.Namespace) -> int:
         query, settings=settings, workers=args.workers, overwrite=args.overwrite,
         dry_run=args.dry_run, time_tolerance_minutes=tolerance,
         progress=not (args.quiet or args.json), echo=not args.quiet,
+        fmt=args.fmt, preview=args.preview,
+        min_clear=None if args.min_clear is None else _number(args.min_clear, "--min-clear"),
     )
     if args.json:
         json.dump(result.to_dict(), sys.stdout, indent=2)
@@ -288,6 +328,30 @@ def cmd_get(args: argparse.Namespace) -> int:
     elif not args.quiet:
         print(result.summary(), file=sys.stderr)
     return result.exit_code
+
+
+def cmd_preview(args: argparse.Namespace) -> int:
+    from .errors import InvalidOptionError
+    from .preview import contact_sheet, quicklook
+
+    folder = Path(args.folder).expanduser()
+    if not folder.is_dir():
+        raise InvalidOptionError(f"{folder} is not a folder", hint="give the --out folder of a `get` run")
+    if not 32 <= args.thumb <= 1024:
+        raise InvalidOptionError(f"--thumb {args.thumb} is outside 32..1024")
+    try:
+        sheets = contact_sheet(folder, Path(args.output) if args.output else None, thumb=args.thumb)
+    except FileNotFoundError as exc:
+        raise InvalidOptionError(str(exc), hint="run `stacfetch get ... --out DIR` first") from None
+    looks = [quicklook(p) for p in sorted(folder.rglob("*.tif"))] if args.quicklooks else []
+    if args.json:
+        json.dump({"contact_sheets": [str(p) for p in sheets], "quicklooks": [str(p) for p in looks]},
+                  sys.stdout, indent=2)
+        sys.stdout.write("\n")
+    else:
+        for path in [*sheets, *looks]:
+            print(path)
+    return 0
 
 
 def cmd_check(args: argparse.Namespace) -> int:

@@ -56,6 +56,16 @@ class GetResult:
     manifest: Path | None = None
     dry_run: bool = False
     stats: dict[str, Any] = field(default_factory=dict)
+    min_clear: float | None = None
+    screened: list[Any] = field(default_factory=list)  # clouds.ClearShare of each screened job
+    previews: list[Path] = field(default_factory=list)
+
+    @property
+    def cloudy(self) -> list[Any]:
+        """Screened acquisitions skipped because too little of the area was clear (--min-clear)."""
+        if self.min_clear is None:
+            return []
+        return [s for s in self.screened if not s.keep(self.min_clear)]
 
     @property
     def written(self) -> list[Path]:
@@ -90,6 +100,12 @@ class GetResult:
             f"{len(self.written)} downloaded, {len(self.skipped)} skipped (already complete), "
             f"{len(self.failed)} failed; {self.bytes / 1e6:.1f} MB in {self.seconds:.1f} s"
         ]
+        if self.cloudy:
+            lines.append(f"{len(self.cloudy)} skipped as cloudy over the area (less than "
+                         f"{self.min_clear:g} % clear): "
+                         + "; ".join(s.describe() for s in self.cloudy))
+        if self.previews:
+            lines.append(f"{len(self.previews)} quicklook PNG(s) next to the GeoTIFFs")
         if self.manifest:
             lines.append(f"manifest: {self.manifest}")
         for o in self.failed:
@@ -109,6 +125,11 @@ class GetResult:
             "bytes": self.bytes,
             "seconds": round(self.seconds, 3),
             "manifest": str(self.manifest) if self.manifest else None,
+            "cloudy": [
+                {"acquisition": c.key, "clear_percent": None if c.clear is None else round(c.clear, 2)}
+                for c in self.cloudy
+            ],
+            "previews": [str(p) for p in self.previews],
             "stats": self.stats,
         }
 
