@@ -389,6 +389,12 @@ def _error_text(exc: BaseException) -> str:
         parts.append(str(args[-1]) if args else str(deepest))
     text = "; ".join(p for p in dict.fromkeys(parts) if p and "See previous exception" not in p)
     text = text.replace(" - Failure writing output to destination, passed 23 returned 0", "")
+    short = re.search(r"got (\d+) bytes, expected (\d+)", text)
+    if short:
+        text = (f"truncated response: got {short.group(1)} of the {short.group(2)} bytes of a "
+                f"data block ({text})")
+    elif "Failed to read directory" in text or "not recognized as" in text:
+        text = f"the file's header is unreadable (truncated response or not a GeoTIFF): {text}"
     return strip_query(" ".join(text.split()))[:400]
 
 
