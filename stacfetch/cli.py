@@ -92,8 +92,11 @@ def _add_common(parser: argparse.ArgumentParser) -> None:
                       help="keep scenes whose cloud cover is at most PERCENT (0-100)")
 
     conf = parser.add_argument_group("configuration")
-    conf.add_argument("--provider", choices=("sentinelhub", "cdse", "sandbox"),
-                      help="overrides STACFETCH_PROVIDER; 'sandbox' runs a local emulator (synthetic data)")
+    conf.add_argument("--provider",
+                      choices=("sentinelhub", "cdse", "sandbox", "earth-search", "planetary-computer", "stac"),
+                      help="overrides STACFETCH_PROVIDER; 'sandbox' runs a local emulator (synthetic data); "
+                      "earth-search, planetary-computer and stac (STACFETCH_STAC_URL) read the archived "
+                      "COG assets, no Sentinel Hub account needed")
     conf.add_argument("--env-file", metavar="PATH", help="read settings from PATH instead of ./.env")
 
     out = parser.add_argument_group("output")
