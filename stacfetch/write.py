@@ -527,7 +527,7 @@ class PartFile:
         clean["STACFETCH_VERSION"] = __version__
         clean[COMPLETE_TAG] = "1"
         if scaling is None:
-            scaling = [band_scale_offset(b, self.dtype) for b in self.bands]
+            scaling = [band_scale_offset(str(b), self.dtype) for b in descriptions]
         elif len(scaling) != len(self.bands):
             raise ValueError(f"{len(scaling)} scale/offset pairs for {len(self.bands)} bands")
         try:
