@@ -206,3 +206,26 @@ def test_server_error_asset_fails_after_gdal_retries(real_stac: RealStac, tmp_pa
     error = _faulty(real_stac, tmp_path, lambda c: c.fail("SCL.tif", 503))
     assert "'scl' (SCL)" in error and "503" in error, error
     assert len(real_stac.cogs.requests_for("SCL.tif")) >= 2  # GDAL_HTTP_MAX_RETRY retried it
+
+
+def test_cli_get_with_the_stac_provider_needs_no_sentinel_hub_account(
+    real_stac: RealStac, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import json
+
+    from stacfetch.cli import main
+
+    for name in ("SH_CLIENT_ID", "SH_CLIENT_SECRET", "SH_ACCESS_TOKEN", "STACFETCH_PROVIDER"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("STACFETCH_STAC_URL", real_stac.url)
+    monkeypatch.chdir(tmp_path)  # no ./.env
+    lon, lat = _centre(255_000, 2_745_000)
+    code = main(["get", "--provider", "stac", "--lon", str(lon), "--lat", str(lat), "--size", "2000",
+                 "--start", DAY, "--bands", "B04,SCL", "--resolution", "100", "--out", str(tmp_path),
+                 "--json", "-q"])
+    out = json.loads(capsys.readouterr().out)
+    assert code == 0, out
+    assert len(out["written"]) == 1 and not out["failed"]
+    with rasterio.open(out["written"][0]) as dst:
+        assert dst.crs.to_epsg() == 32629 and dst.descriptions == ("B04", "SCL")
+        assert np.array_equal(dst.read(1), _nearest_reference(real_stac.cogs.root / "B04.tif", dst))
