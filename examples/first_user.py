@@ -31,13 +31,17 @@ def main() -> None:
         bands="all",
         provider=args.provider,
         out=args.out,
+        preview=True,               # a true-colour PNG next to each GeoTIFF
     )
     print(result.summary())
     for path in result.paths:
         with rasterio.open(path) as src:
             tags = src.tags()
             print(f"{path.name}: {src.width}x{src.height} px, {src.count} bands, {src.crs}, "
-                  f"acquired {tags.get('ACQUISITION_DATETIME')}, cloud {tags.get('CLOUD_COVER')} %")
+                  f"acquired {tags.get('ACQUISITION_DATETIME')}, cloud {tags.get('CLOUD_COVER')} %, "
+                  f"reflectance = DN x {src.scales[0]:g}")
+    for png in result.previews:
+        print(f"quicklook: {png}")
 
 
 if __name__ == "__main__":
