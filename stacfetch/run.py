@@ -102,8 +102,8 @@ class GetResult:
         ]
         if self.cloudy:
             lines.append(f"{len(self.cloudy)} skipped as cloudy over the area (less than "
-                         f"{self.min_clear:g} % clear): "
-                         + "; ".join(s.describe() for s in self.cloudy))
+                         f"{self.min_clear:g} % clear):")
+            lines.extend(f"  {s.describe()}" for s in self.cloudy)
         if self.previews:
             lines.append(f"{len(self.previews)} quicklook PNG(s) next to the GeoTIFFs")
         if self.manifest:
