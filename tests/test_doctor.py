@@ -186,3 +186,17 @@ def test_cli_check_sandbox(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caps
         monkeypatch.delenv(key, raising=False)
     assert main(["check", "--provider", "sandbox"]) == 0
     assert "emulator started" in capsys.readouterr().out
+
+
+def test_ready_token_of_the_other_deployment_is_named(tmp_path: Path) -> None:
+    with Emulator(clients={CLIENT: SECRET}) as sh, Emulator(deployment="cdse", clients={CLIENT: SECRET}) as cdse:
+        token = cdse.issue_token(CLIENT)
+        checks = diagnose(environ={"SH_BASE_URL": sh.url, "SH_TOKEN_URL": sh.token_url, "SH_ACCESS_TOKEN": token},
+                          output_dir=tmp_path)
+        api_url = sh.url
+    named = by_name(checks)
+    assert named["credentials"].ok is True and "realm CDSE" in named["credentials"].detail
+    col = named["collection"]
+    assert col.ok is False
+    assert "the token was issued by realm CDSE (Copernicus Data Space Ecosystem) but the API at " + api_url in col.detail
+    assert "most likely Sentinel Hub" in col.detail
