@@ -246,3 +246,16 @@ def test_mosaic_of_two_items_of_one_pass(tmp_path: Path) -> None:
     assert np.array_equal(out, expected)  # the earlier item wins where both are valid
     assert reader.tags()["MOSAIC_ORDER"] == "S2A_29RKH_20200219_0_L2A,S2A_29RKJ_20200219_0_L2A"
     assert served_east > 0
+
+
+def test_gdal_headers_only_for_assets_on_the_stac_origin() -> None:
+    from types import SimpleNamespace
+
+    settings = Settings(provider="stac", base_url=None, token_url=None, stac_url="https://stac.example.com/v1",
+                        stac_headers={"Authorization": "Bearer t-123456789"})
+    fake = SimpleNamespace(settings=settings)
+    same = CogReader._env(fake, "https://stac.example.com/data/B04.tif")  # type: ignore[arg-type]
+    other = CogReader._env(fake, "https://sentinel-cogs.s3.us-west-2.amazonaws.com/B04.tif")  # type: ignore[arg-type]
+    assert same["GDAL_HTTP_HEADERS"] == "Authorization: Bearer t-123456789"
+    assert "GDAL_HTTP_HEADERS" not in other
+    assert other["GDAL_DISABLE_READDIR_ON_OPEN"] == "EMPTY_DIR"

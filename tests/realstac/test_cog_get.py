@@ -229,3 +229,23 @@ def test_cli_get_with_the_stac_provider_needs_no_sentinel_hub_account(
     with rasterio.open(out["written"][0]) as dst:
         assert dst.crs.to_epsg() == 32629 and dst.descriptions == ("B04", "SCL")
         assert np.array_equal(dst.read(1), _nearest_reference(real_stac.cogs.root / "B04.tif", dst))
+
+
+def test_stac_token_never_reaches_logs_or_files(real_stac: RealStac, tmp_path: Path,
+                                                 caplog: pytest.LogCaptureFixture) -> None:
+    import dataclasses
+    import logging
+
+    secret = "tok-SECRET-0123456789"
+    settings = dataclasses.replace(_settings(real_stac, tmp_path),
+                                   stac_headers={"Authorization": f"Bearer {secret}"})
+    query = build_query(_centre(255_000, 2_745_000), DAY, DAY, size=2000, bands="B04", resolution=100,
+                        crs=CRS)
+    with caplog.at_level(logging.DEBUG):
+        result = get_query(query, settings=settings)
+    assert len(result.written) == 1
+    assert secret not in caplog.text
+    for path in tmp_path.rglob("*"):
+        if path.is_file():
+            assert secret.encode() not in path.read_bytes(), path
+
