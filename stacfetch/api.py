@@ -232,7 +232,8 @@ def get_query(
             jobs = plan_jobs(query, items, out_dir,
                              tolerance=timedelta(minutes=time_tolerance_minutes))
             if echo:
-                print(summarize(jobs, query=query, item_count=len(items)), file=sys.stderr)
+                print(summarize(jobs, query=query, item_count=len(items), fetch=live.fetch),
+                      file=sys.stderr)
             if dry_run:
                 if echo and min_clear is not None:
                     print(f"--min-clear {min_clear:g}: a real run screens each acquisition first "

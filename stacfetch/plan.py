@@ -780,8 +780,18 @@ def _size(n: float) -> str:
     return f"{n:.1f} TB"
 
 
-def summarize(jobs: Sequence[Job], *, query: Query | None = None, item_count: int | None = None) -> str:
-    """Human-readable dry-run text: counts, grid, estimated cost, and one line per file."""
+def summarize(
+    jobs: Sequence[Job],
+    *,
+    query: Query | None = None,
+    item_count: int | None = None,
+    fetch: str = "process",
+) -> str:
+    """Human-readable dry-run text: counts, grid, estimated cost, and one line per file.
+
+    ``fetch`` is the provider's kind: ``"process"`` (Sentinel Hub Process API requests and
+    processing units) or ``"cog"`` (windowed reads of each item's band files; no PU cost).
+    """
     plan = Plan(tuple(jobs))
     head = f"{item_count} items -> " if item_count is not None else ""
     if not jobs:
@@ -794,13 +804,21 @@ def summarize(jobs: Sequence[Job], *, query: Query | None = None, item_count: in
         if grid.is_geographic
         else f"{grid.width * grid.resolution / 1000:.1f} x {grid.height * grid.resolution / 1000:.1f} km"
     )
+    if fetch == "cog":
+        reads = sum(len(j.acquisition.items) for j in jobs) * len(first.bands)
+        work = (f"{head}{plan.acquisitions} acquisitions, {plan.tiles_per_acquisition} tile(s) each, "
+                f"windowed reads of {reads} band file(s) (no Process API)")
+        cost = f"estimate: at most {_size(plan.estimated_bytes)} uncompressed output"
+    else:
+        work = (f"{head}{plan.acquisitions} acquisitions, {plan.tiles_per_acquisition} tile(s) each, "
+                f"{plan.requests} Process API requests")
+        cost = (f"estimate: {plan.processing_units:.1f} processing units, "
+                f"at most {_size(plan.estimated_bytes)} uncompressed")
     lines = [
-        f"{head}{plan.acquisitions} acquisitions, {plan.tiles_per_acquisition} tile(s) each, "
-        f"{plan.requests} Process API requests",
+        work,
         f"grid: {grid.crs}, {grid.resolution:g} {unit}, {grid.width} x {grid.height} px ({extent})",
         f"bands: {','.join(first.bands)} ({first.dtype})",
-        f"estimate: {plan.processing_units:.1f} processing units, "
-        f"at most {_size(plan.estimated_bytes)} uncompressed",
+        cost,
         f"folder: {first.area_dir}",
     ]
     for j in jobs:
