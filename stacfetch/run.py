@@ -235,9 +235,9 @@ def run_job(job: Job, context: RunContext) -> Outcome:
                     start=acq.start, end=acq.end, bands=job.bands, dtype=job.dtype,
                 )
                 for attempt in range(1, TILE_ATTEMPTS + 1):
-                    data = fetch_tile(session, context.settings.process_url, body)
                     requests_made += 1
-                    try:
+                    try:  # a 200 that is no GeoTIFF, or a wrong/truncated one: ask again
+                        data = fetch_tile(session, context.settings.process_url, body)
                         part.write_tile(tile, data)
                         break
                     except InvalidResponseError as exc:
