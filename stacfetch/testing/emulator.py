@@ -440,6 +440,9 @@ class Emulator:
     def _answer(self, method: str, path: str, query: str, headers: dict[str, str], raw: bytes,
                 body: Any, decision: Decision) -> _Answer:
         try:
+            if decision.redirect:
+                target = decision.redirect.rstrip("/") + path + (f"?{query}" if query else "")
+                return _Answer(307, b"", headers={"Location": target})
             if decision.status is not None:
                 raise fault_error(decision.status, decision.retry_after_ms or self.faults.retry_after_ms)
             return self._route(method, path, query, headers, raw, body)

@@ -9,7 +9,8 @@ gives exact, deterministic failures for precise tests::
 
 Faults apply only to request kinds in ``only_kinds`` (default catalog + process; add
 ``"token"`` to hit the token endpoint too). Every field may be changed while the server runs;
-decisions are taken under a lock.
+decisions are taken under a lock. ``redirect_to`` (an origin) answers every such request
+with a 307 to the same path there, to check what a client carries across a redirect.
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ class Decision:
     truncate: bool = False  # Process only: 200 with the body cut short
     delay_s: float = 0.0
     label: str | None = None  # what was injected, for the request log
+    redirect: str | None = None  # answer 307 to this origin + the same path
 
 
 @dataclass
@@ -56,6 +58,7 @@ class Faults:
     token_lifetime: float | None = None
     fail_next: list[int] = field(default_factory=list)
     only_kinds: set[str] | None = None
+    redirect_to: str | None = None  # e.g. "http://127.0.0.2:8001": 307 every request there
 
     def __post_init__(self) -> None:
         self._lock = threading.Lock()
@@ -88,6 +91,8 @@ class Faults:
             if self.fail_next:
                 forced = self.fail_next.pop(0)
                 return self._forced(forced, kind, delay)
+            if self.redirect_to:
+                return Decision(redirect=self.redirect_to, delay_s=delay, label="redirect")
             limit = self.rate_limit_per_minute
             if limit is not None:
                 while self._window and now - self._window[0] >= 60.0:
