@@ -1007,6 +1007,20 @@ class _TokenSession(_PolicySendMixin, OAuth2Session):
     def __repr__(self) -> str:
         return "<stacfetch token session>"
 
+    def get_redirect_target(self, resp: requests.Response) -> str | None:
+        """Refuse a redirect to another origin: a 307/308 would re-send the client secret."""
+        target = super().get_redirect_target(resp)
+        if target:
+            where = requests.compat.urljoin(resp.url, target)
+            if _origin(where) != _origin(resp.url):
+                raise AuthError(
+                    f"the token endpoint {_short(resp.url)} redirected to "
+                    f"{urlsplit(where).hostname}; stacfetch does not send client credentials "
+                    "to another host",
+                    hint="check SH_TOKEN_URL: it must be the token endpoint itself",
+                )
+        return target
+
 
 class ServiceSession(_PolicySendMixin, requests.Session):
     """The authenticated session for the Catalog and Process APIs (see module docstring)."""
