@@ -264,6 +264,14 @@ def run_job(job: Job, context: RunContext) -> Outcome:
     except OSError as exc:
         return Outcome(job, "failed", requests=requests_made,
                        error=f"cannot write {job.destination}: {exc.strerror or exc}")
+    except Exception as exc:  # GDAL's own errors writing the .part (disk full: CPLE_*Error)
+        from rasterio._err import CPLE_BaseError
+        from rasterio.errors import RasterioError
+
+        if not isinstance(exc, (RasterioError, CPLE_BaseError)):
+            raise
+        return Outcome(job, "failed", requests=requests_made,
+                       error=f"cannot write {job.destination} (disk full?): {exc}")
 
 
 def _cog_reader(job: Job, context: RunContext, session: Any) -> Any:
