@@ -361,7 +361,7 @@ def get(
     query = build_query(location, start, end, size=size, collection=collection, max_cloud=max_cloud,
                         bands=bands, resolution=resolution, crs=crs, dtype=dtype)
     tolerance = (time_tolerance.total_seconds() / 60 if isinstance(time_tolerance, timedelta)
-                 else float(time_tolerance))
+                 else _finite(time_tolerance, "time_tolerance"))
     live = _settings(settings, provider, env_file, output_dir=out)
     if settings is not None and out is not None:
         from dataclasses import replace
