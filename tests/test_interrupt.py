@@ -23,10 +23,12 @@ from typing import Any
 import pystac
 import rasterio
 
+import stacfetch
 from stacfetch.config import SANDBOX_CLIENT_ID, SANDBOX_CLIENT_SECRET
 from stacfetch.testing.emulator import Emulator
 
 KILL_TRIALS = 20
+REPO = str(Path(stacfetch.__file__).resolve().parents[1])
 SERIES = 2  # fresh output folder every KILL_TRIALS // SERIES kills, each ended by a full re-run
 
 
@@ -39,7 +41,8 @@ def command(out: Path, start: str = "2022-01-01", end: str = "2022-04-30") -> li
 def environment(emu: Emulator) -> dict[str, str]:
     return {**os.environ, "SH_BASE_URL": emu.url, "SH_TOKEN_URL": emu.token_url,
             "SH_CLIENT_ID": SANDBOX_CLIENT_ID, "SH_CLIENT_SECRET": SANDBOX_CLIENT_SECRET,
-            "STACFETCH_PROVIDER": "sentinelhub", "PYTHONUNBUFFERED": "1"}
+            "STACFETCH_PROVIDER": "sentinelhub", "PYTHONUNBUFFERED": "1",
+            "PYTHONPATH": REPO}  # this checkout, not another installed copy
 
 
 def complete_acquisitions(out: Path) -> set[str]:
