@@ -218,14 +218,19 @@ class LimiterStats:
         return sum(self.retries.values())
 
 
+WINDOW_SECONDS = 60.0
+WINDOW_MARGIN = 0.25  # seconds added to each window for the arrival jitter of requests
+
+
 class RateLimiter:
     """One per run, shared by every worker thread and session.
 
     * **Shared pause**: a 429 anywhere moves a shared "not before" time forward by what the
       server asked; every thread's next request waits for it.
-    * **Pacing**: with ``requests_per_minute`` (e.g. 300 on the CDSE free tier) a token
-      bucket (capacity ``burst``) spaces requests so the run stays under the limit instead
-      of bouncing off it.
+    * **Pacing**: with ``requests_per_minute`` (e.g. 300 on the CDSE free tier) at most that
+      many requests leave in any trailing minute (a sliding window, the stricter reading of
+      the service's per-minute policy), so the run stays under the limit instead of bouncing
+      off it, without idling while the budget allows a burst.
     * **Adaptive**: with no configured rate, a 429 sets a pace of ``adaptive_factor`` × the
       rate observed over the last minute (at least ``min_requests_per_minute``; only once
       five or more requests were seen, so one early 429 does not throttle a whole run); a
@@ -244,6 +249,7 @@ class RateLimiter:
         adaptive_factor: float = 0.8,
         min_requests_per_minute: float = 6.0,
         recovery_seconds: float = 60.0,
+        window_seconds: float = WINDOW_SECONDS,
     ) -> None:
         if requests_per_minute is not None and requests_per_minute <= 0:
             raise ValueError("requests_per_minute must be positive")
@@ -260,6 +266,8 @@ class RateLimiter:
         self._not_before = 0.0
         self._last_429 = -math.inf
         self._recent: deque[float] = deque()
+        self._sent: deque[float] = deque()  # send times within the last window (known rate)
+        self._window = float(window_seconds)
         self._requests = 0
         self._retries: Counter[str] = Counter()
         self._slept = 0.0
@@ -316,7 +324,16 @@ class RateLimiter:
                 now = time.monotonic()
                 wait = max(0.0, self._not_before - now)
                 rate = self._rate_locked(now)
-                if rate is not None:
+                if self._configured is not None:
+                    # a known limit (e.g. 300/min): at most that many sends in any trailing
+                    # minute, as the service counts; a burst up to the limit is allowed
+                    limit = max(1, int(self._configured * self._window / 60.0))
+                    span = self._window + WINDOW_MARGIN
+                    while self._sent and now - self._sent[0] >= span:
+                        self._sent.popleft()
+                    if len(self._sent) >= limit:
+                        wait = max(wait, self._sent[0] + span - now)
+                elif rate is not None:
                     per_second = rate / 60.0
                     self._tokens = min(
                         self._burst, self._tokens + (now - self._refilled) * per_second
@@ -327,7 +344,9 @@ class RateLimiter:
                 else:
                     self._refilled = now
                 if wait <= 0.0:
-                    if rate is not None:
+                    if self._configured is not None:
+                        self._sent.append(now)
+                    elif rate is not None:
                         self._tokens -= 1.0
                     self._requests += 1
                     self._recent.append(now)
