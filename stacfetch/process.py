@@ -9,13 +9,17 @@ from __future__ import annotations
 
 import json
 from datetime import datetime, timedelta, timezone
+from pathlib import Path
 from typing import Any
+
+import requests
 
 from .bands import BANDS
 from .errors import InvalidResponseError, ServiceError
 
 MAX_PIXELS_PER_SIDE = 2500
 TIME_MARGIN = timedelta(minutes=1)
+_TIFF_MAGIC = (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+")
 _SAMPLE_TYPES = {"uint8": "UINT8", "uint16": "UINT16", "float32": "FLOAT32"}
 
 
@@ -104,24 +108,53 @@ def request_body(
     }
 
 
-def fetch_tile(session: Any, process_url: str, body: dict[str, Any], *, timeout: float = 300.0) -> bytes:
-    """POST one request and return the GeoTIFF bytes; service errors keep the server's words.
+def fetch_tile(
+    session: Any,
+    process_url: str,
+    body: dict[str, Any],
+    *,
+    timeout: float = 300.0,
+    spool: Path | None = None,
+) -> bytes | Path:
+    """POST one request and return the GeoTIFF: its bytes, or ``spool`` holding them.
 
-    Retries of 429/5xx/dropped connections happen inside the session; this raises when they
-    are exhausted or the error is not retryable.
+    With ``spool`` the body is streamed to that file in 1 MiB chunks (memory stays flat for
+    large tiles); a connection lost mid-body then raises InvalidResponseError, so the caller
+    asks again. Retries of 429/5xx/dropped connections before the body happen inside the
+    session; service errors keep the server's words.
     """
     response = session.post(
-        process_url, json=body, headers={"Accept": "image/tiff"}, timeout=timeout
+        process_url, json=body, headers={"Accept": "image/tiff"}, timeout=timeout,
+        stream=spool is not None,
     )
-    if response.status_code != 200:
-        raise ServiceError.from_response(response)
-    content_type = response.headers.get("Content-Type", "")
-    if "tiff" not in content_type and not response.content.startswith((b"II*\x00", b"MM\x00*", b"II+\x00")):
-        raise InvalidResponseError(
-            f"the Process API answered {content_type or 'no content type'} instead of a GeoTIFF",
-            url=process_url,
-        )
-    return response.content
+    try:
+        if response.status_code != 200:
+            raise ServiceError.from_response(response)
+        content_type = response.headers.get("Content-Type", "")
+        if spool is None:
+            data = response.content
+            head = data[:4]
+        else:
+            try:
+                with spool.open("wb") as fh:
+                    for chunk in response.iter_content(1 << 20):
+                        fh.write(chunk)
+            except requests.RequestException as exc:
+                spool.unlink(missing_ok=True)
+                raise InvalidResponseError(
+                    f"the connection broke while receiving a tile ({type(exc).__name__})",
+                    url=process_url,
+                ) from None
+            with spool.open("rb") as fh:
+                head = fh.read(4)
+        if "tiff" not in content_type and head not in _TIFF_MAGIC:
+            raise InvalidResponseError(
+                f"the Process API answered {content_type or 'no content type'} instead of a GeoTIFF",
+                url=process_url,
+            )
+        return data if spool is None else spool
+    finally:
+        response.close()
 
 
 def processing_units(width: int, height: int, n_bands: int, dtype: str) -> float:

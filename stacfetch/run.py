@@ -18,6 +18,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from . import __version__
 from .config import Settings
 from .errors import (
@@ -32,7 +34,8 @@ from .process import fetch_tile, request_body
 
 log = logging.getLogger(__name__)
 
-TILE_ATTEMPTS = 3  # a response that fails validation (size, bands, CRS, truncation) is asked again
+TILE_ATTEMPTS = 4  # a response that fails validation (size, bands, CRS, truncation) is asked again
+SPOOL_BYTES = 16 * 1024 * 1024  # responses expected larger than this go to a spool file, not RAM
 
 
 @dataclass
@@ -154,6 +157,7 @@ class RunContext:
         self.session_options = dict(session_options or {})
         self._session = session
         self.stop = threading.Event()
+        self.tile_workers = 1  # threads for the tiles of one acquisition (set by execute)
 
     def __getstate__(self) -> dict[str, Any]:
         state = self.__dict__.copy()
@@ -222,30 +226,21 @@ def run_job(job: Job, context: RunContext) -> Outcome:
         collection = job.acquisition.items[0].collection_id or "sentinel-2-l2a"
         reader = _cog_reader(job, context, session) if context.settings.fetch == "cog" else None
         with PartFile(job.destination, profile_for(job.grid, job.bands, job.dtype), fmt=fmt) as part:
-            for tile in job.tiles:
-                if context.stop is not None and context.stop.is_set():
-                    raise Interrupted("stopped before this acquisition was complete")
-                if reader is not None:  # a STAC API's COG assets (stacfetch.cog)
+            if reader is not None:  # a STAC API's COG assets (stacfetch.cog)
+                for tile in job.tiles:
+                    _check_stop(context)
                     part.write_tile(tile, reader.read_tile(tile))
-                    requests_made = reader.reads
-                    continue
-                body = request_body(
-                    collection=collection, bounds=tile.bounds, crs=job.grid.crs,
-                    width=int(tile.window.width), height=int(tile.window.height),
-                    start=acq.start, end=acq.end, bands=job.bands, dtype=job.dtype,
-                )
-                for attempt in range(1, TILE_ATTEMPTS + 1):
-                    requests_made += 1
-                    try:  # a 200 that is no GeoTIFF, or a wrong/truncated one: ask again
-                        data = fetch_tile(session, context.settings.process_url, body)
-                        part.write_tile(tile, data)
-                        break
-                    except InvalidResponseError as exc:
-                        if attempt == TILE_ATTEMPTS:
-                            raise InvalidResponseError(
-                                f"{exc.message} (asked {TILE_ATTEMPTS} times)", hint=exc.hint
-                            ) from None
-                        log.warning("tile %s of %s: %s; asking again", tile.row, acq.key, exc.message)
+                requests_made = reader.reads
+            else:
+                def one_tile(tile: Any) -> int:
+                    return _process_tile(job, tile, part, session, context, str(collection))
+
+                workers = min(max(1, int(getattr(context, "tile_workers", 1))), len(job.tiles))
+                if workers == 1:
+                    requests_made = sum(one_tile(tile) for tile in job.tiles)
+                else:  # few acquisitions, many tiles: keep every worker busy
+                    with ThreadPoolExecutor(workers, thread_name_prefix="stacfetch-tile") as tiles:
+                        requests_made = sum(tiles.map(one_tile, job.tiles))
             if context.stop is not None and context.stop.is_set():
                 raise Interrupted("stopped before this acquisition was complete")
             part.commit(
@@ -272,6 +267,47 @@ def run_job(job: Job, context: RunContext) -> Outcome:
             raise
         return Outcome(job, "failed", requests=requests_made,
                        error=f"cannot write {job.destination} (disk full?): {exc}")
+
+
+def _check_stop(context: RunContext) -> None:
+    if context.stop is not None and context.stop.is_set():
+        raise Interrupted("stopped before this acquisition was complete")
+
+
+def _process_tile(job: Job, tile: Any, part: Any, session: Any, context: RunContext,
+                  collection: str) -> int:
+    """Request one tile from the Process API, validate it and write it; return requests made.
+
+    Large responses are streamed to a spool file next to the ``.part`` (never held whole in
+    memory); a response that is not the GeoTIFF asked for is asked again.
+    """
+    from .write import tile_spool_path
+
+    acq = job.acquisition
+    body = request_body(
+        collection=collection, bounds=tile.bounds, crs=job.grid.crs,
+        width=int(tile.window.width), height=int(tile.window.height),
+        start=acq.start, end=acq.end, bands=job.bands, dtype=job.dtype,
+    )
+    expected = tile.width * tile.height * len(job.bands) * np.dtype(job.dtype).itemsize
+    spool = tile_spool_path(job.destination, tile.name) if expected > SPOOL_BYTES else None
+    for attempt in range(1, TILE_ATTEMPTS + 1):
+        _check_stop(context)
+        try:  # a 200 that is no GeoTIFF, or a wrong/truncated one: ask again
+            data = fetch_tile(session, context.settings.process_url, body, spool=spool)
+            try:
+                part.write_tile(tile, data)
+            finally:
+                if spool is not None:
+                    spool.unlink(missing_ok=True)
+            return attempt
+        except InvalidResponseError as exc:
+            if attempt == TILE_ATTEMPTS:
+                raise InvalidResponseError(
+                    f"{exc.message} (asked {TILE_ATTEMPTS} times)", hint=exc.hint
+                ) from None
+            log.warning("tile %s of %s: %s; asking again", tile.name, acq.key, exc.message)
+    raise AssertionError("unreachable")
 
 
 def _cog_reader(job: Job, context: RunContext, session: Any) -> Any:
@@ -318,6 +354,9 @@ def execute(
     own_executor = executor is None
     pool: Executor = executor or ThreadPoolExecutor(max_workers=max(1, workers),
                                                     thread_name_prefix="stacfetch")
+    if own_executor and jobs:
+        # fewer acquisitions than workers (a large area): spread the workers over tiles
+        context.tile_workers = max(1, workers // len(jobs))
     bar = _progress(len(jobs), progress)
     futures: dict[Future[Outcome], Job] = {}
     try:

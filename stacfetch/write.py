@@ -15,6 +15,7 @@ in the area folder: one Item per GeoTIFF with the file as asset ``data`` carryin
 
 from __future__ import annotations
 
+import glob
 import hashlib
 import json
 import logging
@@ -64,6 +65,10 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
+# GDAL's block cache defaults to 5 % of RAM; windowed writes of a large mosaic would fill it
+# with dirty blocks. A bounded cache keeps peak memory flat (unless the user chose a value).
+os.environ.setdefault("GDAL_CACHEMAX", "128")
+
 BLOCK = 512
 COG_BLOCK = 256  # COG tiles; also the size below which no further overview level is made
 COMPLETE_TAG = "STACFETCH_COMPLETE"
@@ -85,6 +90,11 @@ def part_path(dest: Path) -> Path:
 def cog_part_path(dest: Path) -> Path:
     """``<dest>.cog.part``: the Cloud-Optimized copy being made from ``<dest>.part``."""
     return dest.with_name(dest.name + ".cog.part")
+
+
+def tile_spool_path(dest: Path, tile_name: str) -> Path:
+    """``<dest>.<tile>.tile.part``: one large response streamed to disk before it is written."""
+    return dest.with_name(f"{dest.name}.{tile_name}.tile.part")
 
 
 def sidecar_path(dest: Path) -> Path:
@@ -375,6 +385,10 @@ class PartFile:
             self.bands = tuple(bands)
             self.dtype = np.dtype(dtype).name
             self.profile = profile_for(grid, self.bands, self.dtype, nodata=nodata)
+        if self.fmt == "cog":
+            # the COG driver compresses the final file; compressing the .part too would cost
+            # a second deflate pass and slow the overview builder, which re-reads it
+            self.profile = {k: v for k, v in self.profile.items() if k not in ("compress", "predictor")}
         self.allow_missing_georef = allow_missing_georef
         self._dst: Any = None
         self._lock = threading.Lock()
@@ -416,6 +430,8 @@ class PartFile:
             raise RuntimeError("PartFile is not open; use it in a `with` block")
         if isinstance(data, np.ndarray):
             self._write_array(tile, data)
+        elif isinstance(data, Path):
+            self._write_source(tile, data, f"{data.stat().st_size} bytes")
         else:
             self._write_bytes(tile, bytes(data))
         key = (int(tile.window.col_off), int(tile.window.row_off), tile.width, tile.height)
@@ -439,23 +455,31 @@ class PartFile:
                 self._dst.write(part, window=Window(col0, row, tile.width, h))
 
     def _write_bytes(self, tile: Tile, data: bytes) -> None:
-        what = f"GeoTIFF for tile {tile.name} of {self.destination.name}"
         if not data:
-            raise InvalidResponseError(f"{what} is empty (0 bytes)")
+            raise InvalidResponseError(
+                f"GeoTIFF for tile {tile.name} of {self.destination.name} is empty (0 bytes)"
+            )
+        with rasterio.Env(**_GDAL_ENV), rasterio.MemoryFile(data) as mem:
+            self._write_source(tile, mem, f"{len(data)} bytes")
+
+    def _write_source(self, tile: Tile, source: Any, size: str) -> None:
+        """Validate a response (a MemoryFile or a spooled file's path) and copy it strip by strip."""
+        what = f"GeoTIFF for tile {tile.name} of {self.destination.name}"
         col0, row0 = int(tile.window.col_off), int(tile.window.row_off)
 
         def undecodable(exc: Exception) -> InvalidResponseError:
             return InvalidResponseError(
-                f"{what} cannot be decoded ({len(data)} bytes; truncated or not a GeoTIFF): {exc}"
+                f"{what} cannot be decoded ({size}; truncated or not a GeoTIFF): {exc}"
             )
 
-        with rasterio.Env(**_GDAL_ENV), rasterio.MemoryFile(data) as mem:
+        with rasterio.Env(**_GDAL_ENV):
             try:
-                src = mem.open()
+                src = source.open() if hasattr(source, "open") and not isinstance(source, Path) \
+                    else rasterio.open(source)
             except Exception as exc:  # any decoding failure is the response's fault
                 raise undecodable(exc) from exc
             with src:
-                self._validate(src, tile, what, len(data))
+                self._validate(src, tile, what, size)
                 for row, h in _strips(tile.window):
                     try:
                         block = src.read(window=Window(0, row - row0, tile.width, h))
@@ -465,7 +489,7 @@ class PartFile:
                     with self._lock:
                         self._dst.write(block, window=Window(col0, row, tile.width, h))
 
-    def _validate(self, src: Any, tile: Tile, what: str, size: int) -> None:
+    def _validate(self, src: Any, tile: Tile, what: str, size: str) -> None:
         problems = []
         if (src.width, src.height) != (tile.width, tile.height):
             problems.append(f"size {src.width}x{src.height} px, expected {tile.width}x{tile.height}")
@@ -484,7 +508,7 @@ class PartFile:
             if not _close_transform(src.transform, want, 0.01 * self.grid.resolution):
                 problems.append(f"transform {tuple(src.transform)[:6]}, expected {tuple(want)[:6]}")
         if problems:
-            raise InvalidResponseError(f"{what} does not match the request ({size} bytes): " + "; ".join(problems))
+            raise InvalidResponseError(f"{what} does not match the request ({size}): " + "; ".join(problems))
 
     # committing
     def commit(
@@ -592,6 +616,9 @@ def discard_partial(dest: Path) -> bool:
     part = part_path(Path(dest))
     existed = part.exists()
     part.unlink(missing_ok=True)
+    for spool in Path(dest).parent.glob(f"{glob.escape(Path(dest).name)}.*.tile.part"):
+        spool.unlink(missing_ok=True)
+        existed = True
     return _discard_cog_part(Path(dest)) or existed
 
 

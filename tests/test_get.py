@@ -21,7 +21,7 @@ from stacfetch.bands import PRESETS
 from stacfetch.cli import main
 from stacfetch.config import SANDBOX_CLIENT_ID, SANDBOX_CLIENT_SECRET, Settings, load_settings
 from stacfetch.testing import pixels
-from stacfetch.testing.emulator import Emulator
+from stacfetch.testing.emulator import Emulator, Faults
 from stacfetch.write import is_complete
 
 UTC = timezone.utc
@@ -207,6 +207,27 @@ def test_faults_do_not_change_a_single_byte(tmp_path: Path) -> None:
         assert statuses.count(429) >= 2 and any(s >= 500 for s in statuses)
         assert faulty.log.count(kind="token") >= 2
     assert _tif_files(tmp_path / "faulty") == expected
+
+
+def test_streamed_tiles_survive_drops_and_match_in_memory_ones(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Large responses are spooled to disk; a body cut mid-stream is asked again."""
+    import stacfetch.run as run_module
+
+    args = ([34.665, 31.625], "2022-01-10", "2022-01-20")
+    with Emulator() as clean:
+        run_get(clean, tmp_path / "memory", *args, bands="B04,B08")
+    monkeypatch.setattr(run_module, "SPOOL_BYTES", 0)  # spool every tile
+    with Emulator() as faulty:
+        faulty.faults.only_kinds = {"process"}
+        faulty.faults.fail_next = [Faults.DROP, Faults.TRUNCATE, Faults.DROP]
+        result = run_get(faulty, tmp_path / "spooled", *args, bands="B04,B08", workers=1)
+        assert not result.failed, result.summary()
+        faults = [r.fault for r in faulty.log.records(kind="process") if r.fault]
+        assert len(faults) == 3, faults
+    assert _tif_files(tmp_path / "spooled") == _tif_files(tmp_path / "memory")
+    assert not list((tmp_path / "spooled").rglob("*.part"))
 
 
 @pytest.mark.parametrize(
