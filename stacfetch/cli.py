@@ -185,6 +185,31 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+class _StderrHandler(logging.StreamHandler):  # type: ignore[type-arg]
+    """Writes to whatever ``sys.stderr`` is at the time (tests and wrappers replace it)."""
+
+    def __init__(self) -> None:
+        super().__init__(sys.stderr)
+
+    @property  # type: ignore[override]
+    def stream(self) -> Any:
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, value: Any) -> None:  # StreamHandler.__init__ assigns it
+        pass
+
+
+def _redacted(text: str) -> str:
+    """``text`` with every known secret and bearer token masked (error paths only)."""
+    try:
+        from .auth import _known_secrets, redact
+
+        return redact(text, _known_secrets())
+    except Exception:  # never let redaction hide the error itself
+        return text
+
+
 def _configure_logging(args: argparse.Namespace) -> None:
     level = logging.WARNING
     if getattr(args, "quiet", False):
@@ -193,7 +218,7 @@ def _configure_logging(args: argparse.Namespace) -> None:
         level = logging.DEBUG
     elif getattr(args, "verbose", 0) == 1:
         level = logging.INFO
-    handler = logging.StreamHandler(sys.stderr)
+    handler = _StderrHandler()
     handler.setFormatter(logging.Formatter("%(levelname)s: %(message)s"))
     root = logging.getLogger()
     root.handlers[:] = [handler]
@@ -397,7 +422,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except StacfetchError as exc:
         if args.verbose >= 2:
             traceback.print_exc()
-        print(f"error: {exc}", file=sys.stderr)
+        print(f"error: {_redacted(str(exc))}", file=sys.stderr)
         return exc.exit_code
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
@@ -408,7 +433,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.verbose:
             traceback.print_exc()
         print(
-            f"internal error: {type(exc).__name__}: {exc}\n"
+            f"internal error: {type(exc).__name__}: {_redacted(str(exc))}\n"
             "  this is a bug in stacfetch; run again with -v for details and report it",
             file=sys.stderr,
         )
