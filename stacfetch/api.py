@@ -224,6 +224,13 @@ def get_query(
             hint="the default of 60 minutes groups tiles of one satellite pass",
         )
     out_dir = _prepare_output_dir(settings.output_dir, create=not dry_run)
+    if requests_per_minute is not None:
+        requests_per_minute = _finite(requests_per_minute, "rate limit")
+        if not 1 <= requests_per_minute <= 100_000:
+            raise InvalidOptionError(
+                f"rate limit {requests_per_minute:g} requests/minute is outside 1..100000",
+                hint="give your account's limit, e.g. --rate-limit 300 for the CDSE free tier",
+            )
     with open_service(settings) as live:
         limiter = RateLimiter(requests_per_minute=requests_per_minute)
         session = open_session(live, limiter=limiter, pool_size=max(workers, 4))
@@ -349,6 +356,7 @@ def get(
     format: str = "cog",  # noqa: A002 - the user-facing name of --format
     preview: bool = False,
     min_clear: float | None = None,
+    requests_per_minute: float | None = None,
 ) -> Any:
     """Download every acquisition over ``location`` between ``start`` and ``end`` (inclusive).
 
@@ -356,7 +364,8 @@ def get(
     ``skipped``, ``failed`` and ``cloudy`` (skipped by ``min_clear``). ``executor`` may be any
     ``concurrent.futures.Executor``. ``format``: ``"cog"`` or ``"gtiff"``; ``preview``: a
     quicklook PNG next to each file; ``min_clear``: minimum percentage of clear pixels (SCL)
-    over the area, screened with one small request per acquisition.
+    over the area, screened with one small request per acquisition; ``requests_per_minute``:
+    the account's rate limit to pace to (default: learnt from the first 429).
     """
     query = build_query(location, start, end, size=size, collection=collection, max_cloud=max_cloud,
                         bands=bands, resolution=resolution, crs=crs, dtype=dtype)
@@ -369,4 +378,5 @@ def get(
         live = replace(settings, output_dir=Path(out))
     return get_query(query, settings=live, workers=workers, executor=executor, overwrite=overwrite,
                      dry_run=dry_run, time_tolerance_minutes=tolerance, progress=progress,
-                     fmt=format, preview=preview, min_clear=min_clear)
+                     fmt=format, preview=preview, min_clear=min_clear,
+                     requests_per_minute=requests_per_minute)

@@ -141,6 +141,9 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--dtype", choices=("uint16", "float32"), default="uint16",
                    help="uint16 digital numbers (reflectance x 10000, default) or float32 reflectance")
     g.add_argument("--workers", type=int, default=4, metavar="N", help="concurrent requests (default 4)")
+    g.add_argument("--rate-limit", type=str, default=None, metavar="RPM",
+                   help="your account's requests per minute, e.g. 300 on the CDSE free tier: "
+                   "stacfetch paces itself to it (default: learn it from the first 429)")
     g.add_argument("--time-tolerance", type=str, default="60", metavar="MINUTES",
                    help="items this close in time are one acquisition (default 60)")
     g.add_argument("--dry-run", action="store_true", help="print the plan and estimated cost; download nothing")
@@ -349,6 +352,7 @@ def cmd_get(args: argparse.Namespace) -> int:
         progress=not (args.quiet or args.json), echo=not args.quiet,
         fmt=args.fmt, preview=args.preview,
         min_clear=None if args.min_clear is None else _number(args.min_clear, "--min-clear"),
+        requests_per_minute=None if args.rate_limit is None else _number(args.rate_limit, "--rate-limit"),
     )
     if args.json:
         json.dump(result.to_dict(), sys.stdout, indent=2)
