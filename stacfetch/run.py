@@ -36,6 +36,7 @@ log = logging.getLogger(__name__)
 
 TILE_ATTEMPTS = 4  # a response that fails validation (size, bands, CRS, truncation) is asked again
 SPOOL_BYTES = 16 * 1024 * 1024  # responses expected larger than this go to a spool file, not RAM
+MAX_TILE_WORKERS = 2  # tiles of one acquisition in flight at once (each strip copy costs ~70 MB)
 
 
 @dataclass
@@ -356,7 +357,7 @@ def execute(
                                                     thread_name_prefix="stacfetch")
     if own_executor and jobs:
         # fewer acquisitions than workers (a large area): spread the workers over tiles
-        context.tile_workers = max(1, workers // len(jobs))
+        context.tile_workers = min(MAX_TILE_WORKERS, max(1, workers // len(jobs)))
     bar = _progress(len(jobs), progress)
     futures: dict[Future[Outcome], Job] = {}
     try:

@@ -66,11 +66,13 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 # GDAL's block cache defaults to 5 % of RAM; windowed writes of a large mosaic would fill it
-# with dirty blocks. A bounded cache keeps peak memory flat (unless the user chose a value).
-os.environ.setdefault("GDAL_CACHEMAX", "128")
+# with dirty blocks. A bounded cache keeps peak memory flat (unless the user chose a value);
+# 48 MB holds the block row of two tiles being copied at once.
+os.environ.setdefault("GDAL_CACHEMAX", "48")
 
 BLOCK = 512
 COG_BLOCK = 256  # COG tiles; also the size below which no further overview level is made
+COPY_CACHE_MB = 64  # GDAL block cache while converting to COG
 COMPLETE_TAG = "STACFETCH_COMPLETE"
 FORMATS = ("cog", "gtiff")
 MANIFEST_NAME = "catalog.json"
@@ -192,7 +194,7 @@ def _copy_as(source: Path, target: Path, fmt: str, bands: Sequence[str], dtype: 
     """
     import rasterio.shutil
 
-    with rasterio.Env(GDAL_DISABLE_READDIR_ON_OPEN="EMPTY_DIR", GDAL_CACHEMAX=256):
+    with rasterio.Env(GDAL_DISABLE_READDIR_ON_OPEN="EMPTY_DIR", GDAL_CACHEMAX=COPY_CACHE_MB):
         rasterio.shutil.copy(str(source), str(target), **_creation_options(fmt, bands, dtype))
 
 
