@@ -51,11 +51,11 @@ from requests_oauthlib import OAuth2Session
 
 from . import __version__
 from .config import (
-    _HOST_FAMILIES,
     OLD_HUB_HINT,
     OLD_HUB_MESSAGE,
     PROVIDERS,
     Settings,
+    deployment_of,
     is_loopback_host,
     old_hub_host,
 )
@@ -504,17 +504,9 @@ def _loopback_http_allowed() -> Iterator[None]:
 # =========================================================================================
 # Hints
 # =========================================================================================
-def _family(url: str | None) -> str | None:
-    host = (urlsplit(url or "").hostname or "").lower()
-    for suffix, family in _HOST_FAMILIES.items():
-        if host == suffix or host.endswith("." + suffix):
-            return family
-    return None
-
-
 def deployment_hint(settings: Settings) -> str:
     """Say which deployment the credentials meet and the usual mix-up."""
-    family = _family(settings.token_url)
+    family = deployment_of(settings.token_url)
     if family:
         where = f"the token URL {settings.token_url} belongs to {PROVIDERS[family].title}"
     elif is_loopback_host(urlsplit(settings.token_url or "").hostname):
@@ -1041,14 +1033,13 @@ class _TokenSession(_PolicySendMixin, OAuth2Session):
         return target
 
 
-class ServiceSession(_PolicySendMixin, requests.Session):
-    """The authenticated session for the Catalog and Process APIs (see module docstring)."""
+class _RetryingSession(_PolicySendMixin, requests.Session):
+    """What every stacfetch session shares: settings, limiter, retry policy, pool, User-Agent."""
 
     def __init__(
         self,
         settings: Settings,
         *,
-        token_source: ClientCredentialsToken | ReadyToken,
         limiter: RateLimiter,
         retry: RetryPolicy,
         pool_size: int = 10,
@@ -1059,16 +1050,8 @@ class ServiceSession(_PolicySendMixin, requests.Session):
         self.limiter = limiter
         self.retry_policy = retry
         self.default_timeout = timeout
-        self.token_source = token_source
-        self.auth = BearerAuth(token_source, [settings.base_url or "", settings.token_url or ""])
         self.headers["User-Agent"] = USER_AGENT
         _mount(self, pool_size)
-
-    def __repr__(self) -> str:
-        return (
-            f"<ServiceSession provider={self.settings.provider} base_url={self.settings.base_url} "
-            f"client_id={self.settings.client_id}>"
-        )
 
     def stats(self) -> dict[str, Any]:
         """Counters: requests, retries by reason, seconds slept (shared limiter), token fetches."""
@@ -1078,8 +1061,29 @@ class ServiceSession(_PolicySendMixin, requests.Session):
             "retries": dict(snapshot.retries),
             "slept_seconds": snapshot.slept_seconds,
             "requests_per_minute": snapshot.requests_per_minute,
-            "token_fetches": getattr(self.token_source, "fetches", 0),
+            "token_fetches": getattr(getattr(self, "token_source", None), "fetches", 0),
         }
+
+
+class ServiceSession(_RetryingSession):
+    """The authenticated session for the Catalog and Process APIs (see module docstring)."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        token_source: ClientCredentialsToken | ReadyToken,
+        **options: Any,
+    ) -> None:
+        super().__init__(settings, **options)
+        self.token_source = token_source
+        self.auth = BearerAuth(token_source, [settings.base_url or "", settings.token_url or ""])
+
+    def __repr__(self) -> str:
+        return (
+            f"<ServiceSession provider={self.settings.provider} base_url={self.settings.base_url} "
+            f"client_id={self.settings.client_id}>"
+        )
 
     def _authorize(self, request: requests.PreparedRequest) -> str | None:
         auth = self.auth
@@ -1100,7 +1104,7 @@ class ServiceSession(_PolicySendMixin, requests.Session):
         raise source.refused(response)
 
 
-class PublicSession(_PolicySendMixin, requests.Session):
+class PublicSession(_RetryingSession):
     """The session for STAC APIs without OAuth (the ``cog`` providers): same retries, limiter,
     loopback-only plain HTTP and redaction as :class:`ServiceSession`, no token.
 
@@ -1108,36 +1112,12 @@ class PublicSession(_PolicySendMixin, requests.Session):
     only to requests for the STAC API's own origin (scheme, host, port), never to other hosts.
     """
 
-    def __init__(
-        self,
-        settings: Settings,
-        *,
-        limiter: RateLimiter,
-        retry: RetryPolicy,
-        pool_size: int = 10,
-        timeout: tuple[float, float] | float = DEFAULT_TIMEOUT,
-    ) -> None:
-        super().__init__()
-        self.settings = settings
-        self.limiter = limiter
-        self.retry_policy = retry
-        self.default_timeout = timeout
-        self.headers["User-Agent"] = USER_AGENT
+    def __init__(self, settings: Settings, **options: Any) -> None:
+        super().__init__(settings, **options)
         self._origin = _origin(settings.stac_url or "")
-        _mount(self, pool_size)
 
     def __repr__(self) -> str:
         return f"<PublicSession provider={self.settings.provider} stac_url={self.settings.stac_url}>"
-
-    def stats(self) -> dict[str, Any]:
-        """Counters: requests, retries by reason, seconds slept (shared limiter)."""
-        snapshot = self.limiter.stats()
-        return {
-            "requests": snapshot.requests,
-            "retries": dict(snapshot.retries),
-            "slept_seconds": snapshot.slept_seconds,
-            "requests_per_minute": snapshot.requests_per_minute,
-        }
 
     def _authorize(self, request: requests.PreparedRequest) -> str | None:
         if self.settings.stac_headers and request.url and _origin(request.url) == self._origin:

@@ -256,7 +256,8 @@ def check_url(url: str, variable: str) -> None:
         )
 
 
-def _family(url: str | None) -> str | None:
+def deployment_of(url: str | None) -> str | None:
+    """``"sentinelhub"`` or ``"cdse"`` when ``url``'s host belongs to that deployment, else None."""
     host = (urlsplit(url or "").hostname or "").lower()
     for suffix, family in _HOST_FAMILIES.items():
         if host == suffix or host.endswith("." + suffix):
@@ -372,7 +373,7 @@ def load_settings(
     token = values.get("SH_TOKEN_URL", profile.token_url or "")
     check_url(base, "SH_BASE_URL")
     check_url(token, "SH_TOKEN_URL")
-    base_family, token_family = _family(base), _family(token)
+    base_family, token_family = deployment_of(base), deployment_of(token)
     if base_family and token_family and base_family != token_family:
         raise ConfigError(
             f"SH_BASE_URL ({base}) belongs to {PROVIDERS[base_family].title} but SH_TOKEN_URL "

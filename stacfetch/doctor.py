@@ -79,7 +79,7 @@ def _realm_title(realm: str | None) -> str:
 
 
 def _family(url: str | None) -> str | None:
-    from .config import _family as family
+    from .config import deployment_of as family
 
     return family(url)
 
