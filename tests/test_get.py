@@ -269,7 +269,8 @@ def test_sigkill_mid_run_leaves_no_invalid_tif_and_rerun_completes(tmp_path: Pat
         emu.faults.latency_ms = 250
         env = {**os.environ, "SH_BASE_URL": emu.url, "SH_TOKEN_URL": emu.token_url,
                "SH_CLIENT_ID": SANDBOX_CLIENT_ID, "SH_CLIENT_SECRET": SANDBOX_CLIENT_SECRET,
-               "STACFETCH_PROVIDER": "sentinelhub"}
+               "STACFETCH_PROVIDER": "sentinelhub",
+               "PYTHONPATH": str(Path(__file__).resolve().parents[1])}  # this checkout's code
         cmd = [sys.executable, "-m", "stacfetch", "get", "--lon", "34.665", "--lat", "31.625",
                "--start", "2021-11-01", "--end", "2022-01-31", "--bands", "B04", "--size", "20000",
                "--out", str(out), "--workers", "2", "-q"]
