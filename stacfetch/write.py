@@ -72,6 +72,7 @@ os.environ.setdefault("GDAL_CACHEMAX", "48")
 
 BLOCK = 512
 COG_BLOCK = 256  # COG tiles; also the size below which no further overview level is made
+LARGE_COPY_PIXELS = 100_000_000  # samples above which the COG copy runs single-threaded
 COPY_CACHE_MB = 64  # GDAL block cache while converting to COG
 COMPLETE_TAG = "STACFETCH_COMPLETE"
 FORMATS = ("cog", "gtiff")
@@ -194,8 +195,14 @@ def _copy_as(source: Path, target: Path, fmt: str, bands: Sequence[str], dtype: 
     """
     import rasterio.shutil
 
+    options = _creation_options(fmt, bands, dtype)
     with rasterio.Env(GDAL_DISABLE_READDIR_ON_OPEN="EMPTY_DIR", GDAL_CACHEMAX=COPY_CACHE_MB):
-        rasterio.shutil.copy(str(source), str(target), **_creation_options(fmt, bands, dtype))
+        with rasterio.open(source) as src:
+            pixels = src.width * src.height * src.count
+        if fmt == "cog" and pixels > LARGE_COPY_PIXELS:
+            # GDAL's threaded overview/compression buffers cost ~40 MB more on large images
+            options["NUM_THREADS"] = "1"
+        rasterio.shutil.copy(str(source), str(target), **options)
 
 
 def file_format(path: Path) -> str | None:
