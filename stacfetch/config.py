@@ -246,7 +246,7 @@ def check_url(url: str, variable: str) -> None:
     host = old_hub_host(url)
     if host:
         raise ConfigError(
-            f"{variable} points at {OLD_HUB_MESSAGE.format(host=host)}", hint=OLD_HUB_HINT
+            f"{variable}={url}: {OLD_HUB_MESSAGE.format(host=host)}", hint=OLD_HUB_HINT
         )
     if parts.scheme == "http" and not is_loopback_host(parts.hostname):
         raise InsecureTransportError(
