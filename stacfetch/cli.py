@@ -6,7 +6,6 @@ Heavy libraries are imported inside the commands so that ``stacfetch --help`` st
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import logging
 import sys
@@ -333,26 +332,8 @@ def _print_table(items: list[Any]) -> None:
     print(f"{len(rows)} scene(s) on {days} day(s)", file=sys.stderr)
 
 
-def _return_large_buffers_to_the_os() -> None:
-    """Make glibc hand buffers over 1 MiB straight back to the OS when freed.
-
-    Without this, glibc's adaptive threshold keeps every worker thread's tile-sized buffers
-    in per-thread heaps, which shows up as a much higher peak RSS for large areas.
-    """
-    import ctypes
-    import ctypes.util
-
-    name = ctypes.util.find_library("c")
-    if not name or not sys.platform.startswith("linux"):
-        return
-    with contextlib.suppress(OSError, AttributeError):
-        ctypes.CDLL(name).mallopt(-3, 1 << 20)  # M_MMAP_THRESHOLD
-
-
 def cmd_get(args: argparse.Namespace) -> int:
     from . import api
-
-    _return_large_buffers_to_the_os()
 
     geometry = _location_from_args(args)
     interval = _interval_from_args(args)
