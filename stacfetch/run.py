@@ -184,7 +184,7 @@ def _tags(job: Job, context: RunContext) -> dict[str, str]:
     tags = {
         "STACFETCH_VERSION": __version__,
         "PROVIDER": context.settings.provider,
-        "COLLECTION": str(job.acquisition.items[0].collection_id or ""),
+        "COLLECTION": tags_collection(job),
         "ITEM_IDS": ",".join(acq.item_ids),
         "ACQUISITION_DATETIME": acq.datetime.strftime("%Y-%m-%dT%H:%M:%SZ"),
         "PLATFORM": acq.platform or "",
@@ -209,7 +209,7 @@ def run_job(job: Job, context: RunContext) -> Outcome:
     """Produce one acquisition's GeoTIFF (or find it complete). Never raises for service errors."""
     from .write import PartFile, convert_format, discard_partial, is_complete, profile_for
 
-    fmt = getattr(context, "fmt", "cog")
+    fmt = context.fmt
     if not context.overwrite and is_complete(job.destination, job.grid, job.bands, job.dtype):
         if is_complete(job.destination, job.grid, job.bands, job.dtype, fmt=fmt):
             return Outcome(job, "skipped")
@@ -225,7 +225,7 @@ def run_job(job: Job, context: RunContext) -> Outcome:
         discard_partial(job.destination)
         session = context.session()
         acq = job.acquisition
-        collection = job.acquisition.items[0].collection_id or "sentinel-2-l2a"
+        collection = tags_collection(job)
         reader = _cog_reader(job, context, session) if context.settings.fetch == "cog" else None
         with PartFile(job.destination, profile_for(job.grid, job.bands, job.dtype), fmt=fmt) as part:
             if reader is not None:  # a STAC API's COG assets (stacfetch.cog)
@@ -235,9 +235,9 @@ def run_job(job: Job, context: RunContext) -> Outcome:
                 requests_made = reader.reads
             else:
                 def one_tile(tile: Any) -> int:
-                    return _process_tile(job, tile, part, session, context, str(collection))
+                    return _process_tile(job, tile, part, session, context, collection)
 
-                workers = min(max(1, int(getattr(context, "tile_workers", 1))), len(job.tiles))
+                workers = min(max(1, context.tile_workers), len(job.tiles))
                 if workers == 1:
                     requests_made = sum(one_tile(tile) for tile in job.tiles)
                 else:  # few acquisitions, many tiles: keep every worker busy
