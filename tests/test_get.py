@@ -322,3 +322,22 @@ def test_is_complete_rejects_a_file_from_another_grid(emulator: Emulator, tmp_pa
     (job,) = result.jobs
     assert is_complete(job.destination, job.grid, job.bands, job.dtype)
     assert not is_complete(job.destination, job.grid, ("B03",), job.dtype)
+
+
+@pytest.mark.parametrize("kind", ["thread", "process"])
+def test_any_executor_gives_the_same_files(emulator: Emulator, tmp_path: Path, kind: str) -> None:
+    """``executor=`` accepts any concurrent.futures.Executor, e.g. a process pool."""
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
+
+    args = ([34.665, 31.625], "2022-01-10", "2022-01-20")
+    default = run_get(emulator, tmp_path / "default", *args, bands="B04,SCL")
+    emulator.log.clear()
+    pool = (ThreadPoolExecutor(2) if kind == "thread"
+            else ProcessPoolExecutor(2, mp_context=multiprocessing.get_context("spawn")))
+    with pool:
+        custom = run_get(emulator, tmp_path / "custom", *args, bands="B04,SCL", executor=pool)
+    assert not custom.failed and len(custom.written) == len(default.written) >= 3
+    assert emulator.log.count(kind="process") == len(custom.written)
+    assert _tif_files(tmp_path / "custom") == _tif_files(tmp_path / "default")
+    assert (tmp_path / "custom" / "catalog.json").exists()
