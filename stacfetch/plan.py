@@ -45,6 +45,7 @@ Layout (deterministic; every part is sanitised to ``[A-Za-z0-9._-]``)::
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import math
@@ -328,6 +329,12 @@ def group_acquisitions(
 
 
 # --- the output grid --------------------------------------------------------------------
+@functools.lru_cache(maxsize=32)
+def _transformer(source: str, target: str) -> Transformer:
+    """A cached lon/lat-ordered Transformer (building one costs tens of milliseconds)."""
+    return Transformer.from_crs(source, target, always_xy=True)
+
+
 def utm_epsg_for(lon: float, lat: float) -> int:
     """EPSG code of the WGS 84 UTM zone containing ``(lon, lat)``: 326zz north, 327zz south."""
     if not (math.isfinite(lon) and math.isfinite(lat)):
@@ -440,7 +447,7 @@ class Grid:
         if self.is_geographic:
             return box
         step = max(right - left, top - bottom) / 8
-        to_4326 = Transformer.from_crs(self.crs, "EPSG:4326", always_xy=True)
+        to_4326 = _transformer(self.crs, "EPSG:4326")
         return shapely.transform(shapely.segmentize(box, step), to_4326.transform, interleaved=False)
 
     def to_dict(self) -> dict[str, Any]:

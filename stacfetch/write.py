@@ -752,7 +752,13 @@ class _AtomicStacIO(DefaultStacIO):
     """pystac IO that writes every file through a temporary file and a rename."""
 
     def write_text_to_href(self, href: str, txt: str) -> None:
-        _atomic_write_text(Path(href), txt)
+        path = Path(href)
+        try:
+            if path.read_text(encoding="utf-8") == txt:
+                return  # unchanged (an entry of an earlier run): no rewrite, no fsync
+        except (OSError, UnicodeDecodeError):
+            pass
+        _atomic_write_text(path, txt)
 
 
 def _platform_name(code: str) -> str:
