@@ -9,7 +9,6 @@ session and so one rate limiter. A job that fails does not stop the others.
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import logging
 import sys
 import threading
@@ -335,14 +334,6 @@ def _cog_reader(job: Job, context: RunContext, session: Any) -> Any:
     return CogReader(job, context.settings, session)
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def _progress(total: int, enabled: bool) -> Any:
     if not enabled or not sys.stderr.isatty():
         return None
@@ -438,7 +429,7 @@ def _write_manifest(result: GetResult, root: Path | None) -> Path | None:
         dest = o.job.destination
         if not dest.exists():
             continue
-        records.append({"job": o.job, "path": dest, "sha256": _sha256(dest), "size": dest.stat().st_size})
+        records.append({"job": o.job, "path": dest})  # write_manifest hashes and sizes it
     try:
         return write_manifest(root, records)
     except OSError as exc:

@@ -703,30 +703,17 @@ class ManifestRecord:
     synthetic: bool = False
 
 
-def record_for(job: Job, *, synthetic: bool = False) -> ManifestRecord:
-    """The manifest record of a committed job (hashes the file)."""
+def record_for(
+    job: Job,
+    *,
+    path: Path | None = None,
+    sha256: str | None = None,
+    size: int | None = None,
+    synthetic: bool = False,
+) -> ManifestRecord:
+    """The manifest record of a committed job (hashes the file unless ``sha256`` is given)."""
     acq = job.acquisition
-    return ManifestRecord(
-        destination=job.destination,
-        item_ids=acq.item_ids,
-        datetime=acq.datetime,
-        start=acq.start,
-        end=acq.end,
-        platform=acq.platform,
-        cloud_cover=acq.cloud_cover,
-        sha256=sha256_file(job.destination),
-        size=job.destination.stat().st_size,
-        bands=job.bands,
-        dtype=job.dtype,
-        grid=job.grid,
-        synthetic=synthetic,
-    )
-
-
-def _record_from_mapping(entry: Mapping[str, Any]) -> ManifestRecord:
-    job: Job = entry["job"]
-    path = Path(entry.get("path") or job.destination)
-    acq = job.acquisition
+    path = Path(path or job.destination)
     return ManifestRecord(
         destination=path,
         item_ids=acq.item_ids,
@@ -735,11 +722,21 @@ def _record_from_mapping(entry: Mapping[str, Any]) -> ManifestRecord:
         end=acq.end,
         platform=acq.platform,
         cloud_cover=acq.cloud_cover,
-        sha256=entry.get("sha256") or sha256_file(path),
-        size=int(entry["size"]) if entry.get("size") is not None else path.stat().st_size,
+        sha256=sha256 or sha256_file(path),
+        size=path.stat().st_size if size is None else int(size),
         bands=job.bands,
         dtype=job.dtype,
         grid=job.grid,
+        synthetic=synthetic,
+    )
+
+
+def _record_from_mapping(entry: Mapping[str, Any]) -> ManifestRecord:
+    return record_for(
+        entry["job"],
+        path=entry.get("path"),
+        sha256=entry.get("sha256"),
+        size=entry.get("size"),
         synthetic=bool(entry.get("synthetic", False)),
     )
 
