@@ -65,12 +65,8 @@ def settings_for(
 
 
 def settle(emu: Any) -> Any:
-    """The emulator logs a request just after answering it; wait until the log is complete."""
-    count = -1
-    while count != len(emu.log):
-        count = len(emu.log)
-        time.sleep(0.05)
-    return emu.log
+    """The emulator's log once requests still in flight have reached it."""
+    return emu.log.settle()
 
 
 @pytest.fixture

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import time
 from collections.abc import Iterator
 from datetime import datetime, timezone
 from typing import Any
@@ -61,12 +60,8 @@ def expected_ids(emu: Any, geometry: Any = AREA, max_cloud: float | None = None)
 
 
 def settle(emu: Any) -> Any:
-    """The emulator logs a request just after answering it; wait until the log is complete."""
-    count = -1
-    while count != len(emu.log):
-        count = len(emu.log)
-        time.sleep(0.05)
-    return emu.log
+    """The emulator's log once requests still in flight have reached it."""
+    return emu.log.settle()
 
 
 @pytest.fixture(params=["sentinelhub", "cdse"])

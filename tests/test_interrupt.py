@@ -88,10 +88,7 @@ def requested_acquisitions(emu: Emulator, since: float) -> list[str]:
 
 def settle(emu: Emulator) -> None:
     """Let requests a killed client left in flight reach the log."""
-    count = -1
-    while count != len(emu.log):
-        count = len(emu.log)
-        time.sleep(0.1)
+    emu.log.settle(0.1)
 
 
 def test_sigint_stops_within_2s_keeps_manifest_and_exits_130(tmp_path: Path) -> None:

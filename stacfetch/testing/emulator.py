@@ -122,6 +122,17 @@ class RequestLog:
         with self._lock:
             self._items.clear()
 
+    def settle(self, interval: float = 0.05) -> RequestLog:
+        """Wait until no new request has been logged for ``interval`` seconds; return self.
+
+        Requests still in flight (e.g. left by a killed client) reach the log a moment later.
+        """
+        count = -1
+        while count != len(self):
+            count = len(self)
+            time.sleep(interval)
+        return self
+
     def __len__(self) -> int:
         with self._lock:
             return len(self._items)
