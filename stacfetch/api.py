@@ -190,7 +190,7 @@ def get_query(
 ) -> Any:
     """Search, plan and download; returns a ``GetResult``.
 
-    ``fmt``: ``"cog"`` (Cloud-Optimized GeoTIFF) or ``"gtiff"``. ``preview``: a quicklook PNG
+    ``fmt``: ``"cog"`` (Cloud-Optimized GeoTIFF), ``"gtiff"`` or ``"raw"``. ``preview``: a quicklook PNG
     next to each file. ``min_clear``: screen each acquisition with one small SCL request and
     skip those with less than this percentage of clear pixels over the area.
     """
@@ -204,7 +204,7 @@ def get_query(
         fmt = check_format(fmt)
     except ValueError:
         raise InvalidOptionError(f"unknown output format {fmt!r}",
-                                 hint="use --format cog (default) or --format gtiff") from None
+                                 hint="use --format cog (default), gtiff or raw") from None
     if min_clear is not None:
         min_clear = _finite(min_clear, "min_clear")
         if not 0 <= min_clear <= 100:
@@ -362,7 +362,7 @@ def get(
 
     Returns a ``GetResult`` with ``paths`` (complete files, time order), ``written``,
     ``skipped``, ``failed`` and ``cloudy`` (skipped by ``min_clear``). ``executor`` may be any
-    ``concurrent.futures.Executor``. ``format``: ``"cog"`` or ``"gtiff"``; ``preview``: a
+    ``concurrent.futures.Executor``. ``format``: ``"cog"``, ``"gtiff"`` or ``"raw"``; ``preview``: a
     quicklook PNG next to each file; ``min_clear``: minimum percentage of clear pixels (SCL)
     over the area, screened with one small request per acquisition; ``requests_per_minute``:
     the account's rate limit to pace to (default: learnt from the first 429).

@@ -148,8 +148,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="items this close in time are one acquisition (default 60)")
     g.add_argument("--dry-run", action="store_true", help="print the plan and estimated cost; download nothing")
     g.add_argument("--overwrite", action="store_true", help="download again even if a complete file exists")
-    g.add_argument("--format", dest="fmt", choices=("cog", "gtiff"), default="cog",
-                   help="cog: Cloud-Optimized GeoTIFF with overviews (default); gtiff: plain tiled GeoTIFF")
+    g.add_argument("--format", dest="fmt", choices=("cog", "gtiff", "raw"), default="cog",
+                   help="cog: Cloud-Optimized GeoTIFF with overviews, DEFLATE (default); gtiff: tiled "
+                        "DEFLATE GeoTIFF; raw: the service's GeoTIFF as sent, tags added, uncompressed "
+                        "(least CPU, largest files)")
     g.add_argument("--preview", action="store_true",
                    help="also write a small true-colour PNG quicklook next to each GeoTIFF")
     g.add_argument("--min-clear", type=str, metavar="PERCENT",

@@ -50,6 +50,7 @@ __all__ = [
     "ManifestRecord",
     "PartFile",
     "band_scale_offset",
+    "complete_format",
     "convert_format",
     "discard_partial",
     "file_format",
@@ -71,11 +72,15 @@ log = logging.getLogger(__name__)
 os.environ.setdefault("GDAL_CACHEMAX", "48")
 
 BLOCK = 512
-COG_BLOCK = 256  # COG tiles; also the size below which no further overview level is made
+COG_BLOCK = 512  # COG tiles (GDAL's default); also the size below which no further overview is made
+# DEFLATE (readable everywhere) at level 1: on real Sentinel-2 data (../shared/data/rasters
+# B04) level 1 was as small as level 6 (2.19 vs 2.27 MB) and 1.5x faster to write.
+DEFLATE_LEVEL = 1
 LARGE_COPY_PIXELS = 100_000_000  # samples above which the COG copy runs single-threaded
+SMALL_COPY_PIXELS = 16_000_000  # samples up to which a copy is single-threaded (jobs run in parallel)
 COPY_CACHE_MB = 64  # GDAL block cache while converting to COG
 COMPLETE_TAG = "STACFETCH_COMPLETE"
-FORMATS = ("cog", "gtiff")
+FORMATS = ("cog", "gtiff", "raw")
 MANIFEST_NAME = "catalog.json"
 _FILE_EXT = "https://stac-extensions.github.io/file/v2.1.0/schema.json"
 _PROJ_EXT = "https://stac-extensions.github.io/projection/v2.0.0/schema.json"
@@ -121,6 +126,7 @@ def profile_for(grid: Grid, bands: Sequence[str], dtype: str, *, nodata: float |
         "blockxsize": BLOCK,
         "blockysize": BLOCK,
         "compress": "deflate",
+        "zlevel": DEFLATE_LEVEL,
         "predictor": 3 if kind == "f" else 2,
         "interleave": "pixel",
         "BIGTIFF": "IF_SAFER",
@@ -129,7 +135,7 @@ def profile_for(grid: Grid, bands: Sequence[str], dtype: str, *, nodata: float |
 
 # --- output formats ---------------------------------------------------------------------
 def check_format(fmt: str) -> str:
-    """``"cog"`` or ``"gtiff"`` (case-insensitive); ValueError otherwise."""
+    """``"cog"``, ``"gtiff"`` or ``"raw"`` (case-insensitive); ValueError otherwise."""
     value = str(fmt).strip().lower()
     if value not in FORMATS:
         raise ValueError(f"unknown output format {fmt!r}; expected one of: {', '.join(FORMATS)}")
@@ -168,6 +174,7 @@ def _creation_options(fmt: str, bands: Sequence[str], dtype: str) -> dict[str, A
         return {
             "driver": "COG",
             "COMPRESS": "DEFLATE",
+            "LEVEL": DEFLATE_LEVEL,
             "PREDICTOR": "FLOATING_POINT" if floating else "STANDARD",
             "BLOCKSIZE": COG_BLOCK,
             "OVERVIEWS": "AUTO",
@@ -175,45 +182,86 @@ def _creation_options(fmt: str, bands: Sequence[str], dtype: str) -> dict[str, A
             "BIGTIFF": "IF_SAFER",
             "NUM_THREADS": "ALL_CPUS",
         }
-    return {
+    options = {
         "driver": "GTiff",
         "TILED": "YES",
         "BLOCKXSIZE": BLOCK,
         "BLOCKYSIZE": BLOCK,
         "COMPRESS": "DEFLATE",
+        "ZLEVEL": DEFLATE_LEVEL,
         "PREDICTOR": 3 if floating else 2,
         "INTERLEAVE": "PIXEL",
         "BIGTIFF": "IF_SAFER",
         "NUM_THREADS": "ALL_CPUS",
     }
+    if fmt == "raw":  # tiled, uncompressed: what a stitched "as served" file becomes
+        del options["COMPRESS"], options["ZLEVEL"], options["PREDICTOR"]
+    return options
 
 
-def _copy_as(source: Path, target: Path, fmt: str, bands: Sequence[str], dtype: str) -> None:
-    """Copy a GeoTIFF into ``fmt`` (GDAL streams it block by block; the cache bounds memory).
+def _copy_as(source: Path | str, target: Path, fmt: str, bands: Sequence[str], dtype: str,
+             *, pixels: int | None = None) -> None:
+    """Copy a GeoTIFF (a path or a ``/vsimem/`` name) into ``fmt``; GDAL streams it block by block.
 
     The COG driver first writes overviews to ``<target>.ovr.tmp`` next to the target.
+    ``pixels`` (samples of the source) saves opening it once more to count them.
     """
     import rasterio.shutil
 
     options = _creation_options(fmt, bands, dtype)
-    with rasterio.Env(GDAL_DISABLE_READDIR_ON_OPEN="EMPTY_DIR", GDAL_CACHEMAX=COPY_CACHE_MB):
-        with rasterio.open(source) as src:
-            pixels = src.width * src.height * src.count
-        if fmt == "cog" and pixels > LARGE_COPY_PIXELS:
-            # GDAL's threaded overview/compression buffers cost ~40 MB more on large images
-            options["NUM_THREADS"] = "1"
+    with rasterio.Env(GDAL_DISABLE_READDIR_ON_OPEN="EMPTY_DIR"):
+        if pixels is None:
+            with rasterio.open(source) as src:
+                pixels = src.width * src.height * src.count
+    if pixels <= SMALL_COPY_PIXELS or (fmt == "cog" and pixels > LARGE_COPY_PIXELS):
+        # small files: threads cost more than they save while other jobs use the cores;
+        # large COGs: GDAL's threaded overview/compression buffers cost ~40 MB more
+        options["NUM_THREADS"] = "1"
+    # Changing GDAL_CACHEMAX resizes (and flushes) GDAL's one global block cache: worth it
+    # to bound memory on a large copy, but it made small copies 2.5x slower.
+    env = {"GDAL_CACHEMAX": COPY_CACHE_MB} if pixels > SMALL_COPY_PIXELS else {}
+    with rasterio.Env(GDAL_DISABLE_READDIR_ON_OPEN="EMPTY_DIR", **env):
         rasterio.shutil.copy(str(source), str(target), **options)
+        _check_copy(target, pixels)
+
+
+def _check_copy(target: Path, pixels: int) -> None:
+    """Raise OSError unless ``target`` is tagged complete and reads to its last row.
+
+    GDAL's copy and in-place tag updates only log their write errors.
+
+    (A full disk or a file-size limit made ``rasterio.shutil.copy`` return normally with
+    "_tiffWriteProc: File too large" on stderr and a file missing its last tiles.)
+    """
+    try:
+        with rasterio.open(target) as out:
+            if out.width * out.height * out.count != pixels:
+                raise OSError(f"{out.width} x {out.height} x {out.count} samples, expected {pixels}")
+            out.read(window=Window(0, out.height - 1, out.width, 1))
+            if out.tags().get(COMPLETE_TAG) != "1":
+                raise OSError(f"{target.name} lost its tags while being written (disk full?)")
+    except OSError:
+        raise
+    except Exception as exc:
+        raise OSError(f"the copy written to {target.name} is incomplete (disk full?): {exc}") from exc
 
 
 def file_format(path: Path) -> str | None:
-    """``"cog"`` for a Cloud-Optimized GeoTIFF, ``"gtiff"`` for another GeoTIFF, else None."""
+    """``"cog"`` (Cloud-Optimized), ``"gtiff"`` (compressed) or ``"raw"`` (uncompressed); None if no GeoTIFF."""
     try:
         with rasterio.Env(**_GDAL_ENV), rasterio.open(path) as src:
-            if src.driver != "GTiff":
-                return None
-            return "cog" if src.tags(ns="IMAGE_STRUCTURE").get("LAYOUT") == "COG" else "gtiff"
+            return _format_of(src)
     except Exception:
         return None
+
+
+def _format_of(src: Any) -> str | None:
+    if src.driver != "GTiff":
+        return None
+    structure = src.tags(ns="IMAGE_STRUCTURE")
+    if structure.get("LAYOUT") == "COG":
+        return "cog"
+    return "gtiff" if structure.get("COMPRESSION") else "raw"
 
 
 def convert_format(dest: Path, fmt: str, bands: Sequence[str], dtype: str) -> Path:
@@ -362,7 +410,12 @@ class PartFile:
     With ``allow_missing_georef`` a response without any CRS/transform is accepted (its
     position is the requested tile's); a *different* CRS or transform is always refused.
     ``fmt="cog"`` turns the finished ``.part`` into a Cloud-Optimized GeoTIFF at commit
-    (``<dest>.cog.part``, then the rename); ``"gtiff"`` renames the tiled ``.part`` itself.
+    (``<dest>.cog.part``, then the rename); ``"gtiff"`` renames the tiled ``.part`` itself;
+    ``"raw"`` keeps the service's bytes (uncompressed).
+
+    One tile covering the whole grid (the common case: areas up to 2500 px a side) is not
+    decoded and re-written: the response itself is tagged in place, then renamed (``raw``)
+    or copied once into the output format.
     """
 
     def __init__(
@@ -394,24 +447,35 @@ class PartFile:
             self.bands = tuple(bands)
             self.dtype = np.dtype(dtype).name
             self.profile = profile_for(grid, self.bands, self.dtype, nodata=nodata)
-        if self.fmt == "cog":
-            # the COG driver compresses the final file; compressing the .part too would cost
-            # a second deflate pass and slow the overview builder, which re-reads it
-            self.profile = {k: v for k, v in self.profile.items() if k not in ("compress", "predictor")}
+        if self.fmt in ("cog", "raw"):
+            # cog: the COG driver compresses the final file; compressing the .part too would
+            # cost a second deflate pass and slow the overview builder, which re-reads it
+            self.profile = {k: v for k, v in self.profile.items()
+                            if k not in ("compress", "zlevel", "predictor")}
         self.allow_missing_georef = allow_missing_georef
-        self._dst: Any = None
+        self._dst: Any = None  # the .part being stitched, opened at the first partial tile
+        self._whole: Any = None  # a whole-grid response: a MemoryFile, or the .part itself
         self._lock = threading.Lock()
         self._written: set[tuple[int, int, int, int]] = set()
         self._pixels_written = 0
+        self._entered = False
         self.committed = False
 
     # context manager
     def __enter__(self) -> PartFile:
         self.destination.parent.mkdir(parents=True, exist_ok=True)
         discard_partial(self.destination)
-        with rasterio.Env(**_GDAL_ENV):
-            self._dst = rasterio.open(self.part, "w", **self.profile)
+        self._entered = True
         return self
+
+    def _open_part(self) -> Any:
+        with self._lock:
+            if self._dst is None:
+                if self._whole is not None:
+                    raise RuntimeError("a whole-grid tile was written already")
+                with rasterio.Env(**_GDAL_ENV):
+                    self._dst = rasterio.open(self.part, "w", **self.profile)
+        return self._dst
 
     def __exit__(
         self,
@@ -430,18 +494,31 @@ class PartFile:
             log.debug("closing %s failed", self.part, exc_info=True)
         finally:
             self._dst = None
+            self._drop_whole()
             discard_partial(self.destination)
+
+    def _drop_whole(self) -> None:
+        whole, self._whole = self._whole, None
+        if whole is not None and not isinstance(whole, Path):
+            whole.close()
 
     # writing
     def write_tile(self, tile: Tile, data: bytes | bytearray | memoryview | np.ndarray) -> None:
         """Validate one tile's GeoTIFF bytes (or array ``(bands, h, w)``) and write it in place."""
-        if self._dst is None:
+        if not getattr(self, "_entered", False):
             raise RuntimeError("PartFile is not open; use it in a `with` block")
-        if isinstance(data, np.ndarray):
+        whole = (int(tile.window.col_off), int(tile.window.row_off), tile.width, tile.height) == (
+            0, 0, self.grid.width, self.grid.height)
+        if whole and self._dst is None and not isinstance(data, np.ndarray):
+            self._adopt_whole(tile, data)
+        elif isinstance(data, np.ndarray):
+            self._open_part()
             self._write_array(tile, data)
         elif isinstance(data, Path):
+            self._open_part()
             self._write_source(tile, data, f"{data.stat().st_size} bytes")
         else:
+            self._open_part()
             self._write_bytes(tile, bytes(data))
         key = (int(tile.window.col_off), int(tile.window.row_off), tile.width, tile.height)
         with self._lock:
@@ -498,6 +575,40 @@ class PartFile:
                     with self._lock:
                         self._dst.write(block, window=Window(col0, row, tile.width, h))
 
+    def _adopt_whole(self, tile: Tile, data: bytes | bytearray | memoryview | Path) -> None:
+        """Keep a whole-grid response as it is (validated, not decoded) for ``commit`` to tag."""
+        what = f"GeoTIFF for tile {tile.name} of {self.destination.name}"
+        if isinstance(data, Path):
+            size = f"{data.stat().st_size} bytes"
+            os.replace(data, self.part)  # a spooled response becomes the .part itself
+            holder: Any = self.part
+            name = str(self.part)
+        else:
+            size = f"{len(data)} bytes"
+            if not len(data):
+                raise InvalidResponseError(f"{what} is empty (0 bytes)")
+            holder = rasterio.MemoryFile()
+            holder.write(data)  # a copy GDAL owns, so tags can grow the file in place
+            name = holder.name
+        try:
+            with rasterio.Env(**_GDAL_ENV), rasterio.open(name) as src:
+                self._validate(src, tile, what, size)
+                # a body cut short loses its last strips or tiles: the last row no longer reads
+                src.read(window=Window(0, src.height - 1, src.width, 1))
+        except Exception as exc:
+            if isinstance(holder, Path):
+                holder.unlink(missing_ok=True)
+            else:
+                holder.close()
+            if isinstance(exc, InvalidResponseError):
+                raise
+            raise InvalidResponseError(
+                f"{what} cannot be decoded ({size}; truncated or not a GeoTIFF): {exc}"
+            ) from exc
+        with self._lock:
+            self._drop_whole()
+            self._whole = holder
+
     def _validate(self, src: Any, tile: Tile, what: str, size: str) -> None:
         problems = []
         if (src.width, src.height) != (tile.width, tile.height):
@@ -535,7 +646,7 @@ class PartFile:
         gets its description, and scale/offset to physical units (``band_scale_offset``, or
         ``scaling``: one ``(scale, offset)`` per band, e.g. a STAC item's ``raster:bands``).
         """
-        if self._dst is None:
+        if not getattr(self, "_entered", False):
             raise RuntimeError("PartFile is not open; use it in a `with` block")
         total = self.grid.width * self.grid.height
         if self._pixels_written != total:
@@ -545,39 +656,14 @@ class PartFile:
         descriptions = tuple(band_descriptions) if band_descriptions is not None else self.bands
         if len(descriptions) != len(self.bands):
             raise ValueError(f"{len(descriptions)} band descriptions for {len(self.bands)} bands")
-        clean = {}
-        for key, value in (tags or {}).items():
-            name = _TAG_KEY.sub("_", str(key)).strip("_").upper()
-            if name and value is not None:
-                clean[name] = _clean_value(value)
-        if "TIFFTAG_DATETIME" not in clean and "ACQUISITION_DATETIME" in clean:
-            try:
-                when = datetime.fromisoformat(clean["ACQUISITION_DATETIME"].replace("Z", "+00:00"))
-                clean["TIFFTAG_DATETIME"] = when.astimezone(timezone.utc).strftime("%Y:%m:%d %H:%M:%S")
-            except ValueError:
-                pass
-        clean.setdefault("TIFFTAG_SOFTWARE", f"stacfetch {__version__}")
-        clean["STACFETCH_VERSION"] = __version__
-        clean[COMPLETE_TAG] = "1"
         if scaling is None:
             scaling = [band_scale_offset(str(b), self.dtype) for b in descriptions]
         elif len(scaling) != len(self.bands):
             raise ValueError(f"{len(scaling)} scale/offset pairs for {len(self.bands)} bands")
+        clean = _clean_tags(tags)
         try:
-            with rasterio.Env(**_GDAL_ENV):
-                for i, name in enumerate(descriptions, start=1):
-                    self._dst.set_band_description(i, _clean_value(name))
-                if any(s != (1.0, 0.0) for s in scaling):
-                    self._dst.scales = tuple(s for s, _ in scaling)
-                    self._dst.offsets = tuple(o for _, o in scaling)
-                self._dst.update_tags(**clean)
-                self._dst.close()
-            self._dst = None
-            final = self.part
-            if self.fmt == "cog":
-                _copy_as(self.part, cog_part_path(self.destination), "cog", self.bands, self.dtype)
-                final = cog_part_path(self.destination)
-                self.part.unlink()
+            final = self._finish_whole(descriptions, scaling, clean) if self._whole is not None \
+                else self._finish_part(descriptions, scaling, clean)
             _fsync_file(final)
             features = [
                 _strip_href_queries(it.to_dict(include_self_link=False, transform_hrefs=False))
@@ -594,6 +680,77 @@ class PartFile:
             raise
         self.committed = True
         return self.destination
+
+    def _finish_part(self, descriptions: Sequence[str], scaling: Sequence[tuple[float, float]],
+                     tags: dict[str, str]) -> Path:
+        """Tag and close the stitched ``.part``; convert it to a COG if asked. Returns the file to rename."""
+        dst = self._open_part()  # (a grid of zero tiles never happens; this keeps commit total)
+        with rasterio.Env(**_GDAL_ENV):
+            _describe(dst, descriptions, scaling, tags)
+            dst.close()
+        self._dst = None
+        if self.fmt != "cog":
+            _check_copy(self.part, self.grid.width * self.grid.height * len(self.bands))
+            return self.part
+        _copy_as(self.part, cog_part_path(self.destination), "cog", self.bands, self.dtype)
+        self.part.unlink()
+        return cog_part_path(self.destination)
+
+    def _finish_whole(self, descriptions: Sequence[str], scaling: Sequence[tuple[float, float]],
+                      tags: dict[str, str]) -> Path:
+        """Tag the kept response in place, then write it out once. Returns the file to rename."""
+        whole = self._whole
+        name = str(whole) if isinstance(whole, Path) else whole.name
+        with rasterio.Env(**_GDAL_ENV), rasterio.open(name, "r+") as dst:
+            if dst.crs is None and dst.transform.is_identity:  # allowed by _validate
+                dst.crs = CRS.from_user_input(self.grid.crs)
+                dst.transform = self.grid.transform
+            if dst.nodata is None and self.profile.get("nodata") is not None:
+                dst.nodata = self.profile["nodata"]
+            _describe(dst, descriptions, scaling, tags)
+            samples = dst.width * dst.height * dst.count
+        if self.fmt == "raw":
+            if not isinstance(whole, Path):
+                with open(self.part, "wb") as fh:
+                    fh.write(whole.getbuffer())
+            self._drop_whole()
+            _check_copy(self.part, samples)  # GDAL only logs a failed in-place tag update
+            return self.part
+        target = cog_part_path(self.destination)
+        _copy_as(name, target, self.fmt, self.bands, self.dtype, pixels=samples)
+        self._drop_whole()
+        self.part.unlink(missing_ok=True)
+        return target
+
+
+def _clean_tags(tags: Mapping[str, Any] | None) -> dict[str, str]:
+    """Tags as written: keys reduced to ``[A-Za-z0-9_]``, values cleaned, stacfetch's own added."""
+    clean = {}
+    for key, value in (tags or {}).items():
+        name = _TAG_KEY.sub("_", str(key)).strip("_").upper()
+        if name and value is not None:
+            clean[name] = _clean_value(value)
+    if "TIFFTAG_DATETIME" not in clean and "ACQUISITION_DATETIME" in clean:
+        try:
+            when = datetime.fromisoformat(clean["ACQUISITION_DATETIME"].replace("Z", "+00:00"))
+            clean["TIFFTAG_DATETIME"] = when.astimezone(timezone.utc).strftime("%Y:%m:%d %H:%M:%S")
+        except ValueError:
+            pass
+    clean.setdefault("TIFFTAG_SOFTWARE", f"stacfetch {__version__}")
+    clean["STACFETCH_VERSION"] = __version__
+    clean[COMPLETE_TAG] = "1"
+    return clean
+
+
+def _describe(dst: Any, descriptions: Sequence[str], scaling: Sequence[tuple[float, float]],
+              tags: Mapping[str, str]) -> None:
+    """Band names, scale/offset (when not 1/0) and dataset tags of an open writable dataset."""
+    for i, name in enumerate(descriptions, start=1):
+        dst.set_band_description(i, _clean_value(name))
+    if any(s != (1.0, 0.0) for s in scaling):
+        dst.scales = tuple(s for s, _ in scaling)
+        dst.offsets = tuple(o for _, o in scaling)
+    dst.update_tags(**tags)
 
 
 def _grid_from_profile(profile: Mapping[str, Any]) -> Grid:
@@ -643,12 +800,20 @@ def is_complete(
     """True when ``dest`` is a finished stacfetch file for exactly this grid, bands and dtype.
 
     Checks size, CRS, transform, band count and names, dtype, the completion tag and the
-    sidecar. ``deep`` also decodes every block (slow; catches damaged pixel data). Plain
-    GeoTIFFs and COGs are both accepted unless ``fmt`` ("cog" or "gtiff") names one.
+    sidecar. ``deep`` also decodes every block (slow; catches damaged pixel data). Every
+    output format is accepted unless ``fmt`` ("cog", "gtiff" or "raw") names one.
     """
+    found = complete_format(dest, grid, bands, dtype, deep=deep)
+    return found is not None and (fmt is None or found == check_format(fmt))
+
+
+def complete_format(
+    dest: Path, grid: Grid, bands: Sequence[str], dtype: str, *, deep: bool = False
+) -> str | None:
+    """The format (``cog``/``gtiff``/``raw``) of ``dest`` if it is complete (see ``is_complete``), else None."""
     dest = Path(dest)
     if not dest.is_file() or not sidecar_path(dest).is_file():
-        return False
+        return None
     try:
         with rasterio.Env(**_GDAL_ENV), rasterio.open(dest) as src:
             ok = (
@@ -662,16 +827,13 @@ def is_complete(
                 and tuple(src.descriptions) == tuple(bands)
                 and src.tags().get(COMPLETE_TAG) == "1"
             )
-            if ok and fmt is not None:
-                is_cog = src.tags(ns="IMAGE_STRUCTURE").get("LAYOUT") == "COG"
-                ok = is_cog == (check_format(fmt) == "cog")
             if ok and deep:
                 for _, window in src.block_windows(1):
                     src.read(window=window)
-            return bool(ok)
+            return _format_of(src) if ok else None
     except Exception:  # unreadable in any way: not complete
         log.debug("%s is not a complete file", dest, exc_info=True)
-        return False
+        return None
 
 
 # --- checksums and the manifest ---------------------------------------------------------

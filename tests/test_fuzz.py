@@ -337,8 +337,12 @@ def test_output_folder_that_is_a_file_or_under_a_file(emulator: Emulator, tmp_pa
     assert emulator.log.count(kind="process") == 0
 
 
-def test_disk_full_leaves_no_partial_file(emulator: Emulator, tmp_path: Path) -> None:
-    """A real write failure: the file-size limit (RLIMIT_FSIZE) makes every write past 4 KiB fail."""
+@pytest.mark.parametrize("fmt", ["cog", "gtiff", "raw"])
+def test_disk_full_leaves_no_partial_file(emulator: Emulator, tmp_path: Path, fmt: str) -> None:
+    """A real write failure: the file-size limit (RLIMIT_FSIZE) makes every write past 4 KiB fail.
+
+    GDAL only logs such failures while copying or tagging: each written file is read back.
+    """
     out = tmp_path / "out"
     env = {**os.environ, "SH_BASE_URL": emulator.url, "SH_TOKEN_URL": emulator.token_url,
            "SH_CLIENT_ID": SANDBOX_CLIENT_ID, "SH_CLIENT_SECRET": SANDBOX_CLIENT_SECRET,
@@ -352,7 +356,7 @@ def test_disk_full_leaves_no_partial_file(emulator: Emulator, tmp_path: Path) ->
     proc = subprocess.run(
         [sys.executable, "-m", "stacfetch", "get", "--lon", "34.665", "--lat", "31.625",
          "--size", "1500", "--start", "2022-01-20", "--end", "2022-01-25", "--bands", "B04,B08",
-         "--out", str(out), "--workers", "1"],
+         "--out", str(out), "--workers", "1", "--format", fmt],
         env=env, cwd=tmp_path, capture_output=True, text=True, timeout=120, preexec_fn=limit,
     )
     assert proc.returncode == 5, proc.stderr

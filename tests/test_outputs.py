@@ -100,7 +100,8 @@ def test_default_output_is_a_valid_cog_with_overviews_and_tags(emulator: Emulato
             assert structure["LAYOUT"] == "COG" and structure["COMPRESSION"] == "DEFLATE"
             assert structure["PREDICTOR"] == "2"
             assert src.profile["tiled"] and src.block_shapes[0] == (COG_BLOCK, COG_BLOCK)
-            assert src.width == src.height == 601 and src.overviews(1) == [2, 4]
+            # GDAL's AUTO rule: halve until the overview fits in one COG tile
+            assert src.width == src.height == 601 and src.overviews(1) == [2]
             assert src.descriptions == ("B04", "B03", "B02", "SCL")
             assert src.nodata == 0
             assert src.scales == (0.0001, 0.0001, 0.0001, 1.0) and src.offsets == (0.0, 0.0, 0.0, 0.0)
@@ -181,3 +182,48 @@ def test_leftover_cog_temporaries_are_discarded(tmp_path: Path) -> None:
         leftover.write_bytes(b"x")
     assert discard_partial(dest)
     assert list(tmp_path.iterdir()) == []
+
+
+def test_raw_keeps_the_service_layout_uncompressed_with_the_same_tags_and_pixels(
+    emulator: Emulator, tmp_path: Path
+) -> None:
+    cog = run(emulator, tmp_path / "cog", end="2022-01-22")
+    emulator.log.clear()
+    raw = run(emulator, tmp_path / "raw", end="2022-01-22", fmt="raw")
+    assert emulator.log.count(kind="process") == len(raw.written) > 0
+    for a, b in zip(cog.written, raw.written, strict=True):
+        assert file_format(b) == "raw" and cog_errors(b)
+        with rasterio.open(a) as ca, rasterio.open(b) as rb:
+            np.testing.assert_array_equal(ca.read(), rb.read())
+            # as the emulator sends it: striped, pixel-interleaved, not recompressed
+            assert not rb.profile["tiled"] and rb.block_shapes[0] == (1, rb.width)
+            assert "COMPRESSION" not in rb.tags(ns="IMAGE_STRUCTURE")
+            assert b.stat().st_size >= rb.width * rb.height * rb.count * 2
+            assert rb.descriptions == ca.descriptions and rb.scales == ca.scales
+            assert rb.nodata == 0 and rb.crs == ca.crs and rb.transform == ca.transform
+            tags = rb.tags()
+            assert tags["STACFETCH_COMPLETE"] == "1"
+            assert tags["ACQUISITION_DATETIME"] == ca.tags()["ACQUISITION_DATETIME"]
+            assert tags["TIFFTAG_IMAGEDESCRIPTION"] == ca.tags()["TIFFTAG_IMAGEDESCRIPTION"]
+    job = raw.jobs[0]
+    assert is_complete(job.destination, job.grid, job.bands, job.dtype, fmt="raw")
+    assert not is_complete(job.destination, job.grid, job.bands, job.dtype, fmt="gtiff")
+    emulator.log.clear()
+    again = run(emulator, tmp_path / "raw", end="2022-01-22", fmt="raw")
+    assert again.skipped == raw.written and emulator.log.count(kind="process") == 0
+    converted = run(emulator, tmp_path / "raw", end="2022-01-22")
+    assert converted.written == raw.written and emulator.log.count(kind="process") == 0
+    assert all(cog_errors(p) == [] for p in converted.written)
+
+
+def test_raw_stitches_a_multi_tile_area_into_one_uncompressed_file(emulator: Emulator, tmp_path: Path) -> None:
+    result = run(emulator, tmp_path / "out", end="2022-01-22", size=26_000, bands="B04", fmt="raw")
+    job = result.jobs[0]
+    assert len(job.tiles) > 1 and result.written
+    with rasterio.open(job.destination) as src:
+        assert (src.width, src.height) == (job.grid.width, job.grid.height)
+        assert "COMPRESSION" not in src.tags(ns="IMAGE_STRUCTURE")
+        assert src.tags()["STACFETCH_COMPLETE"] == "1" and src.descriptions == ("B04",)
+        band = src.read(1)
+    # every tile is filled: no row or column of the mosaic is left at nodata
+    assert band.any(axis=0).all() and band.any(axis=1).all()

@@ -454,3 +454,44 @@ def test_block_aligned_tiles_leave_no_dead_space(tmp_path: Path) -> None:
         dst.write(src.read())
         np.testing.assert_array_equal(src.read(), expected_pixels(grid, 3, "uint16"))
     assert job.destination.stat().st_size <= clean.stat().st_size * 1.01 + 4096
+
+
+# --- one tile for the whole grid: the response is tagged in place, not re-encoded ---------
+@pytest.mark.parametrize("fmt", ["cog", "gtiff", "raw"])
+def test_a_whole_grid_response_cut_in_its_last_strip_is_refused(tmp_path: Path, fmt: str) -> None:
+    job = make_job(tmp_path, grid=make_grid(300, 200), max_px=2500)
+    (tile,) = job.tiles
+    good = tile_bytes(job.grid, tile, compress=None)
+    # GDAL writes the IFD first, so the cut body still opens; only its pixels are missing
+    with rasterio.MemoryFile(good[:-10]) as mem, mem.open() as src:
+        assert (src.width, src.height) == (300, 200)
+    with PartFile(job.destination, job.grid, job.bands, job.dtype, fmt=fmt) as part:
+        with pytest.raises(InvalidResponseError, match="cannot be decoded"):
+            part.write_tile(tile, good[:-10])
+        part.write_tile(tile, good)  # asked again: the good body is taken
+        part.commit()
+    with rasterio.open(job.destination) as src:
+        np.testing.assert_array_equal(src.read(), expected_pixels(job.grid, 3, "uint16"))
+    assert sorted(p.name for p in job.destination.parent.iterdir()) == [
+        job.destination.name, job.destination.name + ".json"]
+
+
+@pytest.mark.parametrize("fmt", ["cog", "raw"])
+def test_a_whole_grid_response_keeps_its_bytes_and_gains_georeferencing_and_tags(
+    tmp_path: Path, fmt: str
+) -> None:
+    job = make_job(tmp_path, grid=make_grid(300, 200), max_px=2500)
+    (tile,) = job.tiles
+    body = tile_bytes(job.grid, tile, crs=None, compress=None)
+    with PartFile(job.destination, job.grid, job.bands, job.dtype, fmt=fmt) as part:
+        part.write_tile(tile, body)
+        part.commit(tags_for(job.acquisition, job.bands, provider="test"))
+    with rasterio.open(job.destination) as src:
+        assert src.crs == rasterio.crs.CRS.from_user_input(job.grid.crs)
+        assert src.transform == job.grid.transform and src.nodata == 0
+        assert src.descriptions == BANDS and src.tags()["STACFETCH_COMPLETE"] == "1"
+        np.testing.assert_array_equal(src.read(), expected_pixels(job.grid, 3, "uint16"))
+    if fmt == "raw":  # the pixel bytes are the response's, at the same place
+        pixels = expected_pixels(job.grid, 3, "uint16").transpose(1, 2, 0).tobytes()
+        assert body.find(pixels) == job.destination.read_bytes().find(pixels) > 0
+    assert is_complete(job.destination, job.grid, job.bands, job.dtype, fmt=fmt)
