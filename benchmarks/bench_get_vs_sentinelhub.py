@@ -57,13 +57,15 @@ class Scenario:
     end: str
     latency_ms: float = 0.0
     rate_limit: int | None = None
-    clients: list[tuple[str, str, float | None]] = field(default_factory=list)  # (label, client, rpm)
+    # (label, client, rpm, stacfetch output format)
+    clients: list[tuple[str, str, float | None, str]] = field(default_factory=list)
     first_only: bool = False  # only the first acquisition (rss)
 
 
 def scenarios(quick: bool) -> dict[str, Scenario]:
     """The scenarios; ``quick`` shrinks areas, periods and the rate limit for a smoke run."""
-    pair = [("stacfetch", "stacfetch", None), ("sentinelhub-py", "sentinelhub", None)]
+    pair = [("stacfetch", "stacfetch", None, "cog"), ("stacfetch raw", "stacfetch", None, "raw"),
+            ("sentinelhub-py", "sentinelhub", None, "")]
     limit = 20 if quick else 300
     return {
         "a": Scenario("a", "latency 50 ms/request, equal concurrency",
@@ -74,13 +76,15 @@ def scenarios(quick: bool) -> dict[str, Scenario]:
                       size_m=1000 if quick else 3000, start="2021-01-01" if quick else "2020-01-01",
                       end="2021-02-28" if quick else "2022-12-31",
                       latency_ms=50, rate_limit=limit,
-                      clients=[("stacfetch rpm=" + str(limit), "stacfetch", float(limit)),
-                               ("stacfetch adaptive", "stacfetch", None),
-                               ("sentinelhub-py", "sentinelhub", None)]),
+                      clients=[("stacfetch rpm=" + str(limit), "stacfetch", float(limit), "cog"),
+                               ("stacfetch adaptive", "stacfetch", None, "cog"),
+                               ("stacfetch raw rpm=" + str(limit), "stacfetch", float(limit), "raw"),
+                               ("sentinelhub-py", "sentinelhub", None, "")]),
         "rss": Scenario("rss", "one acquisition, " + ("10 km" if quick else "50 km") + " square, "
                         "12 bands, 10 m",
                         size_m=10_000 if quick else 50_000, start="2021-05-03", end="2021-05-03",
-                        clients=pair, first_only=True),
+                        clients=[pair[0], ("stacfetch gtiff", "stacfetch", None, "gtiff"), pair[2]],
+                        first_only=True),
     }
 
 
@@ -98,8 +102,8 @@ def _child_stacfetch(spec: dict[str, Any]) -> dict[str, Any]:
                              base_url=spec["base_url"], token_url=spec["token_url"],
                              output_dir=spec["out_dir"])
     result = get_query(query, settings=settings, workers=spec["workers"],
-                       requests_per_minute=spec["rpm"])
-    return {"wall": time.perf_counter() - t0, "cpu": time.process_time() - c0,
+                       requests_per_minute=spec["rpm"], fmt=spec["format"])
+    return {"wall": time.perf_counter() - t0, "cpu": time.process_time() - c0, "import_cpu": c0,
             "files": len(result.written), "failed": len(result.failed),
             "errors": [o.error for o in result.failed][:3], "stats": result.stats}
 
@@ -168,7 +172,8 @@ def _child_sentinelhub(spec: dict[str, Any]) -> dict[str, Any]:
         downloads.append(download)
     SentinelHubDownloadClient(config=config).download(downloads, max_threads=spec["workers"])
     files = sum(1 for _ in Path(spec["out_dir"]).rglob("response.tiff"))
-    return {"wall": time.perf_counter() - t0, "cpu": time.process_time() - c0, "files": files,
+    return {"wall": time.perf_counter() - t0, "cpu": time.process_time() - c0, "import_cpu": c0,
+            "files": files,
             "failed": len(downloads) - files, "errors": [], "stats": {}}
 
 
@@ -199,6 +204,7 @@ class Row:
     wall_process: float = math.nan
     cpu_process: float = math.nan
     cpu_job: float = math.nan
+    cpu_start: float = math.nan  # interpreter start-up and imports, before the job
     rss_mb: float = math.nan
     files: int = 0
     out_mb: float = 0.0
@@ -241,8 +247,8 @@ def _wait(proc: subprocess.Popen[bytes], timeout: float) -> tuple[int, resource.
     return -9, usage
 
 
-def run_client(label: str, client: str, rpm: float | None, scen: Scenario, grid: Any,
-               emu: Any, workers: int, work: Path) -> Row:
+def run_client(label: str, client: str, rpm: float | None, fmt: str, scen: Scenario, grid: Any,
+                emu: Any, workers: int, work: Path) -> Row:
     """Run one client in a subprocess against ``emu``; collect its figures and the emulator's."""
     from stacfetch.config import SANDBOX_CLIENT_ID, SANDBOX_CLIENT_SECRET
 
@@ -252,7 +258,7 @@ def run_client(label: str, client: str, rpm: float | None, scen: Scenario, grid:
     out_dir.mkdir(parents=True)
     spec = {
         "client": client, "location": LOCATION, "size_m": scen.size_m, "start": scen.start,
-        "end": scen.end, "workers": workers, "rpm": rpm, "first_only": scen.first_only,
+        "end": scen.end, "workers": workers, "rpm": rpm, "format": fmt, "first_only": scen.first_only,
         "base_url": emu.url, "token_url": emu.token_url, "client_id": SANDBOX_CLIENT_ID,
         "client_secret": SANDBOX_CLIENT_SECRET, "out_dir": str(out_dir),
         "result_path": str(work / f"{slug}.result.json"),
@@ -281,6 +287,7 @@ def run_client(label: str, client: str, rpm: float | None, scen: Scenario, grid:
         res = json.loads(result_file.read_text())
         row.ok = res["failed"] == 0
         row.wall_job, row.cpu_job, row.files = res["wall"], res["cpu"], res["files"]
+        row.cpu_start = res.get("import_cpu", math.nan)
         row.stats = res.get("stats") or {}
         if res["failed"]:
             row.note = f"{res['failed']} failed: {res['errors']}"
@@ -315,6 +322,7 @@ def table(rows: list[Row]) -> str:
         ("wall time, process (s)", lambda r: _fmt(r.wall_process)),
         ("CPU seconds, process", lambda r: _fmt(r.cpu_process)),
         ("CPU seconds, job only", lambda r: _fmt(r.cpu_job)),
+        ("CPU s, start-up+imports", lambda r: _fmt(r.cpu_start)),
         ("peak RSS (MB)", lambda r: _fmt(r.rss_mb, ".0f")),
         ("Process requests", lambda r: str(r.counts.get("process", 0))),
         ("Catalog requests", lambda r: str(r.counts.get("catalog", 0))),
@@ -361,7 +369,10 @@ def goals(scen: Scenario, rows: list[Row]) -> list[str]:
                        f"sentinelhub-py {shpy.wall_job:.2f} s (same concurrency)")
             out.append(f"{_mark(r.cpu_process <= shpy.cpu_process / 2)}  {r.label}: CPU "
                        f"{r.cpu_process:.2f} s <= half of sentinelhub-py's {shpy.cpu_process:.2f} s "
-                       f"(job only: {r.cpu_job:.2f} vs {shpy.cpu_job:.2f})")
+                       f"(start-up and imports alone: {r.cpu_start:.2f} s)")
+            out.append(f"{_mark(r.cpu_job <= shpy.cpu_job / 2)}  {r.label}: CPU of the job "
+                       f"(after imports) {r.cpu_job:.2f} s <= half of sentinelhub-py's "
+                       f"{shpy.cpu_job:.2f} s")
         out.append(f"{_mark(r.efficiency >= 0.9)}  {r.label}: {r.efficiency:.0%} of the physical "
                    f"limit ({r.limit_s:.2f} s / {r.wall_job:.2f} s), goal >= 90 %")
         if scen.rate_limit:
@@ -383,9 +394,9 @@ def run_scenario(scen: Scenario, workers: int, work: Path) -> tuple[str, list[st
     faults = Faults(latency_ms=scen.latency_ms, rate_limit_per_minute=scen.rate_limit)
     rows = []
     with Emulator(faults=faults) as emu:
-        for label, client, rpm in scen.clients:
+        for label, client, rpm, fmt in scen.clients:
             print(f"  running {label} ...", file=sys.stderr, flush=True)
-            rows.append(run_client(label, client, rpm, scen, grid, emu, workers, work))
+            rows.append(run_client(label, client, rpm, fmt, scen, grid, emu, workers, work))
     head = (f"== scenario {scen.name}: {scen.title}; {LOCATION[1]:.2f}N {LOCATION[0]:.2f}E, "
             f"{scen.size_m / 1000:g} km square = {grid.width} x {grid.height} px, "
             f"{len(BANDS)} bands uint16, {scen.start}..{scen.end}, workers={workers}")

@@ -37,6 +37,7 @@ log = logging.getLogger(__name__)
 TILE_ATTEMPTS = 4  # a response that fails validation (size, bands, CRS, truncation) is asked again
 SPOOL_BYTES = 16 * 1024 * 1024  # responses expected larger than this go to a spool file, not RAM
 MAX_TILE_WORKERS = 2  # tiles of one acquisition in flight at once (each strip copy costs ~70 MB)
+THREADS_PER_SLOT = 2  # job threads per request slot: one waits on the service while one writes
 
 
 @dataclass
@@ -48,6 +49,7 @@ class Outcome:
     bytes: int = 0
     requests: int = 0
     error: str | None = None
+    sha256: str | None = None  # of the file written (hashed by the worker, not the manifest)
 
 
 @dataclass
@@ -159,11 +161,14 @@ class RunContext:
         self._session = session
         self.stop = threading.Event()
         self.tile_workers = 1  # threads for the tiles of one acquisition (set by execute)
+        # at most this many Process requests in flight (set by execute; None: no bound)
+        self.request_slots: threading.BoundedSemaphore | None = None
 
     def __getstate__(self) -> dict[str, Any]:
         state = self.__dict__.copy()
         state["_session"] = None
         state["stop"] = None
+        state["request_slots"] = None
         return state
 
     def __setstate__(self, state: dict[str, Any]) -> None:
@@ -206,13 +211,21 @@ def tags_collection(job: Job) -> str:
 
 def run_job(job: Job, context: RunContext) -> Outcome:
     """Produce one acquisition's GeoTIFF (or find it complete). Never raises for service errors."""
-    from .write import PartFile, convert_format, discard_partial, is_complete, profile_for
+    from .write import (
+        PartFile,
+        complete_format,
+        convert_format,
+        discard_partial,
+        profile_for,
+        sha256_file,
+    )
 
     fmt = context.fmt
-    if not context.overwrite and is_complete(job.destination, job.grid, job.bands, job.dtype):
-        if is_complete(job.destination, job.grid, job.bands, job.dtype, fmt=fmt):
-            return Outcome(job, "skipped")
-        try:  # complete in the other format: convert locally, no request
+    found = None if context.overwrite else complete_format(job.destination, job.grid, job.bands, job.dtype)
+    if found == fmt:
+        return Outcome(job, "skipped")
+    if found is not None:  # complete in another format: convert locally, no request
+        try:
             convert_format(job.destination, fmt, job.bands, job.dtype)
             log.info("%s: converted to %s", job.destination.name, fmt)
             return Outcome(job, "written", bytes=job.destination.stat().st_size)
@@ -251,7 +264,8 @@ def run_job(job: Job, context: RunContext) -> Outcome:
                 scaling=reader.scaling() if reader else None,
             )
         size = job.destination.stat().st_size
-        return Outcome(job, "written", bytes=size, requests=requests_made)
+        return Outcome(job, "written", bytes=size, requests=requests_made,
+                       sha256=sha256_file(job.destination))
     except Interrupted:
         raise
     except StacfetchError as exc:
@@ -311,7 +325,8 @@ def _process_tile(job: Job, tile: Any, part: Any, session: Any, context: RunCont
     for attempt in range(1, TILE_ATTEMPTS + 1):
         _check_stop(context)
         try:  # a 200 that is no GeoTIFF, or a wrong/truncated one: ask again
-            data = fetch_tile(session, context.settings.process_url, body, spool=spool)
+            with context.request_slots or contextlib.nullcontext():
+                data = fetch_tile(session, context.settings.process_url, body, spool=spool)
             try:
                 part.write_tile(tile, data)
             finally:
@@ -361,7 +376,10 @@ def execute(
     started = time.monotonic()
     result = GetResult(jobs=list(jobs))
     own_executor = executor is None
-    pool: Executor = executor or ThreadPoolExecutor(max_workers=max(1, workers),
+    # `workers` requests in flight; twice as many job threads, so that a worker writing its
+    # file does not leave a request slot idle (writing releases the GIL: GDAL, fsync)
+    context.request_slots = threading.BoundedSemaphore(max(1, workers))
+    pool: Executor = executor or ThreadPoolExecutor(max_workers=max(1, workers) * THREADS_PER_SLOT,
                                                     thread_name_prefix="stacfetch")
     return_large_buffers_to_the_os()
     if own_executor and jobs:
@@ -429,7 +447,9 @@ def _write_manifest(result: GetResult, root: Path | None) -> Path | None:
         dest = o.job.destination
         if not dest.exists():
             continue
-        records.append({"job": o.job, "path": dest})  # write_manifest hashes and sizes it
+        # write_manifest hashes (skipped files) and sizes what the worker did not
+        records.append({"job": o.job, "path": dest, "sha256": o.sha256,
+                        "size": o.bytes if o.sha256 else None})
     try:
         return write_manifest(root, records)
     except OSError as exc:
