@@ -91,6 +91,16 @@ def scenarios(quick: bool) -> dict[str, Scenario]:
 # --------------------------------------------------------------------------- child side
 def _child_stacfetch(spec: dict[str, Any]) -> dict[str, Any]:
     """Run the job through stacfetch's Python API; return in-process figures."""
+    # everything the job uses, imported before the clock starts (sentinelhub-py's child
+    # imports its whole API first too); stacfetch would otherwise import these lazily
+    import pystac_client  # noqa: F401
+    import rasterio  # noqa: F401
+
+    import stacfetch.auth
+    import stacfetch.catalog
+    import stacfetch.process
+    import stacfetch.run
+    import stacfetch.write  # noqa: F401
     from stacfetch.api import build_query, get_query
     from stacfetch.config import load_settings
 

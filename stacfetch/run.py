@@ -265,7 +265,7 @@ def run_job(job: Job, context: RunContext) -> Outcome:
             )
         size = job.destination.stat().st_size
         return Outcome(job, "written", bytes=size, requests=requests_made,
-                       sha256=sha256_file(job.destination))
+                       sha256=part.sha256 or sha256_file(job.destination))
     except Interrupted:
         raise
     except StacfetchError as exc:

@@ -460,6 +460,7 @@ class PartFile:
         self._pixels_written = 0
         self._entered = False
         self.committed = False
+        self.sha256: str | None = None  # of the committed file, when known without reading it back
 
     # context manager
     def __enter__(self) -> PartFile:
@@ -710,11 +711,15 @@ class PartFile:
             _describe(dst, descriptions, scaling, tags)
             samples = dst.width * dst.height * dst.count
         if self.fmt == "raw":
-            if not isinstance(whole, Path):
+            if isinstance(whole, Path):
+                _check_copy(self.part, samples)  # GDAL only logs a failed in-place tag update
+            else:  # Python's own write raises on a full disk
+                buffer = whole.getbuffer()
+                self.sha256 = hashlib.sha256(buffer).hexdigest()
                 with open(self.part, "wb") as fh:
-                    fh.write(whole.getbuffer())
+                    fh.write(buffer)
+                del buffer
             self._drop_whole()
-            _check_copy(self.part, samples)  # GDAL only logs a failed in-place tag update
             return self.part
         target = cog_part_path(self.destination)
         _copy_as(name, target, self.fmt, self.bands, self.dtype, pixels=samples)
