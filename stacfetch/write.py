@@ -219,9 +219,17 @@ def _copy_as(source: Path | str, target: Path, fmt: str, bands: Sequence[str], d
         options["NUM_THREADS"] = "1"
     # Changing GDAL_CACHEMAX resizes (and flushes) GDAL's one global block cache: worth it
     # to bound memory on a large copy, but it made small copies 2.5x slower.
-    env = {"GDAL_CACHEMAX": COPY_CACHE_MB} if pixels > SMALL_COPY_PIXELS else {}
+    large = pixels > SMALL_COPY_PIXELS
+    env = {"GDAL_CACHEMAX": COPY_CACHE_MB} if large else {}
     with rasterio.Env(GDAL_DISABLE_READDIR_ON_OPEN="EMPTY_DIR", **env):
-        rasterio.shutil.copy(str(source), str(target), **options)
+        if fmt == "cog" and large:  # our own pyramid: GDAL's needs the mosaic in its cache
+            from .overviews import pyramid
+
+            average = options["OVERVIEW_RESAMPLING"] == "AVERAGE"
+            with pyramid(str(source), Path(target), COG_BLOCK, average=average) as vrt:
+                rasterio.shutil.copy(vrt, str(target), **{**options, "OVERVIEWS": "FORCE_USE_EXISTING"})
+        else:
+            rasterio.shutil.copy(str(source), str(target), **options)
         _check_copy(target, pixels)
 
 
@@ -280,8 +288,10 @@ def convert_format(dest: Path, fmt: str, bands: Sequence[str], dtype: str) -> Pa
 
 
 def _discard_cog_part(dest: Path) -> bool:
+    from .overviews import discard
+
     tmp = cog_part_path(dest)
-    removed = False
+    removed = discard(tmp)
     for leftover in (tmp, tmp.with_name(tmp.name + ".ovr.tmp"), tmp.with_name(tmp.name + ".msk.ovr.tmp")):
         if leftover.exists():
             leftover.unlink(missing_ok=True)

@@ -1,0 +1,132 @@
+"""Overview pyramids made in bounded memory (stacfetch.overviews) and the COGs built from them."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+import rasterio
+from affine import Affine
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from hypothesis.extra.numpy import arrays
+
+from stacfetch import write
+from stacfetch.overviews import discard, halve, level_count, level_paths, pyramid, vrt_path
+from stacfetch.write import _copy_as, discard_partial
+
+
+def reference_mean(block: np.ndarray, nodata: int) -> np.ndarray:
+    """2 x 2 means skipping nodata, cell by cell in plain Python (the slow obvious way)."""
+    bands, rows, cols = block.shape
+    out = np.zeros((bands, math.ceil(rows / 2), math.ceil(cols / 2)), block.dtype)
+    for b in range(bands):
+        for r in range(out.shape[1]):
+            for c in range(out.shape[2]):
+                cell = block[b, 2 * r: 2 * r + 2, 2 * c: 2 * c + 2]
+                rr, cc = np.meshgrid([2 * r, min(2 * r + 1, rows - 1)], [2 * c, min(2 * c + 1, cols - 1)],
+                                     indexing="ij")
+                cell = block[b, rr, cc].ravel()  # odd edges repeat their last row/column
+                valid = [int(v) for v in cell if v != nodata]
+                out[b, r, c] = int(math.floor(sum(valid) / len(valid) + 0.5)) if valid else nodata
+    return out
+
+
+@settings(max_examples=60, deadline=None)
+@given(arrays(np.uint16, st.tuples(st.integers(1, 3), st.integers(1, 9), st.integers(1, 9)),
+              elements=st.sampled_from([0, 0, 1, 2, 999, 10000, 65535])))
+def test_halve_is_the_rounded_mean_of_valid_samples(block: np.ndarray) -> None:
+    np.testing.assert_array_equal(halve(block, 0, True), reference_mean(block, 0))
+
+
+@settings(max_examples=40, deadline=None)
+@given(arrays(np.float32, st.tuples(st.just(1), st.integers(1, 8), st.integers(1, 8)),
+              elements=st.sampled_from([0.0, np.nan, 0.25, 0.5, 1.0])))
+def test_halve_floats_skip_nodata_and_nan(block: np.ndarray) -> None:
+    out = halve(block, 0.0, True)
+    clean = np.where(np.isnan(block), 0.0, block).astype(np.float32)
+    np.testing.assert_allclose(out, reference_mean_float(clean), rtol=1e-6)
+
+
+def stacked_mean(block: np.ndarray) -> np.ndarray:
+    """The same rounded 2 x 2 mean of valid (non-zero) samples, written another way (float64)."""
+    rows, cols = block.shape[1:]
+    padded = np.pad(block, ((0, 0), (0, rows % 2), (0, cols % 2)), mode="edge").astype(np.float64)
+    cells = np.stack([padded[:, dy::2, dx::2] for dy in (0, 1) for dx in (0, 1)])
+    count = (cells != 0).sum(axis=0)
+    mean = np.floor(cells.sum(axis=0) / np.maximum(count, 1) + 0.5)
+    return np.where(count > 0, mean, 0).astype(block.dtype)
+
+
+def reference_mean_float(block: np.ndarray) -> np.ndarray:
+    rows, cols = block.shape[1:]
+    padded = np.pad(block, ((0, 0), (0, rows % 2), (0, cols % 2)), mode="edge")
+    cells = np.stack([padded[:, dy::2, dx::2] for dy in (0, 1) for dx in (0, 1)])
+    valid = cells != 0
+    total, count = np.where(valid, cells, 0).sum(axis=0), valid.sum(axis=0)
+    return np.where(count > 0, total / np.maximum(count, 1), 0).astype(np.float32)
+
+
+def test_halve_nearest_keeps_class_values() -> None:
+    scl = np.array([[[4, 8, 9], [5, 6, 3], [11, 0, 4]]], np.uint8)
+    np.testing.assert_array_equal(halve(scl, 0, False), [[[4, 9], [11, 4]]])
+
+
+@pytest.mark.parametrize(("size", "levels"), [((512, 512), 0), ((513, 100), 1), ((5001, 5001), 4),
+                                              ((2500, 300), 3)])
+def test_levels_halve_until_one_tile(size: tuple[int, int], levels: int) -> None:
+    assert level_count(*size, 512) == levels
+
+
+def write_mosaic(path: Path, data: np.ndarray, *, scale: float = 1e-4) -> None:
+    profile = {"driver": "GTiff", "width": data.shape[2], "height": data.shape[1], "count": data.shape[0],
+               "dtype": data.dtype.name, "crs": "EPSG:32636", "nodata": 0, "tiled": True,
+               "blockxsize": 512, "blockysize": 512,
+               "transform": Affine(10, 0, 600000, 0, -10, 3500000)}
+    with rasterio.open(path, "w", **profile) as dst:
+        dst.write(data)
+        dst.descriptions = tuple(f"B{i:02d}" for i in range(1, data.shape[0] + 1))
+        dst.scales = (scale,) * data.shape[0]
+        dst.update_tags(STACFETCH_COMPLETE="1", ACQUISITION_DATETIME="2022-01-21T08:32:01Z")
+
+
+def test_a_large_cog_gets_our_pyramid_with_every_level_exact(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(write, "SMALL_COPY_PIXELS", 1000)  # this small mosaic counts as large
+    rng = np.random.default_rng(7)
+    data = rng.integers(1, 10000, size=(2, 1500, 1100), dtype=np.uint16)
+    data[:, :40, :] = 0  # a nodata margin, as outside a swath
+    source, target = tmp_path / "a.tif.part", tmp_path / "a.tif.cog.part"
+    write_mosaic(source, data)
+    _copy_as(source, target, "cog", ["B04", "B08"], "uint16")
+    assert not list(tmp_path.glob("*.tmp"))  # levels and VRT removed
+    expected = data
+    with rasterio.open(target) as cog:
+        assert cog.overviews(1) == [2, 4]  # 1500 -> 750 -> 375 (< 512)
+        assert cog.tags(ns="IMAGE_STRUCTURE")["LAYOUT"] == "COG"
+        assert cog.descriptions == ("B01", "B02") and cog.scales == (1e-4, 1e-4) and cog.nodata == 0
+        assert cog.tags()["ACQUISITION_DATETIME"] == "2022-01-21T08:32:01Z"
+        np.testing.assert_array_equal(cog.read(), data)
+    for level in range(2):
+        expected = stacked_mean(expected)
+        with rasterio.open(target, OVERVIEW_LEVEL=level) as ov:
+            np.testing.assert_array_equal(ov.read(), expected)
+            assert ov.transform == Affine(10 * 2 ** (level + 1), 0, 600000, 0, -10 * 2 ** (level + 1), 3500000)
+
+
+def test_pyramid_temporaries_are_removed_on_error_and_by_discard(tmp_path: Path) -> None:
+    data = np.ones((1, 1100, 600), np.uint16)
+    source, target = tmp_path / "b.tif.part", tmp_path / "b.tif.cog.part"
+    write_mosaic(source, data)
+    with pytest.raises(RuntimeError), pyramid(str(source), target, 512, average=True) as vrt:
+        assert Path(vrt) == vrt_path(target) and all(p.exists() for p in level_paths(target, 2))
+        raise RuntimeError("interrupted")
+    assert not list(tmp_path.glob("*.tmp"))
+    for leftover in [*level_paths(target, 2), vrt_path(target)]:  # as a killed run leaves them
+        leftover.write_bytes(b"x")
+    assert discard(target) and not list(tmp_path.glob("*.tmp"))
+    level_paths(target, 1)[0].write_bytes(b"x")
+    assert discard_partial(tmp_path / "b.tif") and not list(tmp_path.glob("*.tmp"))
