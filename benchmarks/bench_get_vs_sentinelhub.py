@@ -187,6 +187,23 @@ def _child_sentinelhub(spec: dict[str, Any]) -> dict[str, Any]:
             "failed": len(downloads) - files, "errors": [], "stats": {}}
 
 
+def _peak_rss_kb() -> int | None:
+    """This process's own peak RSS (Linux ``VmHWM``), or None.
+
+    ``ru_maxrss`` is no good here: a child inherits its parent's peak at fork and keeps it
+    across exec, so after the emulator (in the parent) has rendered a 50 km mosaic every
+    client started later "peaked" at ~800 MB even for ``python -c pass``.
+    """
+    try:
+        with open("/proc/self/status", encoding="ascii") as fh:
+            for line in fh:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1])
+    except (OSError, ValueError):
+        pass
+    return None
+
+
 def child_main(spec_path: str) -> int:
     """Entry point of a client subprocess: run, then write the figures as JSON."""
     import logging
@@ -198,6 +215,7 @@ def child_main(spec_path: str) -> int:
     run = _child_stacfetch if spec["client"] == "stacfetch" else _child_sentinelhub
     out = run(spec)
     out["maxrss_self_kb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    out["vmhwm_kb"] = _peak_rss_kb()
     Path(spec["result_path"]).write_text(json.dumps(out, default=str))
     return 0
 
@@ -298,6 +316,8 @@ def run_client(label: str, client: str, rpm: float | None, fmt: str, scen: Scena
         row.ok = res["failed"] == 0
         row.wall_job, row.cpu_job, row.files = res["wall"], res["cpu"], res["files"]
         row.cpu_start = res.get("import_cpu", math.nan)
+        if res.get("vmhwm_kb"):  # the child's own peak (see _peak_rss_kb)
+            row.rss_mb = res["vmhwm_kb"] * 1024 / MB
         row.stats = res.get("stats") or {}
         if res["failed"]:
             row.note = f"{res['failed']} failed: {res['errors']}"
@@ -333,7 +353,7 @@ def table(rows: list[Row]) -> str:
         ("CPU seconds, process", lambda r: _fmt(r.cpu_process)),
         ("CPU seconds, job only", lambda r: _fmt(r.cpu_job)),
         ("CPU s, start-up+imports", lambda r: _fmt(r.cpu_start)),
-        ("peak RSS (MB)", lambda r: _fmt(r.rss_mb, ".0f")),
+        ("peak RSS (MB, VmHWM)", lambda r: _fmt(r.rss_mb, ".0f")),
         ("Process requests", lambda r: str(r.counts.get("process", 0))),
         ("Catalog requests", lambda r: str(r.counts.get("catalog", 0))),
         ("token requests", lambda r: str(r.counts.get("token", 0))),
