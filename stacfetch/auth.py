@@ -231,11 +231,17 @@ class RateLimiter:
       many requests leave in any trailing minute (a sliding window, the stricter reading of
       the service's per-minute policy), so the run stays under the limit instead of bouncing
       off it, without idling while the budget allows a burst.
-    * **Adaptive**: with no configured rate, a 429 sets a pace of ``adaptive_factor`` × the
-      rate observed over the last minute (at least ``min_requests_per_minute``; only once
-      five or more requests were seen, so one early 429 does not throttle a whole run); a
-      further 429 lowers it again; each ``recovery_seconds`` without a 429 raises it by 50 % until it
-      no longer matters and is dropped.
+    * **Adaptive**: with no configured rate, a 429 (once five or more requests were seen, so
+      one early 429 does not throttle a whole run) teaches two limits:
+      - a window: 95 % of the sends in the trailing minute, which is what a per-minute limit
+        let through (CDSE's 300/min: the run then paces like ``--rate-limit 300``); a 429
+        while the window is nearly full lowers it by ``adaptive_factor``; each
+        ``recovery_seconds`` without a 429 raises it by 50 % (a passing overload must not
+        slow the rest of a run) until it is dropped;
+      - a pace of ``adaptive_factor`` × the rate observed over the last minute (at least
+        ``min_requests_per_minute``), for limits counted over shorter periods; a further 429
+        lowers it again; each ``recovery_seconds`` without a 429 raises it by 50 % until it
+        no longer matters and is dropped.
     * **Counters**: requests, retries by reason (``429``, ``5xx``, ``connection``,
       ``401-refresh``), total seconds slept.
     """
@@ -266,7 +272,8 @@ class RateLimiter:
         self._not_before = 0.0
         self._last_429 = -math.inf
         self._recent: deque[float] = deque()
-        self._sent: deque[float] = deque()  # send times within the last window (known rate)
+        self._sent: deque[float] = deque()  # send times within the last window
+        self._learned_window: int | None = None  # sends per window learnt from a 429
         self._window = float(window_seconds)
         self._requests = 0
         self._retries: Counter[str] = Counter()
@@ -298,6 +305,11 @@ class RateLimiter:
     def _rate_locked(self, now: float) -> float | None:
         if self._configured is not None:
             return self._configured
+        if self._learned_window is not None and now - self._last_429 >= self._recovery:
+            periods = int((now - self._last_429) // self._recovery)
+            self._learned_window = int(self._learned_window * 1.5**periods) + 1
+            if self._learned_window > 100 * max(len(self._sent), 1):
+                self._learned_window = None
         if self._adaptive_rpm is not None and now - self._last_429 >= self._recovery:
             # one quiet period: speed up by half, and forget the pace once it is irrelevant
             periods = int((now - self._last_429) // self._recovery)
@@ -324,16 +336,15 @@ class RateLimiter:
                 now = time.monotonic()
                 wait = max(0.0, self._not_before - now)
                 rate = self._rate_locked(now)
-                if self._configured is not None:
-                    # a known limit (e.g. 300/min): at most that many sends in any trailing
-                    # minute, as the service counts; a burst up to the limit is allowed
-                    limit = max(1, int(self._configured * self._window / 60.0))
-                    span = self._window + WINDOW_MARGIN
-                    while self._sent and now - self._sent[0] >= span:
-                        self._sent.popleft()
-                    if len(self._sent) >= limit:
-                        wait = max(wait, self._sent[0] + span - now)
-                elif rate is not None:
+                span = self._window + WINDOW_MARGIN
+                while self._sent and now - self._sent[0] >= span:
+                    self._sent.popleft()
+                limit = self._window_limit_locked()
+                if limit is not None and len(self._sent) >= limit:
+                    # a known or learnt limit (e.g. 300/min): at most that many sends in any
+                    # trailing minute, as the service counts; a burst up to it is allowed
+                    wait = max(wait, self._sent[0] + span - now)
+                if self._configured is None and rate is not None:
                     per_second = rate / 60.0
                     self._tokens = min(
                         self._burst, self._tokens + (now - self._refilled) * per_second
@@ -344,9 +355,8 @@ class RateLimiter:
                 else:
                     self._refilled = now
                 if wait <= 0.0:
-                    if self._configured is not None:
-                        self._sent.append(now)
-                    elif rate is not None:
+                    self._sent.append(now)
+                    if self._configured is None and rate is not None:
                         self._tokens -= 1.0
                     self._requests += 1
                     self._recent.append(now)
@@ -356,6 +366,18 @@ class RateLimiter:
                 self._slept += wait
             time.sleep(wait)
             waited += wait
+
+    def _window_limit_locked(self) -> int | None:
+        if self._configured is not None:
+            return max(1, int(self._configured * self._window / 60.0))
+        return self._learned_window
+
+    @property
+    def window_limit(self) -> int | None:
+        """Sends allowed in any trailing window: configured, learnt from a 429, or None."""
+        with self._lock:
+            self._rate_locked(time.monotonic())  # applies a quiet period's recovery
+            return self._window_limit_locked()
 
     def pause(self, seconds: float) -> None:
         """A 429: nobody sends before ``now + seconds``; adapt the pace if none is set."""
@@ -367,7 +389,14 @@ class RateLimiter:
             if self._configured is None and self._adaptive and len(self._recent) >= 5:
                 base = observed if self._adaptive_rpm is None else min(observed, self._adaptive_rpm)
                 self._adaptive_rpm = max(self._min_rpm, base * self._factor)
-                log.info("rate limited: pacing all requests to %.0f per minute", self._adaptive_rpm)
+                in_window = sum(1 for t in self._sent if now - t < self._window)
+                floor = max(1, int(self._min_rpm * self._window / 60.0))
+                if self._learned_window is None:
+                    self._learned_window = max(floor, int(in_window * 0.95))
+                elif in_window >= 0.9 * self._learned_window:  # full and still refused
+                    self._learned_window = max(floor, int(min(in_window, self._learned_window) * self._factor))
+                log.info("rate limited: at most %d requests per %.0f s, paced to %.0f per minute",
+                         self._learned_window, self._window, self._adaptive_rpm)
             self._last_429 = now
             self._tokens = min(self._tokens, 1.0)
 

@@ -454,6 +454,44 @@ def test_limiter_paces_and_adapts() -> None:
     assert adaptive.stats().retries == {"429": 2}
 
 
+def test_adaptive_limiter_learns_a_per_window_limit_from_the_first_429() -> None:
+    # a service allowing 10 sends a (1 s) window answers the 11th with 429
+    limiter = RateLimiter(window_seconds=1.0)
+    assert limiter.window_limit is None
+    for _ in range(11):
+        limiter.acquire()
+    limiter.pause(0.0)
+    assert limiter.window_limit == 10  # 95 % of the 11 sends seen in the window
+    started = time.monotonic()
+    sent = []
+    for _ in range(12):
+        limiter.acquire()
+        sent.append(time.monotonic())
+    # the learnt window holds: never more than 10 sends in any trailing window
+    assert all(sent[i + 10] - sent[i] >= 1.0 for i in range(len(sent) - 10))
+    assert time.monotonic() - started >= 1.0
+    assert RateLimiter(window_seconds=1.0, requests_per_minute=120).window_limit == 2
+
+
+def test_learnt_window_falls_on_a_429_when_full_and_recovers_when_quiet() -> None:
+    limiter = RateLimiter(window_seconds=2.0, recovery_seconds=60.0)
+    for _ in range(20):
+        limiter.acquire()
+    limiter.pause(0.0)
+    assert limiter.window_limit == 19
+    for _ in range(19):  # the whole learnt window, sent once the first burst has aged out
+        limiter.acquire()
+    limiter.pause(0.0)  # refused although within what was learnt: the limit is lower
+    assert limiter.window_limit == 15
+    quiet = RateLimiter(window_seconds=1.0, recovery_seconds=0.3)
+    for _ in range(20):
+        quiet.acquire()
+    quiet.pause(0.0)
+    learnt = quiet.window_limit
+    time.sleep(0.35)  # a quiet period: a passing overload must not slow the rest of the run
+    assert quiet.window_limit is not None and learnt is not None and quiet.window_limit > learnt
+
+
 @pytest.mark.parametrize(
     ("header", "seconds"),
     [
