@@ -220,6 +220,7 @@ class LimiterStats:
 
 WINDOW_SECONDS = 60.0
 WINDOW_MARGIN = 0.25  # seconds added to each window for the arrival jitter of requests
+LEARN_WINDOW_WAIT = 0.1  # a 429 asking to wait this share of a window or more teaches a limit
 
 
 class RateLimiter:
@@ -233,7 +234,8 @@ class RateLimiter:
       off it, without idling while the budget allows a burst.
     * **Adaptive**: with no configured rate, a 429 (once five or more requests were seen, so
       one early 429 does not throttle a whole run) teaches two limits:
-      - a window: 95 % of the sends in the trailing minute, which is what a per-minute limit
+      - a window, when the 429 asks to wait 6 s or more (a spent per-minute budget, not a
+        passing overload): 95 % of the sends in the trailing minute, which is what the limit
         let through (CDSE's 300/min: the run then paces like ``--rate-limit 300``); a 429
         while the window is nearly full lowers it by ``adaptive_factor``; each
         ``recovery_seconds`` without a 429 raises it by 50 % (a passing overload must not
@@ -392,7 +394,10 @@ class RateLimiter:
                 in_window = sum(1 for t in self._sent if now - t < self._window)
                 floor = max(1, int(self._min_rpm * self._window / 60.0))
                 if self._learned_window is None:
-                    self._learned_window = max(floor, int(in_window * 0.95))
+                    # only a long wait says "your budget for this window is spent": a short
+                    # one is a token bucket or a passing overload, which the pace handles
+                    if seconds >= LEARN_WINDOW_WAIT * self._window:
+                        self._learned_window = max(floor, int(in_window * 0.95))
                 elif in_window >= 0.9 * self._learned_window:  # full and still refused
                     self._learned_window = max(floor, int(min(in_window, self._learned_window) * self._factor))
                 log.info("rate limited: at most %d requests per %.0f s, paced to %.0f per minute",

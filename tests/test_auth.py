@@ -460,7 +460,9 @@ def test_adaptive_limiter_learns_a_per_window_limit_from_the_first_429() -> None
     assert limiter.window_limit is None
     for _ in range(11):
         limiter.acquire()
-    limiter.pause(0.0)
+    limiter.pause(0.01)  # a short wait: an overload, not a spent budget
+    assert limiter.window_limit is None
+    limiter.pause(0.2)  # the budget of this window is spent: wait 20 % of it
     assert limiter.window_limit == 10  # 95 % of the 11 sends seen in the window
     started = time.monotonic()
     sent = []
@@ -477,7 +479,7 @@ def test_learnt_window_falls_on_a_429_when_full_and_recovers_when_quiet() -> Non
     limiter = RateLimiter(window_seconds=2.0, recovery_seconds=60.0)
     for _ in range(20):
         limiter.acquire()
-    limiter.pause(0.0)
+    limiter.pause(0.4)
     assert limiter.window_limit == 19
     for _ in range(19):  # the whole learnt window, sent once the first burst has aged out
         limiter.acquire()
@@ -486,7 +488,7 @@ def test_learnt_window_falls_on_a_429_when_full_and_recovers_when_quiet() -> Non
     quiet = RateLimiter(window_seconds=1.0, recovery_seconds=0.3)
     for _ in range(20):
         quiet.acquire()
-    quiet.pause(0.0)
+    quiet.pause(0.2)
     learnt = quiet.window_limit
     time.sleep(0.35)  # a quiet period: a passing overload must not slow the rest of the run
     assert quiet.window_limit is not None and learnt is not None and quiet.window_limit > learnt
