@@ -495,3 +495,22 @@ def test_a_whole_grid_response_keeps_its_bytes_and_gains_georeferencing_and_tags
         pixels = expected_pixels(job.grid, 3, "uint16").transpose(1, 2, 0).tobytes()
         assert body.find(pixels) == job.destination.read_bytes().find(pixels) > 0
     assert is_complete(job.destination, job.grid, job.bands, job.dtype, fmt=fmt)
+
+
+@pytest.mark.parametrize("fmt", ["cog", "gtiff", "raw"])
+def test_a_copy_cut_short_is_caught_without_decoding(tmp_path: Path, fmt: str) -> None:
+    from stacfetch.write import _check_copy, _copy_as
+
+    job = make_job(tmp_path, grid=make_grid(1100, 700), max_px=2500)
+    source = tmp_path / "source.tif"
+    source.write_bytes(tile_bytes(job.grid, job.tiles[0], compress=None))
+    with rasterio.open(source, "r+") as src:
+        src.update_tags(STACFETCH_COMPLETE="1")
+    target = tmp_path / "copy.tif"
+    _copy_as(source, target, fmt, BANDS, "uint16")
+    samples = 1100 * 700 * 3
+    _check_copy(target, samples)  # whole: accepted
+    data = target.read_bytes()
+    target.write_bytes(data[:-1000])  # what a full disk leaves: the directory, not the last tiles
+    with pytest.raises(OSError, match="cut short|incomplete"):
+        _check_copy(target, samples)
