@@ -221,6 +221,7 @@ class LimiterStats:
 WINDOW_SECONDS = 60.0
 WINDOW_MARGIN = 0.25  # seconds added to each window for the arrival jitter of requests
 LEARN_WINDOW_WAIT = 0.1  # a 429 asking to wait this share of a window or more teaches a limit
+WINDOW_RECOVERY_PERIODS = 5  # a learnt window is relaxed (x1.25) after 5 quiet recovery periods
 
 
 class RateLimiter:
@@ -237,9 +238,10 @@ class RateLimiter:
       - a window, when the 429 asks to wait 6 s or more (a spent per-minute budget, not a
         passing overload): 95 % of the sends in the trailing minute, which is what the limit
         let through (CDSE's 300/min: the run then paces like ``--rate-limit 300``); a 429
-        while the window is nearly full lowers it by ``adaptive_factor``; each
-        ``recovery_seconds`` without a 429 raises it by 50 % (a passing overload must not
-        slow the rest of a run) until it is dropped;
+        while the window is nearly full lowers it by ``adaptive_factor``; five
+        ``recovery_seconds`` without a 429 raise it by 25 % (a passing overload must not slow
+        the rest of a run, but overshooting a per-minute budget costs a long pause) until
+        it is dropped;
       - a pace of ``adaptive_factor`` × the rate observed over the last minute (at least
         ``min_requests_per_minute``), for limits counted over shorter periods; a further 429
         lowers it again; each ``recovery_seconds`` without a 429 raises it by 50 % until it
@@ -276,6 +278,7 @@ class RateLimiter:
         self._recent: deque[float] = deque()
         self._sent: deque[float] = deque()  # send times within the last window
         self._learned_window: int | None = None  # sends per window learnt from a 429
+        self._window_checked = -math.inf  # when the learnt window was last set or relaxed
         self._window = float(window_seconds)
         self._requests = 0
         self._retries: Counter[str] = Counter()
@@ -307,9 +310,12 @@ class RateLimiter:
     def _rate_locked(self, now: float) -> float | None:
         if self._configured is not None:
             return self._configured
-        if self._learned_window is not None and now - self._last_429 >= self._recovery:
-            periods = int((now - self._last_429) // self._recovery)
-            self._learned_window = int(self._learned_window * 1.5**periods) + 1
+        quiet = self._recovery * WINDOW_RECOVERY_PERIODS
+        if self._learned_window is not None and now - self._window_checked >= quiet:
+            # slowly: overshooting a per-minute budget costs a pause of up to a minute
+            periods = int((now - self._window_checked) // quiet)
+            self._learned_window = int(self._learned_window * 1.25**periods) + 1
+            self._window_checked += periods * quiet
             if self._learned_window > 100 * max(len(self._sent), 1):
                 self._learned_window = None
         if self._adaptive_rpm is not None and now - self._last_429 >= self._recovery:
@@ -398,8 +404,10 @@ class RateLimiter:
                     # one is a token bucket or a passing overload, which the pace handles
                     if seconds >= LEARN_WINDOW_WAIT * self._window:
                         self._learned_window = max(floor, int(in_window * 0.95))
+                        self._window_checked = now
                 elif in_window >= 0.9 * self._learned_window:  # full and still refused
                     self._learned_window = max(floor, int(min(in_window, self._learned_window) * self._factor))
+                    self._window_checked = now
                 log.info("rate limited: at most %d requests per %.0f s, paced to %.0f per minute",
                          self._learned_window, self._window, self._adaptive_rpm)
             self._last_429 = now

@@ -485,12 +485,12 @@ def test_learnt_window_falls_on_a_429_when_full_and_recovers_when_quiet() -> Non
         limiter.acquire()
     limiter.pause(0.0)  # refused although within what was learnt: the limit is lower
     assert limiter.window_limit == 15
-    quiet = RateLimiter(window_seconds=1.0, recovery_seconds=0.3)
+    quiet = RateLimiter(window_seconds=1.0, recovery_seconds=0.06)
     for _ in range(20):
         quiet.acquire()
     quiet.pause(0.2)
     learnt = quiet.window_limit
-    time.sleep(0.35)  # a quiet period: a passing overload must not slow the rest of the run
+    time.sleep(0.35)  # five quiet periods: a passing overload must not slow the rest of the run
     assert quiet.window_limit is not None and learnt is not None and quiet.window_limit > learnt
 
 
