@@ -387,11 +387,19 @@ class RateLimiter:
             self._rate_locked(time.monotonic())  # applies a quiet period's recovery
             return self._window_limit_locked()
 
-    def pause(self, seconds: float) -> None:
-        """A 429: nobody sends before ``now + seconds``; adapt the pace if none is set."""
+    def pause(self, seconds: float, *, sent_at: float | None = None, asked: float | None = None) -> None:
+        """A 429: nobody sends before ``now + seconds``; adapt the pace if none is set.
+
+        ``sent_at`` (``time.monotonic()`` when the refused request left): a request sent
+        before the learnt window was last set does not lower it again (the 429s of the
+        other requests already in flight say nothing new). ``asked``: the wait the service
+        asked for, without jitter; a shared pause that already covers it is not extended (the
+        429s of a burst would otherwise stack their jitter: +5 s on a 52 s wait).
+        """
         with self._lock:
             now = time.monotonic()
-            self._not_before = max(self._not_before, now + max(0.0, seconds))
+            if self._not_before < now + max(0.0, seconds if asked is None else asked):
+                self._not_before = now + max(0.0, seconds)
             self._retries["429"] += 1
             observed = self._observed_rpm_locked(now)
             if self._configured is None and self._adaptive and len(self._recent) >= 5:
@@ -405,7 +413,9 @@ class RateLimiter:
                     if seconds >= LEARN_WINDOW_WAIT * self._window:
                         self._learned_window = max(floor, int(in_window * 0.95))
                         self._window_checked = now
-                elif in_window >= 0.9 * self._learned_window:  # full and still refused
+                elif in_window >= 0.9 * self._learned_window and (
+                    sent_at is None or sent_at >= self._window_checked
+                ):  # full and still refused, under the current limit
                     self._learned_window = max(floor, int(min(in_window, self._learned_window) * self._factor))
                     self._window_checked = now
                 log.info("rate limited: at most %d requests per %.0f s, paced to %.0f per minute",
@@ -906,6 +916,7 @@ class _PolicySendMixin:
             if getattr(request, "_body_position", None) is not None:
                 requests.utils.rewind_body(attempt)
             limiter.acquire()
+            sent_at = time.monotonic()
             sent = self._authorize(attempt)
             try:
                 response = super().send(attempt, **{**kwargs, "stream": True})  # type: ignore[misc]
@@ -965,7 +976,7 @@ class _PolicySendMixin:
                     wait,
                 )
                 response.close()
-                limiter.pause(wait)
+                limiter.pause(wait, sent_at=sent_at, asked=asked)
                 continue
             if status >= 500 and status not in _NOT_RETRIED_5XX:
                 failures += 1

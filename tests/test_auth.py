@@ -485,6 +485,14 @@ def test_learnt_window_falls_on_a_429_when_full_and_recovers_when_quiet() -> Non
         limiter.acquire()
     limiter.pause(0.0)  # refused although within what was learnt: the limit is lower
     assert limiter.window_limit == 15
+    burst = RateLimiter(window_seconds=2.0)
+    for _ in range(20):
+        burst.acquire()
+    in_flight = time.monotonic()  # the other requests already sent when the first 429 came
+    burst.pause(0.4)
+    for _ in range(3):  # their 429s say nothing about the limit just learnt
+        burst.pause(0.4, sent_at=in_flight)
+    assert burst.window_limit == 19
     quiet = RateLimiter(window_seconds=1.0, recovery_seconds=0.06)
     for _ in range(20):
         quiet.acquire()
