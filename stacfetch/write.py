@@ -525,10 +525,10 @@ class PartFile:
     # writing
     def write_tile(self, tile: Tile, data: bytes | bytearray | memoryview | np.ndarray) -> None:
         """Validate one tile's GeoTIFF bytes (or array ``(bands, h, w)``) and write it in place."""
-        if not getattr(self, "_entered", False):
+        if not self._entered:
             raise RuntimeError("PartFile is not open; use it in a `with` block")
-        whole = (int(tile.window.col_off), int(tile.window.row_off), tile.width, tile.height) == (
-            0, 0, self.grid.width, self.grid.height)
+        key = (int(tile.window.col_off), int(tile.window.row_off), tile.width, tile.height)
+        whole = key == (0, 0, self.grid.width, self.grid.height)
         if whole and self._dst is None and not isinstance(data, np.ndarray):
             self._adopt_whole(tile, data)
         elif isinstance(data, np.ndarray):
@@ -540,7 +540,6 @@ class PartFile:
         else:
             self._open_part()
             self._write_bytes(tile, bytes(data))
-        key = (int(tile.window.col_off), int(tile.window.row_off), tile.width, tile.height)
         with self._lock:
             if key not in self._written:
                 self._written.add(key)
@@ -562,42 +561,34 @@ class PartFile:
 
     def _write_bytes(self, tile: Tile, data: bytes) -> None:
         if not data:
-            raise InvalidResponseError(
-                f"GeoTIFF for tile {tile.name} of {self.destination.name} is empty (0 bytes)"
-            )
+            raise InvalidResponseError(f"{self._what(tile)} is empty (0 bytes)")
         with rasterio.Env(**_GDAL_ENV), rasterio.MemoryFile(data) as mem:
             self._write_source(tile, mem, f"{len(data)} bytes")
 
     def _write_source(self, tile: Tile, source: Any, size: str) -> None:
         """Validate a response (a MemoryFile or a spooled file's path) and copy it strip by strip."""
-        what = f"GeoTIFF for tile {tile.name} of {self.destination.name}"
+        what = self._what(tile)
         col0, row0 = int(tile.window.col_off), int(tile.window.row_off)
-
-        def undecodable(exc: Exception) -> InvalidResponseError:
-            return InvalidResponseError(
-                f"{what} cannot be decoded ({size}; truncated or not a GeoTIFF): {exc}"
-            )
-
         with rasterio.Env(**_GDAL_ENV):
             try:
                 src = source.open() if hasattr(source, "open") and not isinstance(source, Path) \
                     else rasterio.open(source)
             except Exception as exc:  # any decoding failure is the response's fault
-                raise undecodable(exc) from exc
+                raise _undecodable(what, size, exc) from exc
             with src:
                 self._validate(src, tile, what, size)
                 for row, h in _strips(tile.window):
                     try:
                         block = src.read(window=Window(0, row - row0, tile.width, h))
                     except Exception as exc:
-                        raise undecodable(exc) from exc
+                        raise _undecodable(what, size, exc) from exc
                     # errors writing our own file (disk full ...) propagate unchanged
                     with self._lock:
                         self._dst.write(block, window=Window(col0, row, tile.width, h))
 
     def _adopt_whole(self, tile: Tile, data: bytes | bytearray | memoryview | Path) -> None:
         """Keep a whole-grid response as it is (validated, not decoded) for ``commit`` to tag."""
-        what = f"GeoTIFF for tile {tile.name} of {self.destination.name}"
+        what = self._what(tile)
         if isinstance(data, Path):
             size = f"{data.stat().st_size} bytes"
             os.replace(data, self.part)  # a spooled response becomes the .part itself
@@ -622,12 +613,13 @@ class PartFile:
                 holder.close()
             if isinstance(exc, InvalidResponseError):
                 raise
-            raise InvalidResponseError(
-                f"{what} cannot be decoded ({size}; truncated or not a GeoTIFF): {exc}"
-            ) from exc
+            raise _undecodable(what, size, exc) from exc
         with self._lock:
             self._drop_whole()
             self._whole = holder
+
+    def _what(self, tile: Tile) -> str:
+        return f"GeoTIFF for tile {tile.name} of {self.destination.name}"
 
     def _validate(self, src: Any, tile: Tile, what: str, size: str) -> None:
         problems = []
@@ -666,7 +658,7 @@ class PartFile:
         gets its description, and scale/offset to physical units (``band_scale_offset``, or
         ``scaling``: one ``(scale, offset)`` per band, e.g. a STAC item's ``raster:bands``).
         """
-        if not getattr(self, "_entered", False):
+        if not self._entered:
             raise RuntimeError("PartFile is not open; use it in a `with` block")
         total = self.grid.width * self.grid.height
         if self._pixels_written != total:
@@ -709,10 +701,12 @@ class PartFile:
             _describe(dst, descriptions, scaling, tags)
             dst.close()
         self._dst = None
+        samples = self.grid.width * self.grid.height * len(self.bands)
         if self.fmt != "cog":
-            _check_copy(self.part, self.grid.width * self.grid.height * len(self.bands))
+            _check_copy(self.part, samples)
             return self.part
-        _copy_as(self.part, cog_part_path(self.destination), "cog", self.bands, self.dtype)
+        _copy_as(self.part, cog_part_path(self.destination), "cog", self.bands, self.dtype,
+                 pixels=samples)
         self.part.unlink()
         return cog_part_path(self.destination)
 
@@ -745,6 +739,11 @@ class PartFile:
         self._drop_whole()
         self.part.unlink(missing_ok=True)
         return target
+
+
+def _undecodable(what: str, size: str, exc: Exception) -> InvalidResponseError:
+    """A response that did not decode: always the response's fault, so it is asked again."""
+    return InvalidResponseError(f"{what} cannot be decoded ({size}; truncated or not a GeoTIFF): {exc}")
 
 
 def _clean_tags(tags: Mapping[str, Any] | None) -> dict[str, str]:
