@@ -51,6 +51,7 @@ from . import grid, stac
 from . import render as render_mod
 from .faults import Decision, Faults
 from .responses import ApiError, catalog_error, fault_error, sh_error, unauthorized
+from .units import request_units
 
 log = logging.getLogger(__name__)
 
@@ -292,6 +293,15 @@ class Emulator:
         """Render a Process API body in-process (the endpoint's code path); raises ApiError."""
         return render_mod.render(body, accept=accept, deployment=self.deployment)
 
+    def units_of(self, kind: str, body: Any, accept: str | None = None) -> float | None:
+        """Processing units a request costs, when a PU limit is set (None: not a valid Process body)."""
+        if kind != "process" or self.faults.pu_limit_per_minute is None:
+            return None
+        try:
+            return request_units(render_mod.parse_request(body, accept))
+        except ApiError:
+            return None
+
     # tokens ------------------------------------------------------------------------------
     def _lifetime(self) -> float:
         override = self.faults.token_lifetime
@@ -455,7 +465,8 @@ class Emulator:
                 target = decision.redirect.rstrip("/") + path + (f"?{query}" if query else "")
                 return _Answer(307, b"", headers={"Location": target})
             if decision.status is not None:
-                raise fault_error(decision.status, decision.retry_after_ms or self.faults.retry_after_ms)
+                raise fault_error(decision.status, decision.retry_after_ms or self.faults.retry_after_ms,
+                                  decision.code)
             return self._route(method, path, query, headers, raw, body)
         except ApiError as err:
             return _json_answer(err.status, err.body, headers=err.headers)
@@ -531,7 +542,7 @@ class _Handler(BaseHTTPRequestHandler):
             scheme = self.headers["Authorization"].split(" ", 1)[0]
             shown["Authorization"] = f"{scheme} ***"
 
-        decision = emu.faults.decide(kind)
+        decision = emu.faults.decide(kind, units=emu.units_of(kind, body, headers.get("accept")))
         if decision.delay_s > 0:
             time.sleep(decision.delay_s)
         # The record is logged before the answer leaves, so a client that has its response

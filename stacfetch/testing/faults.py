@@ -11,10 +11,23 @@ Faults apply only to request kinds in ``only_kinds`` (default catalog + process;
 ``"token"`` to hit the token endpoint too). Every field may be changed while the server runs;
 decisions are taken under a lock. ``redirect_to`` (an origin) answers every such request
 with a 307 to the same path there, to check what a client carries across a redirect.
+
+Rate limits, like the service's (all must hold at once; a refused request counts against
+none of them; each 429 carries ``Retry-After`` in milliseconds):
+
+* ``rate_limit_per_minute``: requests per sliding 60-s window; with ``rate_limit_burst`` set,
+  a token bucket instead: ``burst`` requests at once, refilled at ``rate_limit_per_minute / 60``
+  per second (the real service's bucket is undisclosed and may be small).
+* ``pu_limit_per_minute``: processing units (:mod:`stacfetch.testing.units`) of Process
+  requests, a bucket of one minute's worth refilled at ``pu_limit_per_minute / 60`` per second.
+  ``Retry-After`` is the time until the bucket holds the request's cost. A request costing more
+  than the whole bucket gets a 429 ``RATE_LIMIT_TOKEN_COUNT_EXCEEDS_CAPACITY`` without
+  ``Retry-After`` (how the real service answers one is not documented).
 """
 
 from __future__ import annotations
 
+import math
 import random
 import threading
 import time
@@ -22,6 +35,28 @@ from collections import deque
 from dataclasses import dataclass, field
 
 DEFAULT_KINDS = frozenset({"catalog", "process"})
+EXCEEDS_CAPACITY = "RATE_LIMIT_TOKEN_COUNT_EXCEEDS_CAPACITY"
+
+
+@dataclass
+class TokenBucket:
+    """``capacity`` tokens, refilled at ``rate`` per second; starts full."""
+
+    capacity: float
+    rate: float
+    level: float = math.nan
+    stamp: float = math.nan
+
+    def wait_for(self, amount: float, now: float) -> float:
+        """Seconds until ``amount`` tokens are there (0: now); refills up to ``now`` first."""
+        if math.isnan(self.level):
+            self.level, self.stamp = self.capacity, now
+        self.level = min(self.capacity, self.level + max(0.0, now - self.stamp) * self.rate)
+        self.stamp = max(self.stamp, now)
+        return 0.0 if self.level >= amount else (amount - self.level) / self.rate
+
+    def take(self, amount: float) -> None:
+        self.level -= amount
 
 
 @dataclass(frozen=True)
@@ -30,6 +65,7 @@ class Decision:
 
     status: int | None = None
     retry_after_ms: int | None = None  # for 429
+    code: str | None = None  # error code of the answer, when not the status's usual one
     drop: bool = False  # send headers and part of the body, then shut the socket
     reset: bool = False  # close the connection without answering
     truncate: bool = False  # Process only: 200 with the body cut short
@@ -49,6 +85,8 @@ class Faults:
     rate_429: float = 0.0
     retry_after_ms: int = 1500
     rate_limit_per_minute: int | None = None
+    rate_limit_burst: int | None = None  # set: a token bucket of this size, not a window
+    pu_limit_per_minute: float | None = None
     rate_5xx: float = 0.0
     rate_drop: float = 0.0
     rate_truncate: float = 0.0
@@ -64,22 +102,24 @@ class Faults:
         self._lock = threading.Lock()
         self._rng = random.Random(0)  # the emulator reseeds it with its own seed
         self._window: deque[float] = deque()
+        self._buckets: dict[str, TokenBucket] = {}
 
     def reseed(self, seed: int) -> None:
         with self._lock:
             self._rng = random.Random(seed)
 
     def reset_window(self) -> None:
-        """Forget the requests counted by ``rate_limit_per_minute``."""
+        """Forget what the rate limits counted: the window empties, the buckets fill up."""
         with self._lock:
             self._window.clear()
+            self._buckets.clear()
 
     def applies_to(self, kind: str) -> bool:
         kinds = DEFAULT_KINDS if self.only_kinds is None else self.only_kinds
         return kind in kinds
 
-    def decide(self, kind: str, now: float | None = None) -> Decision:
-        """Decide the fate of one incoming request of ``kind``."""
+    def decide(self, kind: str, now: float | None = None, units: float | None = None) -> Decision:
+        """Decide the fate of one incoming request of ``kind`` costing ``units`` PU."""
         if not self.applies_to(kind):
             return Decision()
         now = time.monotonic() if now is None else now
@@ -93,14 +133,9 @@ class Faults:
                 return self._forced(forced, kind, delay)
             if self.redirect_to:
                 return Decision(redirect=self.redirect_to, delay_s=delay, label="redirect")
-            limit = self.rate_limit_per_minute
-            if limit is not None:
-                while self._window and now - self._window[0] >= 60.0:
-                    self._window.popleft()
-                if len(self._window) >= limit:
-                    wait_ms = max(1, int((60.0 - (now - self._window[0])) * 1000) + 1)
-                    return Decision(429, wait_ms, delay_s=delay, label="rate_limit_per_minute")
-                self._window.append(now)
+            limited = self._rate_limited(now, units or 0.0, delay)
+            if limited is not None:
+                return limited
             if self.rate_429 and rng.random() < self.rate_429:
                 return Decision(429, self.retry_after_ms, delay_s=delay, label="rate_429")
             if self.rate_5xx and rng.random() < self.rate_5xx:
@@ -111,6 +146,46 @@ class Faults:
             if kind == "process" and self.rate_truncate and rng.random() < self.rate_truncate:
                 return Decision(truncate=True, delay_s=delay, label="rate_truncate")
             return Decision(delay_s=delay)
+
+    def _bucket(self, name: str, capacity: float, per_minute: float) -> TokenBucket:
+        bucket = self._buckets.get(name)
+        if bucket is None or (bucket.capacity, bucket.rate) != (capacity, per_minute / 60.0):
+            bucket = self._buckets[name] = TokenBucket(capacity, per_minute / 60.0)
+        return bucket
+
+    def _rate_limited(self, now: float, units: float, delay: float) -> Decision | None:
+        """The 429 of the first limit this request breaks (the longest wait), or None.
+
+        Only a request every limit lets through is counted, by all of them.
+        """
+        waits: list[tuple[float, str]] = []
+        limit, burst = self.rate_limit_per_minute, self.rate_limit_burst
+        requests = None
+        if limit is not None and burst is not None:
+            requests = self._bucket("requests", float(max(1, burst)), float(limit))
+            waits.append((requests.wait_for(1.0, now), "rate_limit_bucket"))
+        elif limit is not None:
+            while self._window and now - self._window[0] >= 60.0:
+                self._window.popleft()
+            if len(self._window) >= limit:
+                waits.append((60.0 - (now - self._window[0]), "rate_limit_per_minute"))
+        pus = None
+        if self.pu_limit_per_minute is not None and units > 0:
+            pus = self._bucket("pu", float(self.pu_limit_per_minute), float(self.pu_limit_per_minute))
+            if units > pus.capacity:
+                return Decision(429, None, code=EXCEEDS_CAPACITY, delay_s=delay,
+                                label="pu_exceeds_capacity")
+            waits.append((pus.wait_for(units, now), "pu_limit_per_minute"))
+        wait, label = max(waits, default=(0.0, ""))
+        if wait > 0:
+            return Decision(429, max(1, math.ceil(wait * 1000)), delay_s=delay, label=label)
+        if requests is not None:
+            requests.take(1.0)
+        elif limit is not None:
+            self._window.append(now)
+        if pus is not None:
+            pus.take(units)
+        return None
 
     def _forced(self, forced: int, kind: str, delay: float) -> Decision:
         label = f"fail_next:{forced}"

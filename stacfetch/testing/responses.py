@@ -77,8 +77,14 @@ def catalog_error(status: int, description: str) -> ApiError:
     return ApiError(status, {"code": status, "description": description})
 
 
-def fault_error(status: int, retry_after_ms: int) -> ApiError:
-    """The body a forced ``status`` gets: 429/5xx/401 in their real shapes, others generic."""
+def fault_error(status: int, retry_after_ms: int, code: str | None = None) -> ApiError:
+    """The body a forced ``status`` gets: 429/5xx/401 in their real shapes, others generic.
+
+    ``code`` RATE_LIMIT_TOKEN_COUNT_EXCEEDS_CAPACITY: a 429 no wait can cure (no Retry-After).
+    """
+    if status == 429 and code == "RATE_LIMIT_TOKEN_COUNT_EXCEEDS_CAPACITY":
+        return sh_error(429, "The request costs more processing units than your rate limit "
+                        "allows in a minute; request a smaller area", code)
     if status == 429:
         return rate_limited(retry_after_ms)
     if status >= 500:
