@@ -267,6 +267,7 @@ class RateLimiter:
         pu_per_minute: float | None = None,
         adaptive: bool = True,
         memory: LimitMemory | None = None,
+        learnt: dict[str, Any] | None = None,
         request_burst: float = REQUEST_BURST,
     ) -> None:
         for name, value in (("requests_per_minute", requests_per_minute), ("pu_per_minute", pu_per_minute)):
@@ -285,6 +286,8 @@ class RateLimiter:
             self._pu.bucket = _Bucket(rate * PU_RATE_SHARE, pu_per_minute * PU_HEADROOM, now)
         if memory is not None and adaptive:
             self._recall(memory.load(), now)
+        if learnt:
+            self._recall(learnt, now)
         self._not_before = 0.0
         self._attempts: dict[Any, _Attempt] = {}
         self._count = 0
@@ -427,9 +430,22 @@ class RateLimiter:
         if seconds > 0:
             time.sleep(seconds)
 
-    def count_retry(self, reason: str) -> None:
+    def count_retry(self, reason: str, *, slept: float = 0.0) -> None:
         with self._lock:
             self._retries[reason] += 1
+            self._slept += max(0.0, slept)
+
+    def handover(self) -> dict[str, Any]:
+        """Keyword arguments for a limiter elsewhere (a Dask actor) that goes on from here:
+        the configured budgets, the memory, and what was learnt so far."""
+        with self._lock:
+            learnt = {b.name: b.state() for b in (self._requests, self._pu)
+                      if b.source in ("learnt", "remembered")}
+            return {"requests_per_minute": self._requests.estimate * 60 if self._requests.configured
+                    and self._requests.estimate else None,
+                    "pu_per_minute": self._pu.estimate * 60 if self._pu.configured
+                    and self._pu.estimate else None,
+                    "adaptive": self._adaptive, "memory": self._memory, "learnt": learnt}
 
     def watch(self, session: Any) -> None:
         """Hook ``session`` (requests): each answer ends its attempt, with the PU it cost."""
