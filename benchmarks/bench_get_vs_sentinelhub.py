@@ -96,7 +96,7 @@ def _child_stacfetch(spec: dict[str, Any]) -> dict[str, Any]:
     import pystac_client  # noqa: F401
     import rasterio  # noqa: F401
 
-    import stacfetch.auth
+    import stacfetch.http.session
     import stacfetch.catalog
     import stacfetch.process
     import stacfetch.run

@@ -136,7 +136,7 @@ def _settings(settings: Settings | None, provider: str | None, env_file: Any, **
 
 def search_query(query: Query, *, settings: Settings, max_items: int | None = None) -> list[Any]:
     """Search the catalog for ``query``; items in time order."""
-    from .auth import open_session
+    from .http import open_session
     from .catalog import search as catalog_search
 
     with open_service(settings) as live:
@@ -194,7 +194,7 @@ def get_query(
     next to each file. ``min_clear``: screen each acquisition with one small SCL request and
     skip those with less than this percentage of clear pixels over the area.
     """
-    from .auth import RateLimiter, open_session
+    from .http import RateLimiter, open_session
     from .catalog import search as catalog_search
     from .plan import plan_jobs, summarize
     from .run import GetResult, RunContext, execute

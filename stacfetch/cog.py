@@ -276,7 +276,7 @@ class PlanetaryComputerSigner:
                 raise ServiceError(
                     f"the SAS token endpoint {url} answered without a token ({exc})", url=url
                 ) from None
-            from .auth import install_redaction
+            from .http.redact import install_redaction
 
             install_redaction([token])
             self._tokens[collection] = (token, expiry)
@@ -491,7 +491,7 @@ class CogReader:
         return href
 
     def _env(self, href: str) -> dict[str, str]:
-        from .auth import USER_AGENT
+        from .http import USER_AGENT
 
         options = dict(GDAL_OPTIONS, GDAL_HTTP_USERAGENT=USER_AGENT)
         stac_url = self.settings.stac_url or ""

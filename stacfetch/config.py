@@ -11,7 +11,6 @@ that a STAC API publishes (``stacfetch.cog``; no Sentinel Hub account needed).
 
 from __future__ import annotations
 
-import ipaddress
 import logging
 import os
 import stat
@@ -20,7 +19,15 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from .errors import ConfigError, InsecureTransportError
+from .errors import ConfigError
+from .http.urls import (  # noqa: F401  (OLD_HUB_*, is_loopback_host, old_hub_host: re-exported)
+    OLD_HUB_HINT,
+    OLD_HUB_HOSTS,
+    OLD_HUB_MESSAGE,
+    check_destination,
+    is_loopback_host,
+    old_hub_host,
+)
 
 log = logging.getLogger(__name__)
 
@@ -41,18 +48,6 @@ FETCH_KINDS = ("process", "cog")
 DEFAULT_OUTPUT_DIR = "stacfetch-output"
 SANDBOX_CLIENT_ID = "sandbox"
 SANDBOX_CLIENT_SECRET = "sandbox-secret"
-
-OLD_HUB_HOSTS = ("apihub.copernicus.eu", "scihub.copernicus.eu")
-OLD_HUB_MESSAGE = (
-    "{host} belongs to the Copernicus Open Access Hub (SciHub/APIHub), which was shut down "
-    "at the end of October 2023 and no longer answers."
-)
-OLD_HUB_HINT = (
-    "its successor is the Copernicus Data Space Ecosystem, which runs the same Sentinel Hub "
-    "APIs: set STACFETCH_PROVIDER=cdse, remove SH_BASE_URL/SH_TOKEN_URL, and create an OAuth "
-    "client at https://shapps.dataspace.copernicus.eu/dashboard/#/account/settings"
-)
-
 
 @dataclass(frozen=True)
 class Provider:
@@ -212,28 +207,6 @@ def mask(secret: str | None) -> str:
     return f"****** ({len(secret)} characters)"
 
 
-def is_loopback_host(host: str | None) -> bool:
-    """True for 127.0.0.0/8, ::1 and localhost."""
-    if not host:
-        return False
-    host = host.strip("[]").lower()
-    if host == "localhost" or host.endswith(".localhost"):
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
-
-
-def old_hub_host(url: str | None) -> str | None:
-    """The Open Access Hub host named in ``url``, if any."""
-    host = (urlsplit(url or "").hostname or "").lower()
-    for old in OLD_HUB_HOSTS:
-        if host == old or host.endswith("." + old):
-            return host
-    return None
-
-
 def check_url(url: str, variable: str) -> None:
     """Refuse URLs that are malformed, point at the dead hub, or are plain HTTP off-loopback."""
     parts = urlsplit(url)
@@ -243,17 +216,7 @@ def check_url(url: str, variable: str) -> None:
             hint=f"set {variable} to a full URL such as https://sh.dataspace.copernicus.eu, "
             "or remove it to use the provider's default",
         )
-    host = old_hub_host(url)
-    if host:
-        raise ConfigError(
-            f"{variable}={url}: {OLD_HUB_MESSAGE.format(host=host)}", hint=OLD_HUB_HINT
-        )
-    if parts.scheme == "http" and not is_loopback_host(parts.hostname):
-        raise InsecureTransportError(
-            f"{variable}={url} uses plain HTTP: credentials would travel unencrypted to "
-            f"{parts.hostname}",
-            hint="use https://, or a loopback address (127.0.0.1, localhost) for a local emulator",
-        )
+    check_destination(url, variable)
 
 
 def deployment_of(url: str | None) -> str | None:

@@ -177,7 +177,7 @@ class RunContext:
 
     def session(self) -> Any:
         if self._session is None:
-            from .auth import open_session
+            from .http import open_session
 
             self._session = open_session(self.settings, **self.session_options)
         return self._session

@@ -11,7 +11,7 @@ import pystac
 import pytest
 from shapely.geometry import Polygon, box
 
-from stacfetch.auth import RetryPolicy, open_session
+from stacfetch.http import RetryPolicy, open_session
 from stacfetch.catalog import (
     UnknownCollectionError,
     describe_item,

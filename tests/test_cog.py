@@ -185,7 +185,7 @@ def test_cog_settings_need_no_sentinel_hub_credentials(tmp_path: Path) -> None:
 
 
 def test_public_session_sends_headers_only_to_the_stac_origin() -> None:
-    from stacfetch.auth import open_session
+    from stacfetch.http import open_session
 
     settings = Settings(provider="stac", base_url=None, token_url=None,
                         stac_url="https://stac.example.com/api", stac_headers={"X-Api-Key": "k-123456789"})
