@@ -96,8 +96,8 @@ def _child_stacfetch(spec: dict[str, Any]) -> dict[str, Any]:
     import pystac_client  # noqa: F401
     import rasterio  # noqa: F401
 
-    import stacfetch.http.session
     import stacfetch.catalog
+    import stacfetch.http.session
     import stacfetch.process
     import stacfetch.run
     import stacfetch.write  # noqa: F401

@@ -136,8 +136,8 @@ def _settings(settings: Settings | None, provider: str | None, env_file: Any, **
 
 def search_query(query: Query, *, settings: Settings, max_items: int | None = None) -> list[Any]:
     """Search the catalog for ``query``; items in time order."""
-    from .http import open_session
     from .catalog import search as catalog_search
+    from .http import open_session
 
     with open_service(settings) as live:
         session = open_session(live)
@@ -194,8 +194,8 @@ def get_query(
     next to each file. ``min_clear``: screen each acquisition with one small SCL request and
     skip those with less than this percentage of clear pixels over the area.
     """
-    from .http import RateLimiter, open_session
     from .catalog import search as catalog_search
+    from .http import RateLimiter, open_session
     from .plan import plan_jobs, summarize
     from .run import GetResult, RunContext, execute
     from .write import check_format

@@ -17,15 +17,6 @@ from typing import Any
 import pytest
 import requests
 
-from stacfetch.http import (
-    USER_AGENT,
-    RateLimiter,
-    RetryPolicy,
-    install_redaction,
-    open_session,
-    parse_retry_after,
-    redact,
-)
 from stacfetch.config import Settings
 from stacfetch.errors import (
     EXIT_AUTH,
@@ -36,6 +27,15 @@ from stacfetch.errors import (
     ServiceError,
     ShutDownHubError,
     TokenExpiredError,
+)
+from stacfetch.http import (
+    USER_AGENT,
+    RateLimiter,
+    RetryPolicy,
+    install_redaction,
+    open_session,
+    parse_retry_after,
+    redact,
 )
 from stacfetch.testing.emulator import Emulator, Faults
 

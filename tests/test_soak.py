@@ -18,9 +18,9 @@ import pytest
 
 import stacfetch.http.ratelimit as ratelimit_module
 from stacfetch.api import build_query, get_query
-from stacfetch.http import RetryPolicy
 from stacfetch.cli import main
 from stacfetch.config import SANDBOX_CLIENT_ID, SANDBOX_CLIENT_SECRET, Settings, load_settings
+from stacfetch.http import RetryPolicy
 from stacfetch.testing.emulator import Emulator
 
 POINT = [34.665, 31.625]
