@@ -178,6 +178,7 @@ class ClientCredentialsToken:
         self._refresh_at = 0.0
         self._expires_at = 0.0
         self.fetches = 0
+        self.last_status: int | None = None  # of the token endpoint's last answer
         register_secret(settings.client_secret)
 
     def close(self) -> None:
@@ -231,6 +232,7 @@ class ClientCredentialsToken:
         )
         started = time.monotonic()
         response = self._session.post(url, data=body, headers=_TOKEN_HEADERS)
+        self.last_status = response.status_code
         self._token_error(response)
         try:
             token = self._client.parse_request_body_response(response.text)
