@@ -408,7 +408,7 @@ def _output_checks(folder: Path) -> list[Check]:
 
 def _gdal_check() -> Check:
     try:
-        import rasterio
+        import rasterio  # here: this check reports a rasterio that does not load
 
         with rasterio.Env() as env:
             drivers = env.drivers()
