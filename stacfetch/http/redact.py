@@ -18,6 +18,7 @@ from urllib.parse import quote, quote_plus
 
 __all__ = [
     "REDACTING_FILTER",
+    "MaskedValue",
     "RedactingFilter",
     "install_redaction",
     "known_secrets",
@@ -73,6 +74,18 @@ def redact(text: str, secrets: Iterable[str] | None = None) -> str:
     for pattern, replacement in _PATTERNS:
         text = pattern.sub(replacement, text)
     return text
+
+
+class MaskedValue(str):
+    """A secret header value whose ``repr`` is masked: a library that logs request headers
+    (pystac-client does at DEBUG: ``Headers: {...}``) shows ``***``; the value sent is intact."""
+
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        value = str(self)
+        masked = redact(value, ())  # "Bearer ***"
+        return repr(masked if masked != value else _MASK)
 
 
 class RedactingFilter(logging.Filter):

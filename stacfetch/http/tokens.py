@@ -32,7 +32,7 @@ from ..errors import (
     TokenExpiredError,
     decode_error_body,
 )
-from .redact import redact, redacting_logger, register_secret
+from .redact import MaskedValue, redact, redacting_logger, register_secret
 from .urls import check_destination, is_loopback_host, origin, same_origin, strip_query
 
 log = redacting_logger(__name__)
@@ -328,7 +328,7 @@ class BearerAuth(AuthBase):
         if not (request.url and self.allows(request.url)):
             return None
         token = self.source.get()
-        request.headers["Authorization"] = f"Bearer {token}"
+        request.headers["Authorization"] = MaskedValue(f"Bearer {token}")
         return token
 
     def unauthorized(self, response: requests.Response, sent: str, refreshed: bool) -> bool:
@@ -362,7 +362,7 @@ class HeaderAuth(AuthBase):
 
     def authorize(self, request: requests.PreparedRequest) -> str | None:
         if self.headers and request.url and origin(request.url) == self.origin:
-            request.headers.update(self.headers)
+            request.headers.update({k: MaskedValue(v) for k, v in self.headers.items()})
         return None
 
     def unauthorized(self, response: requests.Response, sent: str, refreshed: bool) -> bool:
