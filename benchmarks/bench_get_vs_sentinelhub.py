@@ -98,7 +98,7 @@ def _child_stacfetch(spec: dict[str, Any]) -> dict[str, Any]:
 
     import stacfetch.auth
     import stacfetch.catalog
-    import stacfetch.process
+    import stacfetch.sources.process
     import stacfetch.run
     import stacfetch.write  # noqa: F401
     from stacfetch.api import build_query, get_query

@@ -584,7 +584,7 @@ def deployment_hint(settings: Settings) -> str:
 def _settings_var_for(settings: Settings | None, host: str) -> str:
     if settings is None:
         return "the service URL"
-    if settings.fetch == "cog":
+    if settings.source == "assets":
         return "STACFETCH_STAC_URL"
     names = []
     if (urlsplit(settings.base_url or "").hostname or "").lower() == host:
@@ -1240,7 +1240,7 @@ def open_session(
     until the first request (the token is fetched lazily). For a ``cog`` provider (no OAuth)
     this is :func:`open_public_session`.
     """
-    if settings.fetch == "cog":
+    if settings.source == "assets":
         return open_public_session(  # type: ignore[return-value]
             settings, limiter=limiter, max_attempts=max_attempts, retry=retry,
             pool_size=pool_size, timeout=timeout, redact_logs=redact_logs,
