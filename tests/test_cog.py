@@ -16,6 +16,8 @@ import rasterio
 import requests
 from rasterio.enums import Resampling
 
+from stacfetch.config import PROVIDERS, Settings, load_settings
+from stacfetch.errors import ConfigError, DownloadError, ServiceError
 from stacfetch.sources.assets import (
     CogReader,
     PlanetaryComputerSigner,
@@ -23,8 +25,6 @@ from stacfetch.sources.assets import (
     resampling_for,
     strip_query,
 )
-from stacfetch.config import PROVIDERS, Settings, load_settings
-from stacfetch.errors import ConfigError, DownloadError, ServiceError
 from stacfetch.testing.pgstac import RASTER_SCENE, default_shared_dir
 
 SHARED = default_shared_dir(Path(__file__).resolve().parents[1])

@@ -18,6 +18,7 @@ from rasterio.windows import Window
 from shapely.geometry import Point, box
 
 from stacfetch.errors import InvalidOptionError, InvalidResponseError
+from stacfetch.location import utm_epsg
 from stacfetch.plan import (
     Acquisition,
     Grid,
@@ -33,7 +34,6 @@ from stacfetch.plan import (
     sanitize,
     summarize,
 )
-from stacfetch.location import utm_epsg
 from stacfetch.query import Interval, Query
 
 SHARED = Path(__file__).resolve().parents[2] / "shared"
