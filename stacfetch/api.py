@@ -210,7 +210,7 @@ def get_query(
         if not 0 <= min_clear <= 100:
             raise InvalidOptionError(f"--min-clear {min_clear:g} is outside 0..100",
                                      hint="give a percentage of clear pixels, e.g. --min-clear 70")
-        if getattr(settings, "fetch", "process") != "process":
+        if getattr(settings, "source", "process") != "process":
             raise InvalidOptionError(
                 f"--min-clear needs the Sentinel Hub Process API; the {settings.provider} provider has none",
                 hint="use --max-cloud with this provider, or a sentinelhub/cdse/sandbox provider",
@@ -239,7 +239,7 @@ def get_query(
             jobs = plan_jobs(query, items, out_dir,
                              tolerance=timedelta(minutes=time_tolerance_minutes))
             if echo:
-                print(summarize(jobs, query=query, item_count=len(items), fetch=live.fetch),
+                print(summarize(jobs, query=query, item_count=len(items), fetch="cog" if live.source == "assets" else "process"),
                       file=sys.stderr)
             if dry_run:
                 if echo and min_clear is not None:

@@ -208,9 +208,9 @@ class _StderrHandler(logging.StreamHandler):  # type: ignore[type-arg]
 def _redacted(text: str) -> str:
     """``text`` with every known secret and bearer token masked (error paths only)."""
     try:
-        from .auth import _known_secrets, redact
+        from .http.redact import redact
 
-        return redact(text, _known_secrets())
+        return redact(text)
     except Exception:  # never let redaction hide the error itself
         return text
 
@@ -228,6 +228,9 @@ def _configure_logging(args: argparse.Namespace) -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)
+    from .http.redact import install_redaction
+
+    install_redaction()
 
 
 def _location_from_args(args: argparse.Namespace) -> Any:

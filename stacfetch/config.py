@@ -4,9 +4,9 @@ Variables (exactly these names): SH_CLIENT_ID, SH_CLIENT_SECRET, SH_ACCESS_TOKEN
 STACFETCH_OUTPUT_DIR, STACFETCH_PROVIDER, SH_BASE_URL, SH_TOKEN_URL, and for the STAC/COG
 providers STACFETCH_STAC_URL, STACFETCH_STAC_TOKEN, STACFETCH_STAC_HEADERS.
 
-Each provider has a ``fetch`` kind: ``"process"`` renders pixels through the Sentinel Hub
-Process API (OAuth credentials needed); ``"cog"`` reads the Cloud-Optimized GeoTIFF assets
-that a STAC API publishes (``stacfetch.cog``; no Sentinel Hub account needed).
+Each provider has a pixel ``source``: ``"process"`` renders pixels through the Sentinel Hub
+Process API (OAuth credentials needed); ``"assets"`` reads the Cloud-Optimized GeoTIFF assets
+that a STAC API publishes (``stacfetch.sources.assets``; no Sentinel Hub account needed).
 """
 
 from __future__ import annotations
@@ -44,7 +44,7 @@ VARIABLES = (
     "STACFETCH_STAC_HEADERS",
 )
 SECRET_VARIABLES = ("SH_CLIENT_SECRET", "SH_ACCESS_TOKEN", "STACFETCH_STAC_TOKEN", "STACFETCH_STAC_HEADERS")
-FETCH_KINDS = ("process", "cog")
+SOURCES = ("process", "assets")  # where pixels come from: stacfetch.sources
 DEFAULT_OUTPUT_DIR = "stacfetch-output"
 SANDBOX_CLIENT_ID = "sandbox"
 SANDBOX_CLIENT_SECRET = "sandbox-secret"
@@ -58,8 +58,8 @@ class Provider:
     base_url: str | None
     token_url: str | None
     clients_page: str
-    fetch: str = "process"  # "process": Sentinel Hub Process API; "cog": the STAC items' COG assets
-    stac_url: str | None = None  # the STAC API root of a "cog" provider (None: STACFETCH_STAC_URL)
+    source: str = "process"  # "process": Sentinel Hub Process API; "assets": the STAC items' COG assets
+    stac_url: str | None = None  # the STAC API root of an "assets" provider (None: STACFETCH_STAC_URL)
     signing: str | None = None  # asset href signing: "planetary-computer" (SAS tokens) or None
 
 
@@ -91,7 +91,7 @@ PROVIDERS: dict[str, Provider] = {
         None,
         None,
         "nowhere: Earth Search needs no account",
-        fetch="cog",
+        source="assets",
         stac_url="https://earth-search.aws.element84.com/v1",
     ),
     "planetary-computer": Provider(
@@ -100,7 +100,7 @@ PROVIDERS: dict[str, Provider] = {
         None,
         None,
         "nowhere: anonymous SAS tokens need no account",
-        fetch="cog",
+        source="assets",
         stac_url="https://planetarycomputer.microsoft.com/api/stac/v1",
         signing="planetary-computer",
     ),
@@ -110,7 +110,7 @@ PROVIDERS: dict[str, Provider] = {
         None,
         None,
         "the STAC API's own documentation (STACFETCH_STAC_TOKEN or STACFETCH_STAC_HEADERS)",
-        fetch="cog",
+        source="assets",
     ),
 }
 
@@ -135,10 +135,10 @@ class Settings:
     stac_headers: Mapping[str, str] = field(default_factory=dict, repr=False)
 
     @property
-    def fetch(self) -> str:
-        """``"process"`` or ``"cog"``: how this provider's pixels are fetched."""
+    def source(self) -> str:
+        """``"process"`` or ``"assets"``: where this provider's pixels come from (``stacfetch.sources``)."""
         profile = PROVIDERS.get(self.provider)
-        return profile.fetch if profile is not None else "process"
+        return profile.source if profile is not None else "process"
 
     @property
     def signing(self) -> str | None:
@@ -148,7 +148,7 @@ class Settings:
 
     @property
     def catalog_url(self) -> str:
-        if self.fetch == "cog":
+        if self.source == "assets":
             if not self.stac_url:
                 raise ConfigError("no STAC API URL is set", hint="set STACFETCH_STAC_URL")
             return self.stac_url.rstrip("/") + "/"
@@ -173,7 +173,7 @@ class Settings:
 
     def describe(self) -> list[tuple[str, str, str]]:
         """``(variable, shown value, source)`` rows with secrets masked, for `check` and -v."""
-        if self.fetch == "cog":
+        if self.source == "assets":
             cog_values = {
                 "STACFETCH_PROVIDER": self.provider,
                 "STACFETCH_STAC_URL": self.stac_url or "",
@@ -314,7 +314,7 @@ def load_settings(
     profile = PROVIDERS[provider_name]
     out = Path(values.get("STACFETCH_OUTPUT_DIR", DEFAULT_OUTPUT_DIR)).expanduser()
 
-    if profile.fetch == "cog":
+    if profile.source == "assets":
         return _cog_settings(profile, values, sources, out, path if file_values else None)
 
     if profile.name == "sandbox":

@@ -273,7 +273,7 @@ def _catalog_checks(http: ServiceSession, settings: Settings, token: str | None,
                     timeout: float) -> list[Check]:
     checks: list[Check] = []
     root = settings.catalog_url
-    cog = getattr(settings, "fetch", "process") == "cog"
+    cog = getattr(settings, "source", "process") == "assets"
     auth = dict(getattr(settings, "stac_headers", {}) or {}) if cog else (
         {"Authorization": f"Bearer {token}"} if token else None)
     try:
@@ -468,7 +468,7 @@ def diagnose(
     with open_service(settings) as live, _http(live, timeout) as http:
         if settings.is_sandbox:
             checks.append(Check("sandbox", True, f"emulator started at {live.base_url} (synthetic data)"))
-        if getattr(live, "fetch", "process") == "cog":
+        if getattr(live, "source", "process") == "assets":
             token_checks, token = [Check("credentials", None, "no Sentinel Hub account needed: "
                                          "pixels come from the STAC API's COG assets")], None
         else:

@@ -22,6 +22,8 @@ from typing import Any
 
 import numpy as np
 
+from .stac.items import scene_facts
+
 __all__ = ["QUICKLOOK_SIDE", "contact_sheet", "quicklook", "quicklook_path", "read_picture", "timeline"]
 
 QUICKLOOK_SIDE = 512
@@ -302,9 +304,8 @@ def timeline(
     """Plot ``items`` (pystac Items) over time against ``eo:cloud_cover``; write a PNG to ``dest``."""
     from PIL import Image, ImageDraw
 
-    from .plan import item_cloud_cover, item_datetime, item_platform
-
-    points = [(item_datetime(it), item_cloud_cover(it), item_platform(it) or "S2") for it in items]
+    facts = [scene_facts(it) for it in items]
+    points = [(f.sensing_time(), f.cloud_cover, f.platform or "S2") for f in facts]
     times = [t for t, _, _ in points]
     lo = start or (min(times) if times else datetime.now(timezone.utc))
     hi = end or (max(times) if times else lo + timedelta(days=1))

@@ -30,7 +30,7 @@ from .errors import (
     StacfetchError,
 )
 from .plan import Job
-from .process import fetch_tile, request_body
+from .sources import source_for
 
 log = logging.getLogger(__name__)
 
@@ -154,6 +154,7 @@ class RunContext:
         fmt: str = "cog",
     ) -> None:
         self.settings = settings
+        self.source = source_for(settings)  # the pixel source, chosen once from the provider
         self.overwrite = overwrite
         self.fmt = fmt
         self.tags = dict(tags or {})
@@ -237,17 +238,16 @@ def run_job(job: Job, context: RunContext) -> Outcome:
         discard_partial(job.destination)
         session = context.session()
         acq = job.acquisition
-        collection = tags_collection(job)
-        reader = _cog_reader(job, context, session) if context.settings.fetch == "cog" else None
+        reader = context.source.open(job, session)
         with PartFile(job.destination, profile_for(job.grid, job.bands, job.dtype), fmt=fmt) as part:
-            if reader is not None:  # a STAC API's COG assets (stacfetch.cog)
+            if not context.source.concurrent_tiles:  # a STAC API's COG assets (sources.assets)
                 for tile in job.tiles:
                     _check_stop(context)
                     part.write_tile(tile, reader.read_tile(tile))
                 requests_made = reader.reads
             else:
                 def one_tile(tile: Any) -> int:
-                    return _process_tile(job, tile, part, session, context, collection)
+                    return _process_tile(job, tile, part, reader, context)
 
                 workers = min(max(1, context.tile_workers), len(job.tiles))
                 if workers == 1:
@@ -258,10 +258,10 @@ def run_job(job: Job, context: RunContext) -> Outcome:
             if context.stop is not None and context.stop.is_set():
                 raise Interrupted("stopped before this acquisition was complete")
             part.commit(
-                tags={**_tags(job, context), **(reader.tags() if reader else {})},
+                tags={**_tags(job, context), **reader.tags()},
                 band_descriptions=job.bands,
                 items=[item.to_dict(transform_hrefs=False) for item in acq.items],
-                scaling=reader.scaling() if reader else None,
+                scaling=reader.scaling(),
             )
         size = job.destination.stat().st_size
         return Outcome(job, "written", bytes=size, requests=requests_made,
@@ -305,8 +305,7 @@ def _check_stop(context: RunContext) -> None:
         raise Interrupted("stopped before this acquisition was complete")
 
 
-def _process_tile(job: Job, tile: Any, part: Any, session: Any, context: RunContext,
-                  collection: str) -> int:
+def _process_tile(job: Job, tile: Any, part: Any, reader: Any, context: RunContext) -> int:
     """Request one tile from the Process API, validate it and write it; return requests made.
 
     Large responses are streamed to a spool file next to the ``.part`` (never held whole in
@@ -315,18 +314,13 @@ def _process_tile(job: Job, tile: Any, part: Any, session: Any, context: RunCont
     from .write import tile_spool_path
 
     acq = job.acquisition
-    body = request_body(
-        collection=collection, bounds=tile.bounds, crs=job.grid.crs,
-        width=int(tile.window.width), height=int(tile.window.height),
-        start=acq.start, end=acq.end, bands=job.bands, dtype=job.dtype,
-    )
     expected = tile.width * tile.height * len(job.bands) * np.dtype(job.dtype).itemsize
     spool = tile_spool_path(job.destination, tile.name) if expected > SPOOL_BYTES else None
     for attempt in range(1, TILE_ATTEMPTS + 1):
         _check_stop(context)
         try:  # a 200 that is no GeoTIFF, or a wrong/truncated one: ask again
             with context.request_slots or contextlib.nullcontext():
-                data = fetch_tile(session, context.settings.process_url, body, spool=spool)
+                data = reader.read_tile(tile, spool=spool)
             try:
                 part.write_tile(tile, data)
             finally:
@@ -340,13 +334,6 @@ def _process_tile(job: Job, tile: Any, part: Any, session: Any, context: RunCont
                 ) from None
             log.warning("tile %s of %s: %s; asking again", tile.name, acq.key, exc.message)
     raise AssertionError("unreachable")
-
-
-def _cog_reader(job: Job, context: RunContext, session: Any) -> Any:
-    """The pixel source of a ``cog`` provider: windowed reads of the items' COG assets."""
-    from .cog import CogReader
-
-    return CogReader(job, context.settings, session)
 
 
 def _progress(total: int, enabled: bool) -> Any:

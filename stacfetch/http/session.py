@@ -339,7 +339,7 @@ def _short_reason(exc: BaseException) -> str:
 def _settings_var_for(settings: Settings | None, host: str) -> str:
     if settings is None:
         return "the service URL"
-    if settings.fetch == "cog":
+    if settings.source == "assets":
         return "STACFETCH_STAC_URL"
     names = []
     if (urlsplit(settings.base_url or "").hostname or "").lower() == host:
@@ -395,7 +395,7 @@ def open_session(
     this is :func:`open_public_session`. ``redact_logs``: register the settings' secrets so
     that stacfetch's errors and loggers mask them.
     """
-    if settings.fetch == "cog":
+    if settings.source == "assets":
         return open_public_session(
             settings, limiter=limiter, max_attempts=max_attempts, retry=retry,
             pool_size=pool_size, timeout=timeout, redact_logs=redact_logs,

@@ -1,0 +1,1 @@
+"""STAC items and the run manifest: what stacfetch reads from and writes as STAC."""
