@@ -99,8 +99,7 @@ def _child_stacfetch(spec: dict[str, Any]) -> dict[str, Any]:
     import stacfetch.auth
     import stacfetch.catalog
     import stacfetch.process
-    import stacfetch.run
-    import stacfetch.write  # noqa: F401
+    import stacfetch.raster  # noqa: F401
     from stacfetch.api import build_query, get_query
     from stacfetch.config import load_settings
 
