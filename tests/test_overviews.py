@@ -1,4 +1,4 @@
-"""Overview pyramids made in bounded memory (stacfetch.overviews) and the COGs built from them."""
+"""Overview pyramids made in bounded memory (stacfetch.raster.overviews) and the COGs built from them."""
 
 from __future__ import annotations
 

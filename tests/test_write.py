@@ -1,9 +1,12 @@
-"""Tests of stacfetch.write: windowed stitching, response validation, commit, resume, manifest."""
+"""Tests of stacfetch.raster and stacfetch.stac.manifest: windowed stitching, response validation, commit, resume, manifest."""
 
 from __future__ import annotations
 
 import hashlib
 import json
+import os
+import subprocess
+import sys
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timezone
 from pathlib import Path
@@ -514,3 +517,16 @@ def test_a_copy_cut_short_is_caught_without_decoding(tmp_path: Path, fmt: str) -
     target.write_bytes(data[:-1000])  # what a full disk leaves: the directory, not the last tiles
     with pytest.raises(OSError, match="cut short|incomplete"):
         _check_copy(target, samples)
+
+
+def test_importing_the_writing_modules_changes_no_environment() -> None:
+    """GDAL settings are data a run enters (raster.profiles.GDAL_OPTIONS), not os.environ at import."""
+    code = (
+        "import os, rasterio\n"  # rasterio itself sets its CA bundle variables at import
+        "before = dict(os.environ)\n"
+        "import stacfetch.raster, stacfetch.stac.manifest, stacfetch.run\n"
+        "changed = sorted(k for k in set(before) | set(os.environ) if before.get(k) != os.environ.get(k))\n"
+        "assert not changed, changed\n"
+    )
+    env = {k: v for k, v in os.environ.items() if k != "GDAL_CACHEMAX"}
+    subprocess.run([sys.executable, "-c", code], check=True, env=env, timeout=120)
