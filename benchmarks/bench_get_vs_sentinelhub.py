@@ -98,9 +98,9 @@ def _child_stacfetch(spec: dict[str, Any]) -> dict[str, Any]:
 
     import stacfetch.catalog
     import stacfetch.http.session
+    import stacfetch.raster
     import stacfetch.run
-    import stacfetch.sources.process
-    import stacfetch.write  # noqa: F401
+    import stacfetch.sources.process  # noqa: F401
     from stacfetch.api import build_query, get_query
     from stacfetch.config import load_settings
 

@@ -197,8 +197,8 @@ def get_query(
     from .catalog import search as catalog_search
     from .http import RateLimiter, open_session
     from .plan import plan_jobs, summarize
+    from .raster import check_format
     from .run import GetResult, RunContext, execute
-    from .write import check_format
 
     try:
         fmt = check_format(fmt)
@@ -268,7 +268,7 @@ def _screen(jobs: list[Any], session: Any, settings: Settings, query: Query, min
             overwrite: bool, fmt: str, workers: int, echo: bool) -> tuple[list[Any], list[Any]]:
     """Jobs left after --min-clear; complete files are kept without a screening request."""
     from .clouds import screen
-    from .write import is_complete
+    from .raster import is_complete
 
     todo = [j for j in jobs if overwrite or not is_complete(j.destination, j.grid, j.bands, j.dtype)]
     _, shares = screen(todo, session, settings.process_url, min_clear, geometry=query.geometry,

@@ -69,7 +69,7 @@ from .bands import PRESETS, output_dtype
 from .crs import canonical_crs, check_resolution
 from .errors import InvalidOptionError
 from .location import utm_epsg
-from .query import Query
+from .query import DEFAULT_COLLECTION, Query
 from .stac.items import SceneFacts, scene_facts
 
 __all__ = [
@@ -161,7 +161,7 @@ class Acquisition:
     @property
     def collection(self) -> str:
         """The collection id of the items (``sentinel-2-l2a`` when unknown)."""
-        return str(self.items[0].collection_id or "sentinel-2-l2a")
+        return str(self.items[0].collection_id or DEFAULT_COLLECTION)
 
     @property
     def primary(self) -> pystac.Item:

@@ -19,8 +19,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import rasterio
 
-from . import __version__
 from .config import Settings
 from .errors import (
     EXIT_OK,
@@ -30,6 +30,7 @@ from .errors import (
     StacfetchError,
 )
 from .plan import Job
+from .raster.profiles import gdal_options
 from .sources import source_for
 
 log = logging.getLogger(__name__)
@@ -184,41 +185,15 @@ class RunContext:
         return self._session
 
 
-def _tags(job: Job, context: RunContext) -> dict[str, str]:
-    acq = job.acquisition
-    tags = {
-        "STACFETCH_VERSION": __version__,
-        "PROVIDER": context.settings.provider,
-        "COLLECTION": tags_collection(job),
-        "ITEM_IDS": ",".join(acq.item_ids),
-        "ACQUISITION_DATETIME": acq.datetime.strftime("%Y-%m-%dT%H:%M:%SZ"),
-        "PLATFORM": acq.platform or "",
-        "BANDS": ",".join(job.bands),
-        "CLOUD_COVER": "" if acq.cloud_cover is None else f"{acq.cloud_cover:.2f}",
-        "TIFFTAG_IMAGEDESCRIPTION": (
-            f"{tags_collection(job)} {','.join(job.bands)} acquired "
-            f"{acq.datetime.strftime('%Y-%m-%dT%H:%M:%SZ')} by {acq.platform or 'Sentinel-2'}"
-            + ("" if acq.cloud_cover is None else f", scene cloud cover {acq.cloud_cover:.1f} %")
-        ),
-    }
-    tags.update(context.tags)
-    return tags
-
-
-def tags_collection(job: Job) -> str:
-    """The collection id of a job's items (``sentinel-2-l2a`` when unknown)."""
-    return str(job.acquisition.items[0].collection_id or "sentinel-2-l2a")
-
-
 def run_job(job: Job, context: RunContext) -> Outcome:
     """Produce one acquisition's GeoTIFF (or find it complete). Never raises for service errors."""
-    from .write import (
+    from .raster import (
         PartFile,
         complete_format,
         convert_format,
         discard_partial,
-        profile_for,
         sha256_file,
+        tags_for,
     )
 
     fmt = context.fmt
@@ -239,7 +214,7 @@ def run_job(job: Job, context: RunContext) -> Outcome:
         session = context.session()
         acq = job.acquisition
         reader = context.source.open(job, session)
-        with PartFile(job.destination, profile_for(job.grid, job.bands, job.dtype), fmt=fmt) as part:
+        with PartFile(job.destination, job.grid, job.bands, job.dtype, fmt=fmt) as part:
             if not context.source.concurrent_tiles:  # a STAC API's COG assets (sources.assets)
                 for tile in job.tiles:
                     _check_stop(context)
@@ -258,7 +233,8 @@ def run_job(job: Job, context: RunContext) -> Outcome:
             if context.stop is not None and context.stop.is_set():
                 raise Interrupted("stopped before this acquisition was complete")
             part.commit(
-                tags={**_tags(job, context), **reader.tags()},
+                tags={**tags_for(acq, job.bands, provider=context.settings.provider),
+                      **context.tags, **reader.tags()},
                 band_descriptions=job.bands,
                 items=[item.to_dict(transform_hrefs=False) for item in acq.items],
                 scaling=reader.scaling(),
@@ -311,7 +287,7 @@ def _process_tile(job: Job, tile: Any, part: Any, reader: Any, context: RunConte
     Large responses are streamed to a spool file next to the ``.part`` (never held whole in
     memory); a response that is not the GeoTIFF asked for is asked again.
     """
-    from .write import tile_spool_path
+    from .raster import tile_spool_path
 
     acq = job.acquisition
     expected = tile.width * tile.height * len(job.bands) * np.dtype(job.dtype).itemsize
@@ -356,9 +332,24 @@ def execute(
     """Run every job; write the manifest of what is complete; return the result.
 
     On Ctrl-C the workers stop at the next tile, unfinished ``.part`` files are removed,
-    the manifest lists what is complete, and ``Interrupted`` (exit 130) is raised.
+    the manifest lists what is complete, and ``Interrupted`` (exit 130) is raised. The run
+    uses stacfetch's GDAL settings (``raster.profiles.GDAL_OPTIONS``), restored after.
     """
-    from .write import discard_partial
+    with rasterio.Env(**gdal_options()):
+        return _execute(jobs, context, executor=executor, workers=workers, progress=progress,
+                        manifest_root=manifest_root)
+
+
+def _execute(
+    jobs: list[Job],
+    context: RunContext,
+    *,
+    executor: Executor | None,
+    workers: int,
+    progress: bool,
+    manifest_root: Path | None,
+) -> GetResult:
+    from .raster import discard_partial
 
     started = time.monotonic()
     result = GetResult(jobs=list(jobs))
@@ -424,7 +415,7 @@ def execute(
 
 def _write_manifest(result: GetResult, root: Path | None) -> Path | None:
     """Record every complete file with its checksum in the run's STAC catalog manifest."""
-    from .write import write_manifest
+    from .stac.manifest import write_manifest
 
     complete = [o for o in result.outcomes if o.status in ("written", "skipped")]
     if not complete or root is None:

@@ -5,7 +5,7 @@ the archived pixels themselves: for every tile of a :class:`~stacfetch.plan.Job`
 only the part of each band asset that covers the tile is read over HTTP byte ranges
 (GDAL ``/vsicurl/``; nothing is downloaded whole), warped onto the tile's grid with
 :class:`rasterio.vrt.WarpedVRT`, and returned as a ``(bands, height, width)`` array for
-:meth:`stacfetch.write.PartFile.write_tile`. Grid, tiling, resume, atomic writing, concurrency
+:meth:`stacfetch.raster.PartFile.write_tile`. Grid, tiling, resume, atomic writing, concurrency
 and the manifest are the shared ones of ``run.py``; only how pixels are fetched differs.
 
 Band -> asset key (:func:`band_asset_keys`), first rule that matches, among raster (GeoTIFF)

@@ -1,1 +1,1 @@
-"""STAC items and the run manifest: what stacfetch reads from and writes as STAC."""
+"""STAC documents: scene facts of search results, and the manifest of written files."""
