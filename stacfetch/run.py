@@ -9,6 +9,8 @@ session and so one rate limiter. A job that fails does not stop the others.
 from __future__ import annotations
 
 import contextlib
+import ctypes
+import ctypes.util
 import logging
 import sys
 import threading
@@ -19,8 +21,13 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from rasterio._err import CPLE_BaseError
+from rasterio.errors import RasterioError
+from tqdm import tqdm
 
 from . import __version__
+from .auth import open_session
+from .cog import CogReader
 from .config import Settings
 from .errors import (
     EXIT_OK,
@@ -31,6 +38,16 @@ from .errors import (
 )
 from .plan import Job
 from .process import fetch_tile, request_body
+from .write import (
+    PartFile,
+    complete_format,
+    convert_format,
+    discard_partial,
+    profile_for,
+    sha256_file,
+    tile_spool_path,
+    write_manifest,
+)
 
 log = logging.getLogger(__name__)
 
@@ -177,8 +194,6 @@ class RunContext:
 
     def session(self) -> Any:
         if self._session is None:
-            from .auth import open_session
-
             self._session = open_session(self.settings, **self.session_options)
         return self._session
 
@@ -211,15 +226,6 @@ def tags_collection(job: Job) -> str:
 
 def run_job(job: Job, context: RunContext) -> Outcome:
     """Produce one acquisition's GeoTIFF (or find it complete). Never raises for service errors."""
-    from .write import (
-        PartFile,
-        complete_format,
-        convert_format,
-        discard_partial,
-        profile_for,
-        sha256_file,
-    )
-
     fmt = context.fmt
     found = None if context.overwrite else complete_format(job.destination, job.grid, job.bands, job.dtype)
     if found == fmt:
@@ -275,9 +281,6 @@ def run_job(job: Job, context: RunContext) -> Outcome:
         return Outcome(job, "failed", requests=requests_made,
                        error=f"cannot write {job.destination}: {exc.strerror or exc}")
     except Exception as exc:  # GDAL's own errors writing the .part (disk full: CPLE_*Error)
-        from rasterio._err import CPLE_BaseError
-        from rasterio.errors import RasterioError
-
         if not isinstance(exc, (RasterioError, CPLE_BaseError)):
             raise
         return Outcome(job, "failed", requests=requests_made,
@@ -288,11 +291,10 @@ def return_large_buffers_to_the_os() -> None:
     """Make glibc hand buffers over 1 MiB straight back to the OS when freed (Linux only).
 
     Without this, glibc's adaptive threshold keeps every worker thread's tile-sized buffers
-    in per-thread heaps, which shows up as a much higher peak RSS for large areas.
+    in per-thread heaps, which shows up as a much higher peak RSS for large areas. It changes
+    the whole process, so the library never calls it: the CLI (the process owner) does, and so
+    may any program that runs large downloads.
     """
-    import ctypes
-    import ctypes.util
-
     name = ctypes.util.find_library("c")
     if not name or not sys.platform.startswith("linux"):
         return
@@ -312,8 +314,6 @@ def _process_tile(job: Job, tile: Any, part: Any, session: Any, context: RunCont
     Large responses are streamed to a spool file next to the ``.part`` (never held whole in
     memory); a response that is not the GeoTIFF asked for is asked again.
     """
-    from .write import tile_spool_path
-
     acq = job.acquisition
     body = request_body(
         collection=collection, bounds=tile.bounds, crs=job.grid.crs,
@@ -344,16 +344,12 @@ def _process_tile(job: Job, tile: Any, part: Any, session: Any, context: RunCont
 
 def _cog_reader(job: Job, context: RunContext, session: Any) -> Any:
     """The pixel source of a ``cog`` provider: windowed reads of the items' COG assets."""
-    from .cog import CogReader
-
     return CogReader(job, context.settings, session)
 
 
 def _progress(total: int, enabled: bool) -> Any:
     if not enabled or not sys.stderr.isatty():
         return None
-    from tqdm import tqdm
-
     return tqdm(total=total, unit="file", file=sys.stderr, dynamic_ncols=True, desc="acquisitions")
 
 
@@ -371,8 +367,6 @@ def execute(
     On Ctrl-C the workers stop at the next tile, unfinished ``.part`` files are removed,
     the manifest lists what is complete, and ``Interrupted`` (exit 130) is raised.
     """
-    from .write import discard_partial
-
     started = time.monotonic()
     result = GetResult(jobs=list(jobs))
     own_executor = executor is None
@@ -381,7 +375,6 @@ def execute(
     context.request_slots = threading.BoundedSemaphore(max(1, workers))
     pool: Executor = executor or ThreadPoolExecutor(max_workers=max(1, workers) * THREADS_PER_SLOT,
                                                     thread_name_prefix="stacfetch")
-    return_large_buffers_to_the_os()
     if own_executor and jobs:
         # fewer acquisitions than workers (a large area): spread the workers over tiles
         context.tile_workers = min(MAX_TILE_WORKERS, max(1, workers // len(jobs)))
@@ -437,8 +430,6 @@ def execute(
 
 def _write_manifest(result: GetResult, root: Path | None) -> Path | None:
     """Record every complete file with its checksum in the run's STAC catalog manifest."""
-    from .write import write_manifest
-
     complete = [o for o in result.outcomes if o.status in ("written", "skipped")]
     if not complete or root is None:
         return None
