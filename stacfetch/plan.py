@@ -92,7 +92,6 @@ __all__ = [
     "plan_jobs",
     "safe_join",
     "sanitize",
-    "summarize",
 ]
 
 DEFAULT_TOLERANCE = timedelta(hours=1)
@@ -625,62 +624,6 @@ class Plan:
                 for j in self.jobs
             ],
         }
-
-
-def _size(n: float) -> str:
-    for unit in ("B", "kB", "MB", "GB", "TB"):
-        if n < 1000 or unit == "TB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1000
-    return f"{n:.1f} TB"
-
-
-def summarize(
-    jobs: Sequence[Job],
-    *,
-    query: Query | None = None,
-    item_count: int | None = None,
-    fetch: str = "process",
-) -> str:
-    """Human-readable dry-run text: counts, grid, estimated cost, and one line per file.
-
-    ``fetch`` is the provider's kind: ``"process"`` (Sentinel Hub Process API requests and
-    processing units) or ``"cog"`` (windowed reads of each item's band files; no PU cost).
-    """
-    plan = Plan(tuple(jobs))
-    head = f"{item_count} items -> " if item_count is not None else ""
-    if not jobs:
-        when = f" in {query.interval}" if query is not None else ""
-        return f"{head}0 acquisitions{when}: nothing to download"
-    grid, first = jobs[0].grid, jobs[0]
-    unit = "deg" if grid.is_geographic else "m"
-    extent = (
-        f"{grid.width * grid.resolution:g} x {grid.height * grid.resolution:g} deg"
-        if grid.is_geographic
-        else f"{grid.width * grid.resolution / 1000:.1f} x {grid.height * grid.resolution / 1000:.1f} km"
-    )
-    if fetch == "cog":
-        reads = sum(len(j.acquisition.items) for j in jobs) * len(first.bands)
-        work = (f"{head}{plan.acquisitions} acquisitions, {plan.tiles_per_acquisition} tile(s) each, "
-                f"windowed reads of {reads} band file(s) (no Process API)")
-        cost = f"estimate: at most {_size(plan.estimated_bytes)} uncompressed output"
-    else:
-        work = (f"{head}{plan.acquisitions} acquisitions, {plan.tiles_per_acquisition} tile(s) each, "
-                f"{plan.requests} Process API requests")
-        cost = (f"estimate: {plan.processing_units:.1f} processing units, "
-                f"at most {_size(plan.estimated_bytes)} uncompressed")
-    lines = [
-        work,
-        f"grid: {grid.crs}, {grid.resolution:g} {unit}, {grid.width} x {grid.height} px ({extent})",
-        f"bands: {','.join(first.bands)} ({first.dtype})",
-        cost,
-        f"folder: {first.area_dir}",
-    ]
-    for j in jobs:
-        cc = j.acquisition.cloud_cover
-        cloud = f"cloud {cc:.1f}%" if cc is not None else "cloud ?"
-        lines.append(f"  {j.destination.name}  {len(j.acquisition.items)} item(s)  {cloud}")
-    return "\n".join(lines)
 
 
 def make_plan(

@@ -9,6 +9,8 @@ session and so one rate limiter. A job that fails does not stop the others.
 from __future__ import annotations
 
 import contextlib
+import ctypes
+import ctypes.util
 import logging
 import sys
 import threading
@@ -20,6 +22,9 @@ from typing import Any
 
 import numpy as np
 import rasterio
+from rasterio._err import CPLE_BaseError
+from rasterio.errors import RasterioError
+from tqdm import tqdm
 
 from .config import Settings
 from .errors import (
@@ -29,9 +34,20 @@ from .errors import (
     InvalidResponseError,
     StacfetchError,
 )
+from .http import open_session
 from .plan import Job
+from .raster import (
+    PartFile,
+    complete_format,
+    convert_format,
+    discard_partial,
+    sha256_file,
+    tags_for,
+    tile_spool_path,
+)
 from .raster.profiles import gdal_options
 from .sources import source_for
+from .stac.manifest import write_manifest
 
 log = logging.getLogger(__name__)
 
@@ -179,23 +195,12 @@ class RunContext:
 
     def session(self) -> Any:
         if self._session is None:
-            from .http import open_session
-
             self._session = open_session(self.settings, **self.session_options)
         return self._session
 
 
 def run_job(job: Job, context: RunContext) -> Outcome:
     """Produce one acquisition's GeoTIFF (or find it complete). Never raises for service errors."""
-    from .raster import (
-        PartFile,
-        complete_format,
-        convert_format,
-        discard_partial,
-        sha256_file,
-        tags_for,
-    )
-
     fmt = context.fmt
     found = None if context.overwrite else complete_format(job.destination, job.grid, job.bands, job.dtype)
     if found == fmt:
@@ -251,9 +256,6 @@ def run_job(job: Job, context: RunContext) -> Outcome:
         return Outcome(job, "failed", requests=requests_made,
                        error=f"cannot write {job.destination}: {exc.strerror or exc}")
     except Exception as exc:  # GDAL's own errors writing the .part (disk full: CPLE_*Error)
-        from rasterio._err import CPLE_BaseError
-        from rasterio.errors import RasterioError
-
         if not isinstance(exc, (RasterioError, CPLE_BaseError)):
             raise
         return Outcome(job, "failed", requests=requests_made,
@@ -264,11 +266,10 @@ def return_large_buffers_to_the_os() -> None:
     """Make glibc hand buffers over 1 MiB straight back to the OS when freed (Linux only).
 
     Without this, glibc's adaptive threshold keeps every worker thread's tile-sized buffers
-    in per-thread heaps, which shows up as a much higher peak RSS for large areas.
+    in per-thread heaps, which shows up as a much higher peak RSS for large areas. It changes
+    the whole process, so the library never calls it: the CLI (the process owner) does, and so
+    may any program that runs large downloads.
     """
-    import ctypes
-    import ctypes.util
-
     name = ctypes.util.find_library("c")
     if not name or not sys.platform.startswith("linux"):
         return
@@ -287,8 +288,6 @@ def _process_tile(job: Job, tile: Any, part: Any, reader: Any, context: RunConte
     Large responses are streamed to a spool file next to the ``.part`` (never held whole in
     memory); a response that is not the GeoTIFF asked for is asked again.
     """
-    from .raster import tile_spool_path
-
     acq = job.acquisition
     expected = tile.width * tile.height * len(job.bands) * np.dtype(job.dtype).itemsize
     spool = tile_spool_path(job.destination, tile.name) if expected > SPOOL_BYTES else None
@@ -315,8 +314,6 @@ def _process_tile(job: Job, tile: Any, part: Any, reader: Any, context: RunConte
 def _progress(total: int, enabled: bool) -> Any:
     if not enabled or not sys.stderr.isatty():
         return None
-    from tqdm import tqdm
-
     return tqdm(total=total, unit="file", file=sys.stderr, dynamic_ncols=True, desc="acquisitions")
 
 
@@ -349,8 +346,6 @@ def _execute(
     progress: bool,
     manifest_root: Path | None,
 ) -> GetResult:
-    from .raster import discard_partial
-
     started = time.monotonic()
     result = GetResult(jobs=list(jobs))
     own_executor = executor is None
@@ -359,7 +354,6 @@ def _execute(
     context.request_slots = threading.BoundedSemaphore(max(1, workers))
     pool: Executor = executor or ThreadPoolExecutor(max_workers=max(1, workers) * THREADS_PER_SLOT,
                                                     thread_name_prefix="stacfetch")
-    return_large_buffers_to_the_os()
     if own_executor and jobs:
         # fewer acquisitions than workers (a large area): spread the workers over tiles
         context.tile_workers = min(MAX_TILE_WORKERS, max(1, workers // len(jobs)))
@@ -415,8 +409,6 @@ def _execute(
 
 def _write_manifest(result: GetResult, root: Path | None) -> Path | None:
     """Record every complete file with its checksum in the run's STAC catalog manifest."""
-    from .stac.manifest import write_manifest
-
     complete = [o for o in result.outcomes if o.status in ("written", "skipped")]
     if not complete or root is None:
         return None

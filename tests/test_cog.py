@@ -15,6 +15,7 @@ import pytest
 import rasterio
 import requests
 from rasterio.enums import Resampling
+from realstac.pgstac import RASTER_SCENE, default_shared_dir
 
 from stacfetch.config import PROVIDERS, Settings, load_settings
 from stacfetch.errors import ConfigError, DownloadError, ServiceError
@@ -25,7 +26,6 @@ from stacfetch.sources.assets import (
     band_asset_keys,
     resampling_for,
 )
-from stacfetch.testing.pgstac import RASTER_SCENE, default_shared_dir
 
 SHARED = default_shared_dir(Path(__file__).resolve().parents[1])
 ITEMS = SHARED / "data" / "items"

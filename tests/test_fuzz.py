@@ -269,9 +269,9 @@ def test_get_and_search_any_arguments(offline: list[Any], tmp_path: Path) -> Non
 def test_cli_parsers_any_text() -> None:
     """The CLI's own parsers, directly: bbox, numbers, bands, dates, GeoJSON/ring text."""
     from stacfetch.bands import parse_bands
-    from stacfetch.cli import _number
     from stacfetch.dates import to_interval
     from stacfetch.location import parse_bbox, to_geometry
+    from stacfetch.query import number as _number
 
     @settings(max_examples=2000, **FUZZ)
     @given(bbox_text, number_text, band_lists, dates, st.one_of(st.none(), dates),

@@ -17,6 +17,7 @@ from pyproj import Transformer
 from rasterio.windows import Window
 from shapely.geometry import Point, box
 
+from stacfetch.cli.output import summarize
 from stacfetch.errors import InvalidOptionError, InvalidResponseError
 from stacfetch.location import utm_epsg
 from stacfetch.plan import (
@@ -32,7 +33,6 @@ from stacfetch.plan import (
     plan_jobs,
     safe_join,
     sanitize,
-    summarize,
 )
 from stacfetch.query import Interval, Query
 

@@ -8,10 +8,10 @@ from pathlib import Path
 
 import pystac
 import pytest
+from realstac.pgstac import default_shared_dir
 
 from stacfetch.errors import InvalidResponseError
 from stacfetch.stac.items import scene_facts
-from stacfetch.testing.pgstac import default_shared_dir
 
 T0 = datetime(2022, 1, 21, 8, 32, 1, tzinfo=timezone.utc)
 PAGE = (default_shared_dir(Path(__file__).resolve().parents[1]) / "data" / "items"
