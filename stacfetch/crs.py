@@ -44,15 +44,18 @@ def is_geographic(crs: str) -> bool:
     return bool(_parse(canonical_crs(crs)).is_geographic)
 
 
-def check_resolution(crs: str, resolution: Any) -> float:
-    """``resolution`` as a float, checked against the units of ``crs`` (see the module docstring)."""
+def check_resolution(crs: str | None, resolution: Any) -> float:
+    """``resolution`` as a float, checked against the units of ``crs`` (see the module docstring).
+
+    ``crs`` None stands for the area's UTM zone (metres), chosen later by the plan.
+    """
     if isinstance(resolution, bool):
         raise InvalidOptionError(f"resolution must be a number, got {resolution!r}")
     try:
         res = float(resolution)
     except (TypeError, ValueError):
         raise InvalidOptionError(f"resolution must be a number, got {resolution!r}") from None
-    name = canonical_crs(crs)
+    name = "EPSG:32631" if crs is None else canonical_crs(crs)  # any UTM zone: metres
     parsed = _parse(name)
     if parsed.is_geographic:
         if not (math.isfinite(res) and 1e-6 <= res <= 0.1):

@@ -69,7 +69,7 @@ from .bands import PRESETS, output_dtype
 from .crs import canonical_crs, check_resolution
 from .errors import InvalidOptionError
 from .location import utm_epsg
-from .query import DEFAULT_COLLECTION, Query
+from .query import DEFAULT_COLLECTION, DEFAULT_TOLERANCE, Query
 from .stac.items import SceneFacts, scene_facts
 
 __all__ = [
@@ -94,7 +94,6 @@ __all__ = [
     "sanitize",
 ]
 
-DEFAULT_TOLERANCE = timedelta(hours=1)
 DEFAULT_MAX_PX = 2500  # Process API: output width/height 1..2500
 DEFAULT_ALIGN = 512  # the output GeoTIFF's block size (write.BLOCK)
 MAX_GRID_SIDE_PX = 1_000_000  # refuse absurd grids before allocating tile lists

@@ -15,12 +15,11 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
-from pyproj import CRS
-from pyproj.exceptions import CRSError
 from shapely.geometry.base import BaseGeometry
 
 from .bands import output_dtype, parse_bands
 from .config import Settings
+from .crs import canonical_crs, check_resolution, is_geographic
 from .errors import InvalidLocationError, InvalidOptionError
 from .location import DEFAULT_SIZE_M, from_geojson_file, parse_bbox, point_geometry, to_geometry
 
@@ -133,15 +132,15 @@ def build_query(
     if not isinstance(collection, str) or not collection.strip():
         raise InvalidOptionError("the collection id is empty", hint="e.g. --collection sentinel-2-l2a")
     band_tuple = parse_bands(bands)
-    canonical_crs, is_geographic = parse_crs(crs)
+    output_crs, output_resolution = _crs_and_resolution(crs, resolution)
     return Query(
         geometry=geometry,
         interval=interval,
         collection=collection.strip(),
         max_cloud=max_cloud,
         bands=band_tuple,
-        resolution=_resolution(resolution, canonical_crs, is_geographic),
-        crs=canonical_crs,
+        resolution=output_resolution,
+        crs=output_crs,
         dtype=output_dtype(band_tuple, dtype),
     )
 
@@ -169,40 +168,13 @@ def _geometry(location: Any, *, lon: Any, lat: Any, bbox: Any, geojson: Any, siz
     return to_geometry(location, size=size)
 
 
-def parse_crs(crs: Any) -> tuple[str | None, bool]:
-    """``EPSG:NNNN`` (or a bare number) -> canonical string and whether it is geographic."""
-    if crs is None:
-        return None, False
-    text = str(crs).strip()
-    if text.isdigit():
-        text = f"EPSG:{text}"
-    try:
-        parsed = CRS.from_user_input(text)
-        code = parsed.to_epsg()
-    except CRSError:
-        code = None
-    if code is None or not text.upper().startswith("EPSG:"):
-        raise InvalidOptionError(
-            f"unsupported CRS {crs!r}", hint="give an EPSG code, e.g. --crs EPSG:32636 or --crs EPSG:4326"
-        )
-    return f"EPSG:{code}", bool(CRS.from_epsg(code).is_geographic)
-
-
-def _resolution(value: Any, crs: str | None, is_geographic: bool) -> float:
-    if value is None:
-        return DEFAULT_RESOLUTION_DEG if is_geographic else DEFAULT_RESOLUTION_M
-    resolution = number(value, "resolution", hint="e.g. --resolution 10")
-    if is_geographic and not 1e-6 <= resolution <= 0.1:
-        raise InvalidOptionError(
-            f"resolution {resolution:g} is not a sensible pixel size in degrees for {crs}",
-            hint="use e.g. --resolution 0.0001 (about 10 m) with --crs EPSG:4326",
-        )
-    if not is_geographic and not 1 <= resolution <= 1000:
-        raise InvalidOptionError(
-            f"resolution {resolution:g} m is outside 1..1000 m",
-            hint="Sentinel-2's finest bands are 10 m; e.g. --resolution 10 or 20 or 60",
-        )
-    return resolution
+def _crs_and_resolution(crs: Any, resolution: Any) -> tuple[str | None, float]:
+    """The canonical output CRS (None: the area's UTM zone) and its checked resolution."""
+    name = None if crs is None else canonical_crs(crs)
+    if resolution is None:
+        geographic = name is not None and is_geographic(name)
+        return name, DEFAULT_RESOLUTION_DEG if geographic else DEFAULT_RESOLUTION_M
+    return name, check_resolution(name, number(resolution, "resolution", hint="e.g. --resolution 10"))
 
 
 # --- the run options --------------------------------------------------------------------
