@@ -11,6 +11,7 @@ that a STAC API publishes (``stacfetch.sources.assets``; no Sentinel Hub account
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import stat
@@ -18,6 +19,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from urllib.parse import urlsplit
+
+from dotenv import dotenv_values
 
 from .errors import ConfigError
 from .http.urls import (  # noqa: F401  (OLD_HUB_*, is_loopback_host, old_hub_host: re-exported)
@@ -229,8 +232,6 @@ def deployment_of(url: str | None) -> str | None:
 
 
 def _read_env_file(path: Path) -> dict[str, str]:
-    from dotenv import dotenv_values
-
     try:
         mode = path.stat().st_mode
     except OSError:
@@ -384,8 +385,6 @@ def parse_headers(text: str) -> dict[str, str]:
     """``STACFETCH_STAC_HEADERS``: a JSON object, or ``Name: value`` pairs separated by newlines or ``;``."""
     text = text.strip()
     if text.startswith("{"):
-        import json
-
         try:
             raw = json.loads(text)
         except ValueError as exc:

@@ -151,7 +151,7 @@ class ReadyToken:
 
 
 class ClientCredentialsToken:
-    """OAuth2 client-credentials tokens, fetched with requests-oauthlib and kept fresh.
+    """OAuth2 client-credentials tokens, fetched with oauthlib (body and parsing) over our session, kept fresh.
 
     Refreshes ``REFRESH_BEFORE_EXPIRY`` (120 s) before expiry, or at half-life for tokens
     shorter than 240 s. Thread-safe: one fetch at a time; waiting threads reuse its result.
