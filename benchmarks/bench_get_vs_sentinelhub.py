@@ -59,9 +59,9 @@ LOCATION = (10.0, 45.0)  # lon, lat: four MGRS tiles overlap (duplicate items), 
 CHILD_TIMEOUT_S = 900.0  # a client run longer than this is killed and reported as failed
 MB = 1024 * 1024
 # modules a stacfetch run uses, imported before the clock starts (old and new layout)
-STACFETCH_MODULES = ("stacfetch.auth", "stacfetch.http", "stacfetch.catalog", "stacfetch.process",
-                     "stacfetch.sources", "stacfetch.run", "stacfetch.write", "stacfetch.raster",
-                     "stacfetch.plan", "stacfetch.api")
+STACFETCH_MODULES = ("stacfetch.http.session", "stacfetch.catalog", "stacfetch.sources.process",
+                     "stacfetch.run", "stacfetch.raster", "stacfetch.plan", "stacfetch.api",
+                     "stacfetch.auth", "stacfetch.process", "stacfetch.write")  # new layout, old
 
 
 # ------------------------------------------------------------------------------ job specs
