@@ -21,11 +21,12 @@ from typing import Any
 
 from pystac import Item, ItemCollection
 
+from .bands import PRESETS, output_dtype
 from .catalog import search as catalog_search
 from .clouds import ClearShare, screen
 from .config import Settings, load_settings
-from .http import RateLimiter, open_service, open_session
-from .plan import Job, plan_jobs
+from .http import LimitMemory, RateLimiter, open_service, open_session
+from .plan import Job, max_px_for_budget, plan_jobs
 from .preview import quicklook, quicklook_path
 from .query import (
     DEFAULT_COLLECTION,
@@ -107,11 +108,15 @@ def get_query(
     elif raw:
         raise TypeError(f"give either options= or raw option values, not both: {sorted(raw)}")
     with open_service(settings) as live:
-        limiter = RateLimiter(requests_per_minute=options.requests_per_minute)
+        memory = LimitMemory.for_service(live.base_url or live.stac_url or "", live.client_id)
+        limiter = RateLimiter(requests_per_minute=options.requests_per_minute,
+                              pu_per_minute=options.pu_limit, memory=memory)
         session = open_session(live, limiter=limiter, pool_size=max(options.workers, 4))
         try:
             items = catalog_search(session, live.catalog_url, query)
-            jobs = plan_jobs(query, items, options.out_dir, tolerance=options.tolerance)
+            bands = tuple(query.bands) or PRESETS["all"]
+            max_px = max_px_for_budget(limiter.pu_capacity, len(bands), output_dtype(bands, query.dtype))
+            jobs = plan_jobs(query, items, options.out_dir, tolerance=options.tolerance, max_px=max_px)
             if on_plan is not None:
                 on_plan(jobs, len(items))
             if options.dry_run:
@@ -129,7 +134,7 @@ def get_query(
             result.min_clear, result.screened = options.min_clear, screened
             if options.preview:
                 result.previews = _previews(result.paths, overwrite=options.overwrite)
-            result.stats = _session_stats(session)
+            result.stats = {**_session_stats(session), **result.stats}  # a cluster's own counters win
             return result
         finally:
             session.close()

@@ -31,8 +31,11 @@ from typing import Any
 
 from distributed import Client, WorkerPlugin, get_worker
 
-from .auth import RetryPolicy, ServiceSession, ServiceError, TokenExpiredError, deployment_hint
-from .ratelimit import PU_HEADER, RateLimiter, current_cost
+from .errors import ServiceError, TokenExpiredError
+from .http.ratelimit import PU_HEADER, RateLimiter, current_cost
+from .http.retry import RetryPolicy
+from .http.session import ServiceSession
+from .http.tokens import BearerAuth, deployment_hint
 
 log = logging.getLogger(__name__)
 
@@ -203,9 +206,10 @@ class RunPlugin(WorkerPlugin):
             if self._session is None:
                 limiter = RemoteLimiter(self._actor)
                 token = RemoteToken(self._actor, self._settings, self._can_refresh)
-                session = ServiceSession(self._settings, token_source=token, limiter=limiter,  # type: ignore[arg-type]
-                                         retry=self._retry, pool_size=self._pool_size)
-                limiter.watch(session)
+                urls = [self._settings.base_url, self._settings.token_url]
+                session = ServiceSession(self._settings, limiter=limiter, retry=self._retry,  # type: ignore[arg-type]
+                                         token_source=token, auth=BearerAuth(token, urls),  # type: ignore[arg-type]
+                                         pool_size=self._pool_size)
                 self._session = session
             return self._session
 

@@ -86,6 +86,7 @@ __all__ = [
     "cut_tiles",
     "destination_name",
     "estimate_processing_units",
+    "max_px_for_budget",
     "group_acquisitions",
     "grid_for",
     "make_plan",
@@ -560,6 +561,17 @@ def estimate_processing_units(width: int, height: int, bands: int, dtype: str) -
     if dtype == "float32":
         pu *= 2
     return max(pu, 0.005)
+
+
+def max_px_for_budget(pu_budget: float | None, bands: int, dtype: str,
+                      max_px: int = DEFAULT_MAX_PX) -> int:
+    """The tile side at which one request costs at most 90 % of ``pu_budget`` PU (the most the
+    service's bucket can hold), so that no request is larger than the whole budget."""
+    if pu_budget is None or pu_budget <= 0:
+        return max_px
+    per_full_tile = estimate_processing_units(512, 512, bands, dtype)
+    side = int(512 * math.sqrt(0.9 * pu_budget / per_full_tile))
+    return max(64, min(max_px, side))
 
 
 @dataclass(frozen=True)

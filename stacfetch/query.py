@@ -96,6 +96,8 @@ class GetOptions:
     min_clear: float | None = None  # percent of clear pixels (SCL) an acquisition needs
     requests_per_minute: float | None = None  # the account's rate limit (None: learn it)
     preview: bool = False  # a quicklook PNG next to each file
+    pu_limit: float | None = None  # the account's processing units per minute (None: learn it)
+    limits_note: str | None = None  # where the limits come from, when not from the caller
 
 
 # --- the query --------------------------------------------------------------------------
@@ -189,6 +191,7 @@ def build_options(
     min_clear: Any = None,
     requests_per_minute: Any = None,
     preview: bool = False,
+    pu_limit: Any = None,
 ) -> GetOptions:
     """Validate the options of a run once; the output folder is ``settings.output_dir``.
 
@@ -223,12 +226,41 @@ def build_options(
                 f"rate limit {requests_per_minute:g} requests/minute is outside 1..100000",
                 hint="give your account's limit, e.g. --rate-limit 300 for the CDSE free tier",
             )
+    if pu_limit is not None:
+        pu_limit = number(pu_limit, "processing-unit limit", hint="e.g. --pu-limit 300")
+        if not 1 <= pu_limit <= 1_000_000:
+            raise InvalidOptionError(
+                f"processing-unit limit {pu_limit:g} PU/minute is outside 1..1000000",
+                hint="give your account's limit, e.g. --pu-limit 300 for the CDSE free tier",
+            )
+    requests_per_minute, pu_limit, note = _provider_limits(settings, requests_per_minute, pu_limit)
     return GetOptions(
         out_dir=prepare_output_dir(settings.output_dir, create=not dry_run),
         fmt=fmt, workers=workers, overwrite=bool(overwrite), dry_run=bool(dry_run),
         tolerance=tolerance, min_clear=min_clear, requests_per_minute=requests_per_minute,
-        preview=bool(preview),
+        preview=bool(preview), pu_limit=pu_limit, limits_note=note,
     )
+
+
+# CDSE's free tier for the Sentinel Hub APIs (published quotas): requests and PU per minute
+CDSE_FREE_TIER = (300.0, 300.0)
+
+
+def _provider_limits(settings: Settings, rpm: float | None,
+                     pu: float | None) -> tuple[float | None, float | None, str | None]:
+    """With the cdse provider, unset limits are the free tier's published ones."""
+    if settings.provider != "cdse" or (rpm is not None and pu is not None):
+        return rpm, pu, None
+    defaulted = []
+    if rpm is None:
+        rpm = CDSE_FREE_TIER[0]
+        defaulted.append(f"{rpm:g} requests/min")
+    if pu is None:
+        pu = CDSE_FREE_TIER[1]
+        defaulted.append(f"{pu:g} processing units/min")
+    note = (f"rate limits: CDSE free tier's published {' and '.join(defaulted)} (a paid tier: "
+            "set --rate-limit and --pu-limit)")
+    return rpm, pu, note
 
 
 def _tolerance(value: Any) -> timedelta:

@@ -9,6 +9,7 @@ session and so one rate limiter. A job that fails does not stop the others.
 from __future__ import annotations
 
 import contextlib
+import copy
 import ctypes
 import ctypes.util
 import logging
@@ -177,6 +178,7 @@ class RunContext:
         self.tags = dict(tags or {})
         self.session_options = dict(session_options or {})
         self._session = session
+        self.remote: Any = None  # on a Dask worker: finds that worker's session for the run
         self.stop = threading.Event()
         self.tile_workers = 1  # threads for the tiles of one acquisition (set by execute)
         # at most this many Process requests in flight (set by execute; None: no bound)
@@ -193,7 +195,16 @@ class RunContext:
         self.__dict__.update(state)
         self.stop = threading.Event()
 
+    def for_workers(self, remote: Any) -> RunContext:
+        """A copy for tasks on a cluster: ``remote.session()`` gives the worker's session."""
+        twin = copy.copy(self)
+        twin._session, twin.remote = None, remote
+        twin.request_slots, twin.tile_workers = None, 1
+        return twin
+
     def session(self) -> Any:
+        if self.remote is not None:
+            return self.remote.session()
         if self._session is None:
             self._session = open_session(self.settings, **self.session_options)
         return self._session
@@ -332,9 +343,26 @@ def execute(
     the manifest lists what is complete, and ``Interrupted`` (exit 130) is raised. The run
     uses stacfetch's GDAL settings (``raster.profiles.GDAL_OPTIONS``), restored after.
     """
+    cluster_client = None
+    if executor is not None and context.remote is None and type(executor).__module__.startswith("distributed"):
+        from . import cluster  # the optional Dask extra: only for a Dask executor
+
+        cluster_client = cluster.client_of(executor)
+    if cluster_client is not None and jobs:
+        with cluster.on_cluster(cluster_client, context) as (pool, remote, stats):
+            result = execute(jobs, remote, executor=pool, workers=workers, progress=progress,
+                             manifest_root=manifest_root)
+        result.stats = {"cluster": stats}  # the shared limiter on the cluster
+        return result
     with rasterio.Env(**gdal_options()):
         return _execute(jobs, context, executor=executor, workers=workers, progress=progress,
                         manifest_root=manifest_root)
+
+
+def run_job_on_worker(job: Job, context: RunContext) -> Outcome:
+    """``run_job`` in a process of a cluster, under stacfetch's GDAL settings there too."""
+    with rasterio.Env(**gdal_options()):
+        return run_job(job, context)
 
 
 def _execute(
@@ -360,7 +388,8 @@ def _execute(
     bar = _progress(len(jobs), progress)
     futures: dict[Future[Outcome], Job] = {}
     try:
-        futures = {pool.submit(run_job, job, context): job for job in jobs}
+        task = run_job if context.remote is None else run_job_on_worker
+        futures = {pool.submit(task, job, context): job for job in jobs}
         for future in as_completed(futures):
             outcome = future.result()
             result.outcomes.append(outcome)

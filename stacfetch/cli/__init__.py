@@ -147,7 +147,11 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--workers", type=str, default="4", metavar="N", help="concurrent requests (default 4)")
     g.add_argument("--rate-limit", type=str, default=None, metavar="RPM",
                    help="your account's requests per minute, e.g. 300 on the CDSE free tier: "
-                   "stacfetch paces itself to it (default: learn it from the first 429)")
+                   "stacfetch paces itself to it (default: learn it from the first 429; "
+                   "--provider cdse: the free tier's 300)")
+    g.add_argument("--pu-limit", type=str, default=None, metavar="PU_PER_MIN",
+                   help="your account's processing units per minute, e.g. 300 on the CDSE free "
+                   "tier: stacfetch paces itself to it (default as for --rate-limit)")
     g.add_argument("--time-tolerance", type=str, default="60", metavar="MINUTES",
                    help="items this close in time are one acquisition (default 60)")
     g.add_argument("--dry-run", action="store_true", help="print the plan and estimated cost; download nothing")

@@ -22,7 +22,7 @@ def run(args: argparse.Namespace) -> int:
     options = build_options(settings, fmt=args.fmt, workers=args.workers, overwrite=args.overwrite,
                             dry_run=args.dry_run, time_tolerance=args.time_tolerance,
                             min_clear=args.min_clear, requests_per_minute=args.rate_limit,
-                            preview=args.preview)
+                            preview=args.preview, pu_limit=args.pu_limit)
     echo = not args.quiet
     if echo:
         output.echo_query(query)
@@ -32,6 +32,8 @@ def run(args: argparse.Namespace) -> int:
             return
         print(output.summarize(jobs, query=query, item_count=item_count, source=settings.source),
               file=sys.stderr)
+        if options.limits_note:
+            print(options.limits_note, file=sys.stderr)
         if options.dry_run and options.min_clear is not None:
             print(output.dry_run_screening_note(options.min_clear), file=sys.stderr)
 

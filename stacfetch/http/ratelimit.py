@@ -1,17 +1,91 @@
-"""The rate limiter every worker thread and session of a run shares (pause, pace, counters)."""
+"""The run's rate limiter: every request of a run is paced under the service's budgets.
+
+Sentinel Hub counts **requests** and **processing units** (PU) per minute, and every policy
+must hold at once (CDSE free tier: 300 requests/min and 300 PU/min). One
+:class:`RateLimiter` per run, shared by every thread and session, keeps a budget for each:
+
+* **Configured** (``requests_per_minute``, ``pu_per_minute``): a token bucket on an absolute
+  schedule, ``N / 60`` per second with a small burst (requests: 3; PU: one minute's worth, a
+  little under the limit), plus a sliding 60-s window cap for requests. The run paces
+  instead of bouncing off the limit.
+* **Adaptive** (not configured): nothing is paced until the service answers 429. A 429 is
+  put down to one budget (a PU 429 only hits Process requests, asks for a wait long against
+  a request interval, and comes when the PU sent lately, not the requests, could fill a
+  plan's budget). Then:
+
+  - requests, token bucket: one request in flight until a second 429; the refill rate is
+    what the service let through between the two moments it was ready again
+    (``sent + Retry-After``): ``accepted / (ready_2 - ready_1)``; paced just under it;
+  - requests, a long wait (a spent per-minute window): a window of what the last minute let
+    through (never below it);
+  - PU: a bucket of one minute's worth that started full gives ``p = (PU let through + cost)
+    / (60 s + ready - first send)`` from one 429 (a lower bound), refined by the next pair;
+  - a 429 of a request sent before the last lesson teaches nothing new.
+
+  What was learnt is remembered per deployment and client (:class:`LimitMemory`, a small
+  JSON file in the user's cache folder) and paces the next run from its start.
+* A refused attempt does not count as sent; after a 429 the bucket is aligned with the
+  service's (empty until ``Retry-After``), so the waiting threads are released one by one at
+  the pace, not all at once.
+
+The PU cost of a request is set by its sender with :func:`costing` (a context variable, so
+the session's send loop needs no argument for it); the service's ``x-processingunits-spent``
+replaces the estimate when the response arrives (:meth:`RateLimiter.watch` hooks a session).
+"""
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
+import hashlib
+import json
 import logging
 import math
+import os
+import tempfile
 import threading
 import time
 from collections import Counter, deque
+from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
 
 log = logging.getLogger(__name__)
 
-__all__ = ["LimiterStats", "RateLimiter"]
+__all__ = ["LimitMemory", "LimiterStats", "RateLimiter", "costing", "current_cost"]
+
+WINDOW_SECONDS = 60.0
+WINDOW_MARGIN = 0.25  # seconds added to a window cap for the arrival jitter of requests
+HISTORY_SECONDS = 180.0  # sends kept for estimates
+PACE_SHARE = 0.99  # a learnt rate is paced at this share of what the service let through
+REQUEST_BURST = 3.0  # client-side burst of a request budget (the service's may be small)
+PU_HEADROOM = 0.97  # a configured PU bucket holds this share of a minute's budget ...
+PU_RATE_SHARE = 0.99  # ... and refills at this share of the configured rate
+STALE_ATTEMPT = 10.0  # an attempt unanswered this long no longer holds the one-in-flight gate
+LONG_WAIT = 6.0  # a request 429 asking at least this long: a spent per-minute window
+MIN_BUDGET = 10.0  # no plan allows fewer than 10 requests or 10 PU a minute (trial account)
+PU_WAIT = 1.0  # a Process request's 429 asking at least this long is put down to PU
+LEARN_SECONDS = 15.0  # one in flight at most this long after a first request 429, if no lesson
+MIN_SPAN = 0.15  # seconds between two "ready" moments needed for a rate estimate
+PU_HEADER = "x-processingunits-spent"
+
+_COST: contextvars.ContextVar[float] = contextvars.ContextVar("stacfetch_request_pu", default=0.0)
+
+
+@contextlib.contextmanager
+def costing(pu: float) -> Iterator[None]:
+    """Requests sent inside this block cost ``pu`` processing units each (estimated)."""
+    token = _COST.set(max(0.0, float(pu)))
+    try:
+        yield
+    finally:
+        _COST.reset(token)
+
+
+def current_cost() -> float:
+    """The PU cost set by :func:`costing` for requests sent now (0: none)."""
+    return _COST.get()
 
 
 @dataclass(frozen=True)
@@ -22,226 +96,491 @@ class LimiterStats:
     retries: dict[str, int]
     slept_seconds: float
     requests_per_minute: float | None
+    pu_per_minute: float | None = None
+    pu_sent: float = 0.0
+    pu_429s: int = 0
 
     @property
     def total_retries(self) -> int:
         return sum(self.retries.values())
 
 
-WINDOW_SECONDS = 60.0
-WINDOW_MARGIN = 0.25  # seconds added to each window for the arrival jitter of requests
-LEARN_WINDOW_WAIT = 0.1  # a 429 asking to wait this share of a window or more teaches a limit
-WINDOW_RECOVERY_PERIODS = 5  # a learnt window is relaxed (x1.25) after 5 quiet recovery periods
+class _Bucket:
+    """A token bucket on an absolute schedule: ``rate`` units/s, at most ``capacity``."""
+
+    def __init__(self, rate: float, capacity: float, now: float, level: float | None = None) -> None:
+        self.rate = rate
+        self.capacity = max(capacity, 1e-9)
+        self.level = self.capacity if level is None else level
+        self.stamp = now
+
+    def refill(self, now: float) -> None:
+        if now > self.stamp:
+            self.level = min(self.capacity, self.level + (now - self.stamp) * self.rate)
+            self.stamp = now
+
+    def wait(self, cost: float, now: float) -> float:
+        """Seconds until ``cost`` may go (a cost above the whole bucket waits for a full one)."""
+        self.refill(now)
+        need = min(cost, self.capacity)
+        return 0.0 if self.level >= need - 1e-9 else (need - self.level) / self.rate
+
+    def align(self, cost: float, wait: float, now: float) -> None:
+        """The service holds ``cost`` in ``wait`` seconds: so does this bucket."""
+        self.refill(now)
+        self.level = min(self.level, cost - wait * self.rate)
+        self.stamp = now
+
+
+class _Budget:
+    """One budget (requests or PU): what was sent, what is known, how it is paced."""
+
+    def __init__(self, name: str, per_minute: float | None, *, burst: float) -> None:
+        self.name = name
+        self.configured = per_minute is not None
+        self.source = "configured" if per_minute is not None else None  # learnt | remembered
+        self.estimate: float | None = per_minute / 60.0 if per_minute else None  # units/s
+        self.burst = burst
+        self.bucket: _Bucket | None = None
+        self.window: float | None = per_minute if per_minute and name == "requests" else None
+        self.sent: deque[tuple[float, float]] = deque()  # (send time, cost) not refused
+        self.total = 0.0
+        self.first: float | None = None
+        self.ready: tuple[float, float] | None = None  # (ready time, cost) of the last lesson
+        self.learnt_at = -math.inf
+        self.learning = False  # one request in flight until a second 429 gives the rate
+        self.first_lesson: tuple[float, float, float, float] | None = None  # PU: first, sent, ready, cost
+        self.refusals = 0
+
+    # -- accounting -------------------------------------------------------------------------
+    def trim(self, now: float) -> None:
+        while self.sent and now - self.sent[0][0] > HISTORY_SECONDS:
+            self.sent.popleft()
+
+    def in_window(self, now: float, span: float = WINDOW_SECONDS) -> float:
+        return sum(c for t, c in self.sent if now - t < span)
+
+    def between(self, start: float, end: float) -> float:
+        return sum(c for t, c in self.sent if start <= t < end)
+
+    def record(self, now: float, cost: float) -> None:
+        if self.first is None:
+            self.first = now
+        self.sent.append((now, cost))
+        self.total += cost
+        if self.bucket is not None:
+            self.bucket.refill(now)
+            self.bucket.level -= cost
+
+    def refuse(self, sent_at: float, cost: float) -> None:
+        """A refused attempt: it counts against nothing."""
+        with contextlib.suppress(ValueError):
+            self.sent.remove((sent_at, cost))
+            self.total -= cost
+            if self.bucket is not None:
+                self.bucket.level += cost
+
+    # -- pacing -----------------------------------------------------------------------------
+    @property
+    def per_minute(self) -> float | None:
+        """The pace in force (units per minute), or None."""
+        return None if self.bucket is None else self.bucket.rate * 60.0
+
+    def pace(self, rate: float, now: float, *, share: float = PACE_SHARE) -> None:
+        """Pace at ``share`` of ``rate`` units/s from now on (keeping the current level)."""
+        self.estimate = rate
+        paced = max(rate * share, 1e-6)
+        capacity = self.burst if self.name == "requests" else paced * WINDOW_SECONDS
+        level = None if self.bucket is None else min(self.bucket.level, capacity)
+        self.bucket = _Bucket(paced, capacity, now, level)
+
+    def wait(self, cost: float, now: float) -> float:
+        wait = 0.0 if self.bucket is None else self.bucket.wait(cost, now)
+        if self.window is not None and cost > 0:
+            span = WINDOW_SECONDS + WINDOW_MARGIN
+            recent = [t for t, _ in self.sent if now - t < span]
+            if len(recent) >= self.window:
+                wait = max(wait, recent[-int(self.window)] + span - now)
+        return wait
+
+    def state(self) -> dict[str, Any]:
+        return {"per_second": self.estimate, "window": self.window}
+
+
+class LimitMemory:
+    """Learnt limits of past runs, per deployment and client, in one small JSON file."""
+
+    def __init__(self, path: Path, key: str) -> None:
+        self.path = path
+        self.key = key
+
+    @classmethod
+    def for_service(cls, base_url: str, client_id: str | None, folder: Path | None = None) -> LimitMemory:
+        """The memory of ``client_id`` on ``base_url`` in the user's cache folder."""
+        if folder is None:
+            import platformdirs  # only when a memory is wanted: not on the import path of --help
+
+            folder = Path(platformdirs.user_cache_dir("stacfetch"))
+        digest = hashlib.sha256(f"{base_url.rstrip('/')}|{client_id or ''}".encode()).hexdigest()[:20]
+        return cls(folder / "limits.json", digest)
+
+    def _read(self) -> dict[str, Any]:
+        try:
+            data = json.loads(self.path.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return {}
+        return data if isinstance(data, dict) else {}
+
+    def load(self) -> dict[str, Any]:
+        entry = self._read().get(self.key)
+        return entry if isinstance(entry, dict) else {}
+
+    def save(self, entry: dict[str, Any]) -> None:
+        """Store ``entry`` for this key (atomically; a failure only costs the memory)."""
+        try:
+            data = self._read()
+            data[self.key] = {**entry, "saved": time.time()}
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(prefix=".limits-", dir=self.path.parent)
+            with os.fdopen(fd, "w", encoding="utf-8") as fh:
+                json.dump(data, fh, indent=1, sort_keys=True)
+            os.replace(tmp, self.path)
+        except OSError as exc:
+            log.debug("could not remember the learnt limits in %s: %s", self.path, exc)
+
+
+@dataclass
+class _Attempt:
+    sent_at: float
+    costs: dict[str, float]
 
 
 class RateLimiter:
-    """One per run, shared by every worker thread and session.
+    """One per run, shared by every worker thread and session (see the module docstring).
 
-    * **Shared pause**: a 429 anywhere moves a shared "not before" time forward by what the
-      server asked; every thread's next request waits for it.
-    * **Pacing**: with ``requests_per_minute`` (e.g. 300 on the CDSE free tier) at most that
-      many requests leave in any trailing minute (a sliding window, the stricter reading of
-      the service's per-minute policy), so the run stays under the limit instead of bouncing
-      off it, without idling while the budget allows a burst.
-    * **Adaptive**: with no configured rate, a 429 (once five or more requests were seen, so
-      one early 429 does not throttle a whole run) teaches two limits:
-      - a window, when the 429 asks to wait 6 s or more (a spent per-minute budget, not a
-        passing overload): 95 % of the sends in the trailing minute, which is what the limit
-        let through (CDSE's 300/min: the run then paces like ``--rate-limit 300``); a 429
-        while the window is nearly full lowers it by ``adaptive_factor``; five
-        ``recovery_seconds`` without a 429 raise it by 25 % (a passing overload must not slow
-        the rest of a run, but overshooting a per-minute budget costs a long pause) until
-        it is dropped;
-      - a pace of ``adaptive_factor`` × the rate observed over the last minute (at least
-        ``min_requests_per_minute``), for limits counted over shorter periods; a further 429
-        lowers it again; each ``recovery_seconds`` without a 429 raises it by 50 % until it
-        no longer matters and is dropped.
-    * **Counters**: requests, retries by reason (``429``, ``5xx``, ``connection``,
-      ``401-refresh``), total seconds slept.
+    ``requests_per_minute`` / ``pu_per_minute``: configured budgets (None: adaptive).
+    ``adaptive``: learn budgets from 429s. ``memory``: where learnt limits are kept.
     """
 
     def __init__(
         self,
         requests_per_minute: float | None = None,
         *,
-        burst: float = 1.0,
+        pu_per_minute: float | None = None,
         adaptive: bool = True,
-        adaptive_factor: float = 0.8,
-        min_requests_per_minute: float = 6.0,
-        recovery_seconds: float = 60.0,
-        window_seconds: float = WINDOW_SECONDS,
+        memory: LimitMemory | None = None,
+        learnt: dict[str, Any] | None = None,
+        request_burst: float = REQUEST_BURST,
     ) -> None:
-        if requests_per_minute is not None and requests_per_minute <= 0:
-            raise ValueError("requests_per_minute must be positive")
+        for name, value in (("requests_per_minute", requests_per_minute), ("pu_per_minute", pu_per_minute)):
+            if value is not None and not (value > 0 and math.isfinite(value)):
+                raise ValueError(f"{name} must be a positive number")
         self._lock = threading.Lock()
-        self._configured = requests_per_minute
-        self._adaptive_rpm: float | None = None
         self._adaptive = adaptive
-        self._factor = adaptive_factor
-        self._min_rpm = min_requests_per_minute
-        self._recovery = recovery_seconds
-        self._burst = max(1.0, burst)
-        self._tokens = self._burst
-        self._refilled = time.monotonic()
+        self._memory = memory
+        now = time.monotonic()
+        self._requests = _Budget("requests", requests_per_minute, burst=max(1.0, request_burst))
+        self._pu = _Budget("pu", pu_per_minute, burst=0.0)
+        if requests_per_minute is not None:
+            self._requests.bucket = _Bucket(requests_per_minute / 60.0, self._requests.burst, now)
+        if pu_per_minute is not None:
+            rate = pu_per_minute / 60.0
+            self._pu.bucket = _Bucket(rate * PU_RATE_SHARE, pu_per_minute * PU_HEADROOM, now)
+        if memory is not None and adaptive:
+            self._recall(memory.load(), now)
+        if learnt:
+            self._recall(learnt, now)
         self._not_before = 0.0
-        self._last_429 = -math.inf
-        self._recent: deque[float] = deque()
-        self._sent: deque[float] = deque()  # send times within the last window
-        self._learned_window: int | None = None  # sends per window learnt from a 429
-        self._window_checked = -math.inf  # when the learnt window was last set or relaxed
-        self._window = float(window_seconds)
-        self._requests = 0
+        self._attempts: dict[Any, _Attempt] = {}
+        self._count = 0
         self._retries: Counter[str] = Counter()
         self._slept = 0.0
 
-    # -- state ----------------------------------------------------------------------------
+    # -- state ------------------------------------------------------------------------------
     @property
     def requests_per_minute(self) -> float | None:
-        """The pace in force now: the configured one, else the adaptive one, else None."""
+        """The request pace in force now (configured, learnt or remembered), or None."""
         with self._lock:
-            return self._rate_locked(time.monotonic())
+            return self._requests.per_minute
+
+    @property
+    def pu_per_minute(self) -> float | None:
+        """The PU pace in force now, or None."""
+        with self._lock:
+            return self._pu.per_minute
+
+    @property
+    def pu_capacity(self) -> float | None:
+        """The most PU one request may cost (the PU bucket's size), if a PU budget is known."""
+        with self._lock:
+            bucket = self._pu.bucket
+            return None if bucket is None else bucket.capacity
+
+    @property
+    def window_limit(self) -> int | None:
+        """Requests allowed in any trailing minute: configured, learnt, or None."""
+        with self._lock:
+            window = self._requests.window
+            return None if window is None else int(window)
 
     def stats(self) -> LimiterStats:
         with self._lock:
             return LimiterStats(
-                requests=self._requests,
+                requests=self._count,
                 retries=dict(self._retries),
                 slept_seconds=round(self._slept, 3),
-                requests_per_minute=self._rate_locked(time.monotonic()),
+                requests_per_minute=self._requests.per_minute,
+                pu_per_minute=self._pu.per_minute,
+                pu_sent=round(self._pu.total, 3),
+                pu_429s=self._pu.refusals,
             )
 
     def __repr__(self) -> str:
         s = self.stats()
-        return (
-            f"RateLimiter(requests_per_minute={s.requests_per_minute}, requests={s.requests}, "
-            f"retries={s.retries}, slept_seconds={s.slept_seconds})"
-        )
+        return (f"RateLimiter(requests_per_minute={s.requests_per_minute}, pu_per_minute="
+                f"{s.pu_per_minute}, requests={s.requests}, retries={s.retries})")
 
-    def _rate_locked(self, now: float) -> float | None:
-        if self._configured is not None:
-            return self._configured
-        quiet = self._recovery * WINDOW_RECOVERY_PERIODS
-        if self._learned_window is not None and now - self._window_checked >= quiet:
-            # slowly: overshooting a per-minute budget costs a pause of up to a minute
-            periods = int((now - self._window_checked) // quiet)
-            self._learned_window = int(self._learned_window * 1.25**periods) + 1
-            self._window_checked += periods * quiet
-            if self._learned_window > 100 * max(len(self._sent), 1):
-                self._learned_window = None
-        if self._adaptive_rpm is not None and now - self._last_429 >= self._recovery:
-            # one quiet period: speed up by half, and forget the pace once it is irrelevant
-            periods = int((now - self._last_429) // self._recovery)
-            self._adaptive_rpm *= 1.5**periods
-            self._last_429 += periods * self._recovery
-            if self._adaptive_rpm > 100 * max(self._observed_rpm_locked(now), self._min_rpm):
-                self._adaptive_rpm = None
-        return self._adaptive_rpm
+    # -- the three moments of an attempt ----------------------------------------------------
+    def acquire(self, cost: float | None = None, *, key: Any = None) -> float:
+        """Block until a request may be sent; count it; return the seconds waited.
 
-    def _observed_rpm_locked(self, now: float) -> float:
-        while self._recent and now - self._recent[0] > 60.0:
-            self._recent.popleft()
-        if not self._recent:
-            return 0.0
-        span = max(1.0, now - self._recent[0])
-        return len(self._recent) * 60.0 / span
-
-    # -- use ------------------------------------------------------------------------------
-    def acquire(self) -> float:
-        """Block until a request may be sent; count it; return the seconds waited."""
+        ``cost``: its PU (default: the :func:`costing` in force). ``key``: whose attempt
+        (default: this thread); a key's previous attempt is over once it asks again.
+        """
         waited = 0.0
         while True:
-            with self._lock:
-                now = time.monotonic()
-                wait = max(0.0, self._not_before - now)
-                rate = self._rate_locked(now)
-                span = self._window + WINDOW_MARGIN
-                while self._sent and now - self._sent[0] >= span:
-                    self._sent.popleft()
-                limit = self._window_limit_locked()
-                if limit is not None and len(self._sent) >= limit:
-                    # a known or learnt limit (e.g. 300/min): at most that many sends in any
-                    # trailing minute, as the service counts; a burst up to it is allowed
-                    wait = max(wait, self._sent[0] + span - now)
-                if self._configured is None and rate is not None:
-                    per_second = rate / 60.0
-                    self._tokens = min(
-                        self._burst, self._tokens + (now - self._refilled) * per_second
-                    )
-                    self._refilled = now
-                    if self._tokens < 1.0:
-                        wait = max(wait, (1.0 - self._tokens) / per_second)
-                else:
-                    self._refilled = now
-                if wait <= 0.0:
-                    self._sent.append(now)
-                    if self._configured is None and rate is not None:
-                        self._tokens -= 1.0
-                    self._requests += 1
-                    self._recent.append(now)
-                    if len(self._recent) > 10_000:
-                        self._recent.popleft()
-                    return waited
-                self._slept += wait
+            wait = self.reserve(cost, key=key)
+            if wait <= 0.0:
+                return waited
             time.sleep(wait)
             waited += wait
 
-    def _window_limit_locked(self) -> int | None:
-        if self._configured is not None:
-            return max(1, int(self._configured * self._window / 60.0))
-        return self._learned_window
-
-    @property
-    def window_limit(self) -> int | None:
-        """Sends allowed in any trailing window: configured, learnt from a 429, or None."""
-        with self._lock:
-            self._rate_locked(time.monotonic())  # applies a quiet period's recovery
-            return self._window_limit_locked()
-
-    def pause(self, seconds: float, *, sent_at: float | None = None, asked: float | None = None) -> None:
-        """A 429: nobody sends before ``now + seconds``; adapt the pace if none is set.
-
-        ``sent_at`` (``time.monotonic()`` when the refused request left): a request sent
-        before the learnt window was last set does not lower it again (the 429s of the
-        other requests already in flight say nothing new). ``asked``: the wait the service
-        asked for, without jitter; a shared pause that already covers it is not extended (the
-        429s of a burst would otherwise stack their jitter: +5 s on a 52 s wait).
-        """
+    def reserve(self, cost: float | None = None, *, key: Any = None) -> float:
+        """Count the attempt and return 0, or return the seconds to wait before asking again."""
+        pu = current_cost() if cost is None else max(0.0, cost)
+        key = threading.get_ident() if key is None else key
         with self._lock:
             now = time.monotonic()
-            if self._not_before < now + max(0.0, seconds if asked is None else asked):
-                self._not_before = now + max(0.0, seconds)
-            self._retries["429"] += 1
-            observed = self._observed_rpm_locked(now)
-            if self._configured is None and self._adaptive and len(self._recent) >= 5:
-                base = observed if self._adaptive_rpm is None else min(observed, self._adaptive_rpm)
-                self._adaptive_rpm = max(self._min_rpm, base * self._factor)
-                in_window = sum(1 for t in self._sent if now - t < self._window)
-                floor = max(1, int(self._min_rpm * self._window / 60.0))
-                if self._learned_window is None:
-                    # only a long wait says "your budget for this window is spent": a short
-                    # one is a token bucket or a passing overload, which the pace handles
-                    if seconds >= LEARN_WINDOW_WAIT * self._window:
-                        self._learned_window = max(floor, int(in_window * 0.95))
-                        self._window_checked = now
-                elif in_window >= 0.9 * self._learned_window and (
-                    sent_at is None or sent_at >= self._window_checked
-                ):  # full and still refused, under the current limit
-                    self._learned_window = max(floor, int(min(in_window, self._learned_window) * self._factor))
-                    self._window_checked = now
-                log.info("rate limited: at most %d requests per %.0f s, paced to %.0f per minute",
-                         self._learned_window, self._window, self._adaptive_rpm)
-            self._last_429 = now
-            self._tokens = min(self._tokens, 1.0)
+            self._attempts.pop(key, None)
+            self._requests.trim(now)
+            self._pu.trim(now)
+            wait = max(self._not_before - now, self._requests.wait(1.0, now))
+            if pu > 0:
+                wait = max(wait, self._pu.wait(pu, now))
+            learning = self._requests.learning
+            if learning and now - self._requests.learnt_at > LEARN_SECONDS:
+                self._requests.learning = learning = False  # no second 429: no bucket to learn
+            if learning and any(now - a.sent_at < STALE_ATTEMPT for a in self._attempts.values()):
+                wait = max(wait, 0.01)  # one request in flight until the rate is known
+            if wait > 0.0:
+                self._slept += wait
+                return wait
+            self._requests.record(now, 1.0)
+            if pu > 0:
+                self._pu.record(now, pu)
+            self._attempts[key] = _Attempt(now, {"requests": 1.0, "pu": pu})
+            self._count += 1
+            return 0.0
 
-    def backoff(self, seconds: float, reason: str) -> None:
-        """Sleep ``seconds`` for one request's retry (not shared); count it under ``reason``."""
+    def done(self, *, key: Any = None, spent: float | None = None) -> None:
+        """The attempt of ``key`` was answered; ``spent``: the PU the service reported."""
+        key = threading.get_ident() if key is None else key
         with self._lock:
+            attempt = self._attempts.pop(key, None)
+            if attempt is None or spent is None:
+                return
+            delta = spent - attempt.costs["pu"]
+            if abs(delta) > 1e-9 and attempt.costs["pu"] > 0:
+                pu = self._pu
+                with contextlib.suppress(ValueError):
+                    pu.sent[pu.sent.index((attempt.sent_at, attempt.costs["pu"]))] = (attempt.sent_at, spent)
+                pu.total += delta
+                if pu.bucket is not None:
+                    pu.bucket.level -= delta
+
+    def pause(self, seconds: float, *, sent_at: float | None = None, asked: float | None = None,
+              key: Any = None) -> None:
+        """A 429: nobody sends before ``now + seconds``; the refused attempt counts for nothing.
+
+        ``asked``: the wait the service asked for (``seconds`` may add jitter); a shared
+        pause already covering it is not extended. ``sent_at``: when the refused attempt left,
+        if the limiter did not count it itself.
+        """
+        key = threading.get_ident() if key is None else key
+        with self._lock:
+            now = time.monotonic()
+            attempt = self._attempts.pop(key, None)
+            asked = max(0.0, seconds if asked is None else asked)
+            cost = attempt.costs["pu"] if attempt else current_cost()
+            when = attempt.sent_at if attempt else (now if sent_at is None else sent_at)
+            if attempt is not None:
+                self._requests.refuse(attempt.sent_at, 1.0)
+                if cost > 0:
+                    self._pu.refuse(attempt.sent_at, cost)
+            self._retries["429"] += 1
+            budget = self._blame(cost, asked, when, now)
+            budget.refusals += 1
+            if self._adaptive or budget.configured:
+                self._learn(budget, cost if budget is self._pu else 1.0, asked, when, now)
+            if self._not_before < now + asked:
+                self._not_before = now + max(0.0, seconds)
+            rpm, pum = self._requests.per_minute, self._pu.per_minute
+            log.info("rate limited (%s): the service asked to wait %.3f s; pacing %s requests/min, "
+                     "%s PU/min", "processing units" if budget is self._pu else "requests", asked,
+                     "-" if rpm is None else f"{rpm:.1f}", "-" if pum is None else f"{pum:.1f}")
+
+    def backoff(self, seconds: float, reason: str, *, key: Any = None) -> None:
+        """Sleep ``seconds`` for one request's retry (not shared); count it under ``reason``."""
+        key = threading.get_ident() if key is None else key
+        with self._lock:
+            self._attempts.pop(key, None)
             self._retries[reason] += 1
             self._slept += max(0.0, seconds)
         if seconds > 0:
             time.sleep(seconds)
 
-    def count_retry(self, reason: str) -> None:
+    def count_retry(self, reason: str, *, slept: float = 0.0) -> None:
         with self._lock:
             self._retries[reason] += 1
+            self._slept += max(0.0, slept)
 
+    def handover(self) -> dict[str, Any]:
+        """Keyword arguments for a limiter elsewhere (a Dask actor) that goes on from here:
+        the configured budgets, the memory, and what was learnt so far."""
+        with self._lock:
+            learnt = {b.name: b.state() for b in (self._requests, self._pu)
+                      if b.source in ("learnt", "remembered")}
+            return {"requests_per_minute": self._requests.estimate * 60 if self._requests.configured
+                    and self._requests.estimate else None,
+                    "pu_per_minute": self._pu.estimate * 60 if self._pu.configured
+                    and self._pu.estimate else None,
+                    "adaptive": self._adaptive, "memory": self._memory, "learnt": learnt}
+
+    def watch(self, session: Any) -> None:
+        """Hook ``session`` (requests): each answer ends its attempt, with the PU it cost."""
+        session.hooks.setdefault("response", []).append(self._on_response)
+
+    def _on_response(self, response: Any, *args: Any, **kwargs: Any) -> Any:
+        if response.status_code != 429:
+            spent = None
+            with contextlib.suppress(TypeError, ValueError):
+                spent = float(response.headers.get(PU_HEADER))
+            self.done(spent=spent if spent is not None and math.isfinite(spent) else None)
+        return response
+
+    # -- learning ---------------------------------------------------------------------------
+    def _blame(self, cost: float, wait: float, sent_at: float, now: float) -> _Budget:
+        """Which budget refused a request of ``cost`` PU asking to wait ``wait`` seconds."""
+        requests, pu = self._requests, self._pu
+        if cost <= 0:
+            return requests
+        if requests.bucket is not None and pu.bucket is not None:
+            # both known: the one our own accounting says is (nearer to) spent
+            short_r = requests.bucket.wait(1.0, now)
+            short_p = pu.bucket.wait(cost, now)
+            if abs(short_r - short_p) > 0.05:
+                return requests if short_r > short_p else pu
+        n60 = requests.in_window(sent_at) + 1
+        p60 = pu.in_window(sent_at) + cost
+        oldest = next((t for t, _ in requests.sent if sent_at - t < WINDOW_SECONDS), None)
+        window_fit = (oldest is not None and n60 >= MIN_BUDGET and wait >= LONG_WAIT
+                      and abs(oldest + WINDOW_SECONDS - (sent_at + wait)) <= 2.0)
+        if window_fit:
+            return requests
+        # a request bucket asks for less than a request interval; a PU bucket for the time
+        # its missing PU take to refill, mostly seconds for a request worth spending PU on
+        if p60 >= MIN_BUDGET and wait >= PU_WAIT:
+            return pu
+        return requests
+
+    def _learn(self, budget: _Budget, cost: float, wait: float, sent_at: float, now: float) -> None:
+        ready = sent_at + wait
+        if budget.bucket is not None:
+            budget.bucket.align(cost, wait, now)
+        if budget.configured:
+            return
+        if sent_at < budget.learnt_at:
+            # sent before the last lesson: says nothing new, but a first PU lesson counted
+            # it as let through, and it was not
+            if budget.first_lesson is not None and sent_at < budget.first_lesson[1]:
+                rate = self._minute_bucket_rate(budget, *budget.first_lesson[1:])
+                if budget.estimate is not None and rate < budget.estimate:
+                    budget.pace(rate, now)
+                    budget.bucket.align(cost, wait, now)  # type: ignore[union-attr]
+            return
+        lesson = None
+        if budget is self._requests and wait >= LONG_WAIT and budget.in_window(sent_at) + 1 >= MIN_BUDGET:
+            # a spent per-minute window: at least what the last minute let through
+            budget.window = max(budget.window or 0.0, budget.in_window(sent_at))
+            lesson = f"a window of {budget.window:.0f} requests a minute"
+            budget.learning = False
+        elif (budget.ready is not None and sent_at >= budget.ready[0]
+              and ready - budget.ready[0] >= MIN_SPAN):
+            start, first_cost = budget.ready
+            let_through = budget.between(start, sent_at) - first_cost + cost
+            if let_through > 0:
+                rate = let_through / (ready - start)
+                budget.pace(rate, now)
+                budget.bucket.align(cost, wait, now)  # type: ignore[union-attr]
+                budget.learning = False
+                lesson = f"{rate * 60:.1f} {'PU' if budget is self._pu else 'requests'} a minute"
+        elif budget.ready is None and budget is self._pu and budget.first is not None:
+            # a bucket of one minute's worth, full at the first send (a lower bound)
+            budget.first_lesson = (budget.first, sent_at, ready, cost)
+            rate = self._minute_bucket_rate(budget, sent_at, ready, cost)
+            budget.pace(rate, now)
+            budget.bucket.align(cost, wait, now)  # type: ignore[union-attr]
+            lesson = f"at least {rate * 60:.1f} PU a minute"
+        elif budget is self._requests and budget.bucket is None and not budget.learning:
+            budget.learning = True  # one in flight until the next 429 tells the rate
+            budget.learnt_at = now
+        if lesson is not None or budget.ready is None:
+            budget.ready = (ready, cost)
+        if lesson is not None:
+            self._requests.learning = False  # a budget is known: pace by it, not one by one
+            budget.source = "learnt"
+            budget.learnt_at = now
+            log.info("learnt the service's limit: %s", lesson)
+            self._remember()
+
+    @staticmethod
+    def _minute_bucket_rate(budget: _Budget, sent_at: float, ready: float, cost: float) -> float:
+        """The refill rate of a bucket of a minute's worth, full at the first send, that
+        refused ``cost`` sent at ``sent_at`` until ``ready``: what it let through, plus the
+        cost, over a minute plus the time since the first send."""
+        first = budget.first if budget.first is not None else sent_at
+        return (budget.between(first, sent_at) + cost) / (WINDOW_SECONDS + ready - first)
+
+    def _recall(self, entry: dict[str, Any], now: float) -> None:
+        for budget in (self._requests, self._pu):
+            if budget.configured:
+                continue
+            known = entry.get(budget.name)
+            if not isinstance(known, dict):
+                continue
+            rate, window = known.get("per_second"), known.get("window")
+            if isinstance(rate, (int, float)) and rate > 0:
+                budget.pace(float(rate), now)
+                budget.source = "remembered"
+            if isinstance(window, (int, float)) and window > 0:
+                budget.window = float(window)
+                budget.source = "remembered"
+
+    def _remember(self) -> None:
+        if self._memory is None:
+            return
+        entry = {b.name: b.state() for b in (self._requests, self._pu)
+                 if b.source in ("learnt", "remembered") and not b.configured}
+        if entry:
+            self._memory.save(entry)
+
+    def describe(self) -> str:
+        """One line for the plan: the budgets in force and where they come from."""
+        parts = []
+        with self._lock:
+            for budget, unit in ((self._requests, "requests"), (self._pu, "PU")):
+                if budget.per_minute is not None:
+                    parts.append(f"{budget.per_minute:.0f} {unit}/min ({budget.source})")
+                elif budget.window is not None:
+                    parts.append(f"{budget.window:.0f} {unit}/min window ({budget.source})")
+        return ", ".join(parts) if parts else "adaptive (learns the limits from the service's 429s)"

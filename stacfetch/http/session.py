@@ -123,6 +123,9 @@ class ServiceSession(requests.Session):
         )
         self.mount("https://", adapter)
         self.mount("http://", adapter)
+        watch = getattr(limiter, "watch", None)  # a limiter hears every answer (PU spent)
+        if watch is not None:
+            watch(self)
 
     def __repr__(self) -> str:
         s = self.settings
@@ -138,6 +141,7 @@ class ServiceSession(requests.Session):
             "retries": dict(snapshot.retries),
             "slept_seconds": snapshot.slept_seconds,
             "requests_per_minute": snapshot.requests_per_minute,
+            "pu_per_minute": getattr(snapshot, "pu_per_minute", None),
             "token_fetches": getattr(self.token_source, "fetches", 0),
         }
 

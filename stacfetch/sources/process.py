@@ -19,7 +19,8 @@ import requests
 from ..bands import BANDS
 from ..config import Settings
 from ..errors import InvalidResponseError, ServiceError
-from ..plan import Job, Tile
+from ..http.ratelimit import costing
+from ..plan import Job, Tile, estimate_processing_units
 
 __all__ = ["ProcessSource", "ProcessTiles", "evalscript", "fetch_tile", "request_body"]
 
@@ -185,7 +186,10 @@ class ProcessTiles:
         """One request: the tile's GeoTIFF bytes, or ``spool`` holding them (see ``fetch_tile``)."""
         with self._lock:
             self.reads += 1
-        return fetch_tile(self.session, self.process_url, self.body(tile), spool=spool)
+        job = self.job
+        pu = estimate_processing_units(tile.width, tile.height, len(job.bands), job.dtype)
+        with costing(pu):  # the limiter paces processing units as well as requests
+            return fetch_tile(self.session, self.process_url, self.body(tile), spool=spool)
 
     def tags(self) -> dict[str, str]:
         return {}
