@@ -21,3 +21,9 @@ def shared_emulator() -> Iterator[Emulator]:
     """One emulator for the whole session: do not change its faults; read its log with care."""
     with Emulator() as emu:
         yield emu
+
+
+@pytest.fixture(autouse=True)
+def _own_cache_folder(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Limits learnt in a test are remembered in a folder of that test, not the user's."""
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path_factory.mktemp("xdg-cache")))

@@ -69,6 +69,7 @@ PU_WAIT = 1.0  # a Process request's 429 asking at least this long is put down t
 LEARN_SECONDS = 15.0  # one in flight at most this long after a first request 429, if no lesson
 MIN_SPAN = 0.15  # seconds between two "ready" moments needed for a rate estimate
 PU_HEADER = "x-processingunits-spent"
+MEMORY_ENTRIES = 50  # deployments and clients remembered at most
 
 _COST: contextvars.ContextVar[float] = contextvars.ContextVar("stacfetch_request_pu", default=0.0)
 
@@ -141,6 +142,7 @@ class _Budget:
         self.source = "configured" if per_minute is not None else None  # learnt | remembered
         self.estimate: float | None = per_minute / 60.0 if per_minute else None  # units/s
         self.burst = burst
+        self.bucket_seconds = WINDOW_SECONDS  # PU: the service's bucket holds this long's worth
         self.bucket: _Bucket | None = None
         self.window: float | None = per_minute if per_minute and name == "requests" else None
         self.sent: deque[tuple[float, float]] = deque()  # (send time, cost) not refused
@@ -190,7 +192,7 @@ class _Budget:
         """Pace at ``share`` of ``rate`` units/s from now on (keeping the current level)."""
         self.estimate = rate
         paced = max(rate * share, 1e-6)
-        capacity = self.burst if self.name == "requests" else paced * WINDOW_SECONDS
+        capacity = self.burst if self.name == "requests" else paced * self.bucket_seconds
         level = None if self.bucket is None else min(self.bucket.level, capacity)
         self.bucket = _Bucket(paced, capacity, now, level)
 
@@ -240,6 +242,11 @@ class LimitMemory:
         try:
             data = self._read()
             data[self.key] = {**entry, "saved": time.time()}
+            if len(data) > MEMORY_ENTRIES:  # forget the deployments not seen for longest
+                oldest = sorted(data, key=lambda k: (data[k] or {}).get("saved", 0)
+                                if isinstance(data[k], dict) else 0)
+                for key in oldest[: len(data) - MEMORY_ENTRIES]:
+                    del data[key]
             self.path.parent.mkdir(parents=True, exist_ok=True)
             fd, tmp = tempfile.mkstemp(prefix=".limits-", dir=self.path.parent)
             with os.fdopen(fd, "w", encoding="utf-8") as fh:
@@ -271,6 +278,7 @@ class RateLimiter:
         memory: LimitMemory | None = None,
         learnt: dict[str, Any] | None = None,
         request_burst: float = REQUEST_BURST,
+        pu_bucket_seconds: float = WINDOW_SECONDS,
     ) -> None:
         for name, value in (("requests_per_minute", requests_per_minute), ("pu_per_minute", pu_per_minute)):
             if value is not None and not (value > 0 and math.isfinite(value)):
@@ -281,11 +289,12 @@ class RateLimiter:
         now = time.monotonic()
         self._requests = _Budget("requests", requests_per_minute, burst=max(1.0, request_burst))
         self._pu = _Budget("pu", pu_per_minute, burst=0.0)
+        self._pu.bucket_seconds = pu_bucket_seconds
         if requests_per_minute is not None:
             self._requests.bucket = _Bucket(requests_per_minute / 60.0, self._requests.burst, now)
         if pu_per_minute is not None:
             rate = pu_per_minute / 60.0
-            self._pu.bucket = _Bucket(rate * PU_RATE_SHARE, pu_per_minute * PU_HEADROOM, now)
+            self._pu.bucket = _Bucket(rate * PU_RATE_SHARE, rate * pu_bucket_seconds * PU_HEADROOM, now)
         if memory is not None and adaptive:
             self._recall(memory.load(), now)
         if learnt:
@@ -454,7 +463,8 @@ class RateLimiter:
                     and self._requests.estimate else None,
                     "pu_per_minute": self._pu.estimate * 60 if self._pu.configured
                     and self._pu.estimate else None,
-                    "adaptive": self._adaptive, "memory": self._memory, "learnt": learnt}
+                    "adaptive": self._adaptive, "memory": self._memory, "learnt": learnt,
+                    "request_burst": self._requests.burst, "pu_bucket_seconds": self._pu.bucket_seconds}
 
     def watch(self, session: Any) -> None:
         """Hook ``session`` (requests): each answer ends its attempt, with the PU it cost."""
@@ -480,6 +490,8 @@ class RateLimiter:
             short_p = pu.bucket.wait(cost, now)
             if abs(short_r - short_p) > 0.05:
                 return requests if short_r > short_p else pu
+        if pu.bucket is not None and requests.bucket is None:
+            return pu  # paced by PU, and refused anyway: that budget is smaller than thought
         n60 = requests.in_window(sent_at) + 1
         p60 = pu.in_window(sent_at) + cost
         oldest = next((t for t, _ in requests.sent if sent_at - t < WINDOW_SECONDS), None)
@@ -549,7 +561,7 @@ class RateLimiter:
         refused ``cost`` sent at ``sent_at`` until ``ready``: what it let through, plus the
         cost, over a minute plus the time since the first send."""
         first = budget.first if budget.first is not None else sent_at
-        return (budget.between(first, sent_at) + cost) / (WINDOW_SECONDS + ready - first)
+        return (budget.between(first, sent_at) + cost) / (budget.bucket_seconds + ready - first)
 
     def _recall(self, entry: dict[str, Any], now: float) -> None:
         for budget in (self._requests, self._pu):

@@ -229,7 +229,8 @@ class ServiceSession(requests.Session):
         if asked is None:  # no usable header: our default, doubling, capped
             asked = min(policy.default_retry_after * 2**state.headerless_429, policy.max_retry_after)
             state.headerless_429 += 1
-        if state.rate_limited > policy.max_rate_limit_retries or too_long or not state.replayable:
+        too_many = policy.max_rate_limit_retries is not None and state.rate_limited > policy.max_rate_limit_retries
+        if too_many or too_long or not state.replayable:
             why = (
                 f"the service asked to wait {asked:.1f} s, more than the "
                 f"{policy.max_retry_after:.0f} s stacfetch waits at once"

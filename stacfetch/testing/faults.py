@@ -87,6 +87,7 @@ class Faults:
     rate_limit_per_minute: int | None = None
     rate_limit_burst: int | None = None  # set: a token bucket of this size, not a window
     pu_limit_per_minute: float | None = None
+    pu_bucket_seconds: float = 60.0  # the PU bucket holds this long's worth (tests: shorter)
     rate_5xx: float = 0.0
     rate_drop: float = 0.0
     rate_truncate: float = 0.0
@@ -171,7 +172,8 @@ class Faults:
                 waits.append((60.0 - (now - self._window[0]), "rate_limit_per_minute"))
         pus = None
         if self.pu_limit_per_minute is not None and units > 0:
-            pus = self._bucket("pu", float(self.pu_limit_per_minute), float(self.pu_limit_per_minute))
+            per_minute = float(self.pu_limit_per_minute)
+            pus = self._bucket("pu", per_minute * self.pu_bucket_seconds / 60.0, per_minute)
             if units > pus.capacity:
                 return Decision(429, None, code=EXCEEDS_CAPACITY, delay_s=delay,
                                 label="pu_exceeds_capacity")

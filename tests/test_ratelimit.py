@@ -1,0 +1,172 @@
+"""The run's rate limiter: token buckets for requests and PU, lessons from 429s, memory."""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from stacfetch.config import SANDBOX_CLIENT_ID, SANDBOX_CLIENT_SECRET, Settings
+from stacfetch.http import LimitMemory, RateLimiter, open_session
+from stacfetch.http.ratelimit import costing
+from stacfetch.plan import estimate_processing_units, max_px_for_budget
+from stacfetch.testing.emulator import Emulator
+from stacfetch.testing.faults import Faults
+
+UTM39 = "http://www.opengis.net/def/crs/EPSG/0/32639"
+
+
+def settings_for(emu: Emulator) -> Settings:
+    return Settings(provider="sentinelhub", base_url=emu.url, token_url=emu.token_url,
+                    client_id=SANDBOX_CLIENT_ID, client_secret=SANDBOX_CLIENT_SECRET)
+
+
+def collections(emu: Emulator) -> str:
+    return emu.url + "/api/v1/catalog/1.0.0/collections"
+
+
+def three_pu_body() -> dict[str, Any]:
+    """A Process request of 1024 x 768 px and 3 bands: 3 PU."""
+    script = ('//VERSION=3\nfunction setup() {return {input: [{bands: ["B02", "B03", "B04"], '
+              'units: "DN"}], output: {bands: 3, sampleType: "UINT16"}};}\n'
+              "function evaluatePixel(s) {return [s.B02, s.B03, s.B04];}\n")
+    return {"input": {"bounds": {"bbox": [530000.0, 4920000.0, 540240.0, 4927680.0],
+                                 "properties": {"crs": UTM39}},
+                      "data": [{"type": "sentinel-2-l2a", "dataFilter": {"timeRange": {
+                          "from": "2021-01-20T00:00:00Z", "to": "2021-01-25T23:59:59Z"}}}]},
+            "output": {"width": 1024, "height": 768,
+                       "responses": [{"identifier": "default", "format": {"type": "image/tiff"}}]},
+            "evalscript": script}
+
+
+def hammer(threads: int, each: int, send: Any) -> None:
+    """``threads`` threads calling ``send()`` ``each`` times, as a run's workers do."""
+    errors: list[BaseException] = []
+
+    def work() -> None:
+        try:
+            for _ in range(each):
+                send()
+        except BaseException as exc:  # noqa: BLE001 - reported below
+            errors.append(exc)
+
+    pool = [threading.Thread(target=work) for _ in range(threads)]
+    for t in pool:
+        t.start()
+    for t in pool:
+        t.join()
+    assert not errors, errors
+
+
+def test_a_configured_limit_is_a_token_bucket_with_a_small_burst() -> None:
+    limiter = RateLimiter(requests_per_minute=600)  # 10 a second
+    started = time.monotonic()
+    sent = []
+    for _ in range(13):
+        limiter.acquire()
+        sent.append(time.monotonic() - started)
+    assert sent[2] < 0.05  # a burst of three, not of a whole minute's budget
+    # then 10/s on an absolute schedule (a late send does not push the later ones back)
+    assert all(t >= (k - 2) * 0.1 - 0.01 for k, t in enumerate(sent))
+    assert 0.95 <= sent[-1] < 1.3
+    assert limiter.requests_per_minute == 600 and limiter.stats().requests == 13
+
+
+def test_a_refused_attempt_counts_for_nothing_and_waiters_leave_one_by_one() -> None:
+    limiter = RateLimiter(requests_per_minute=600)
+    for _ in range(3):
+        limiter.acquire()
+    paused = time.monotonic()
+    limiter.pause(0.3, asked=0.3)  # the service refused the third: ready again in 0.3 s
+    times: list[float] = []
+    lock = threading.Lock()
+
+    def one() -> None:
+        limiter.acquire()
+        with lock:
+            times.append(time.monotonic() - paused)
+
+    hammer(4, 1, one)
+    times.sort()
+    assert times[0] >= 0.29
+    # released at the pace, not all at once when the pause ends
+    assert all(t >= 0.29 + k * 0.1 - 0.01 for k, t in enumerate(times))
+    assert limiter.stats().retries == {"429": 1}
+
+
+def test_adaptive_limiter_learns_a_token_bucket_and_remembers_it(tmp_path: Path) -> None:
+    memory = LimitMemory(tmp_path / "limits.json", "deployment+client")
+    with Emulator(faults=Faults(rate_limit_per_minute=1200, rate_limit_burst=5)) as emu:
+        limiter = RateLimiter(memory=memory)
+        with open_session(settings_for(emu), limiter=limiter, pool_size=8) as session:
+            hammer(4, 20, lambda: session.get(collections(emu)).raise_for_status())
+        first_429s = emu.log.settle().count(status=429)
+        learnt = limiter.requests_per_minute
+        # what the service let through between two moments it was ready again: 20/s
+        assert learnt is not None and 0.9 * 1200 <= learnt <= 1200
+        assert first_429s <= 8  # the burst's in-flight refusals and the two lessons
+        assert limiter.stats().retries["429"] == first_429s
+
+        emu.log.clear()
+        emu.faults.reset_window()
+        again = RateLimiter(memory=memory)  # the next run paces from its first request
+        assert again.requests_per_minute == pytest.approx(learnt, rel=0.02)
+        with open_session(settings_for(emu), limiter=again, pool_size=8) as session:
+            hammer(4, 20, lambda: session.get(collections(emu)).raise_for_status())
+        assert emu.log.settle().count(status=429) == 0
+
+
+def test_a_pu_429_is_told_from_a_request_429_and_the_pu_budget_learnt() -> None:
+    # 2 PU a second in a bucket of 4.5 s worth (9 PU); requests of 3 PU; requests are not the limit
+    faults = Faults(rate_limit_per_minute=6000, rate_limit_burst=50, pu_limit_per_minute=120,
+                    pu_bucket_seconds=4.5)
+    with Emulator(faults=faults) as emu:
+        limiter = RateLimiter(pu_bucket_seconds=4.5)
+        with open_session(settings_for(emu), limiter=limiter, pool_size=8) as session:
+
+            def one() -> None:
+                with costing(3.0):
+                    session.post(emu.process_url, json=three_pu_body()).raise_for_status()
+
+            started = time.monotonic()
+            hammer(2, 5, one)
+            seconds = time.monotonic() - started
+        log = emu.log.settle()
+    refused = [r for r in log.records(kind="process") if r.status == 429]
+    assert refused and all(r.fault == "pu_limit_per_minute" for r in refused)
+    stats = limiter.stats()
+    assert stats.pu_429s == len(refused) <= 3 and stats.requests_per_minute is None
+    assert stats.pu_per_minute is not None and 0.8 * 120 <= stats.pu_per_minute <= 120
+    assert seconds < (30 - 9) / 2 * 1.3  # paced near the refill rate, not bouncing
+
+
+def test_429s_at_info_level_log_without_errors(caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO, logger="stacfetch.http.ratelimit")
+    limiter = RateLimiter()
+    for wait in (0.001, 0.002, 8.0):
+        limiter.acquire()
+        limiter.pause(wait, asked=wait)
+    assert caplog.records
+    for record in caplog.records:
+        assert record.getMessage()  # formatting a message never raises (it did: %d of None)
+
+
+def test_the_run_does_not_give_up_while_the_waits_asked_are_short() -> None:
+    with Emulator(faults=Faults(retry_after_ms=1)) as emu:
+        emu.faults.fail_next = [429] * 15
+        limiter = RateLimiter(adaptive=False)
+        with open_session(settings_for(emu), limiter=limiter) as session:
+            assert session.get(collections(emu)).status_code == 200
+    assert limiter.stats().retries == {"429": 15}
+
+
+def test_a_request_larger_than_the_pu_budget_is_split() -> None:
+    assert max_px_for_budget(None, 12, "uint16") == 2500
+    assert max_px_for_budget(1000.0, 3, "uint16") == 2500  # fits: the service's own limit
+    side = max_px_for_budget(20.0, 12, "uint16")  # 2500 x 2500 x 12 bands would cost 95 PU
+    assert estimate_processing_units(side, side, 12, "uint16") <= 0.9 * 20.0
+    assert estimate_processing_units(side + 16, side + 16, 12, "uint16") > 0.9 * 20.0
