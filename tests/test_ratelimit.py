@@ -170,3 +170,17 @@ def test_a_request_larger_than_the_pu_budget_is_split() -> None:
     side = max_px_for_budget(20.0, 12, "uint16")  # 2500 x 2500 x 12 bands would cost 95 PU
     assert estimate_processing_units(side, side, 12, "uint16") <= 0.9 * 20.0
     assert estimate_processing_units(side + 16, side + 16, 12, "uint16") > 0.9 * 20.0
+
+
+def test_cdse_paces_to_the_free_tier_unless_told(tmp_path: Path) -> None:
+    from stacfetch.query import build_options
+
+    cdse = Settings(provider="cdse", base_url=None, token_url=None, output_dir=tmp_path)
+    options = build_options(cdse, dry_run=True)
+    assert (options.requests_per_minute, options.pu_limit) == (300.0, 300.0)
+    assert options.limits_note is not None and "free tier" in options.limits_note
+    paid = build_options(cdse, dry_run=True, requests_per_minute=1000, pu_limit="2000")
+    assert (paid.requests_per_minute, paid.pu_limit, paid.limits_note) == (1000.0, 2000.0, None)
+    other = build_options(Settings(provider="sentinelhub", base_url=None, token_url=None,
+                                   output_dir=tmp_path), dry_run=True)
+    assert (other.requests_per_minute, other.pu_limit, other.limits_note) == (None, None, None)

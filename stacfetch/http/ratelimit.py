@@ -51,6 +51,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import platformdirs
+
 log = logging.getLogger(__name__)
 
 __all__ = ["LimitMemory", "LimiterStats", "RateLimiter", "costing", "current_cost"]
@@ -220,8 +222,6 @@ class LimitMemory:
     def for_service(cls, base_url: str, client_id: str | None, folder: Path | None = None) -> LimitMemory:
         """The memory of ``client_id`` on ``base_url`` in the user's cache folder."""
         if folder is None:
-            import platformdirs  # only when a memory is wanted: not on the import path of --help
-
             folder = Path(platformdirs.user_cache_dir("stacfetch"))
         digest = hashlib.sha256(f"{base_url.rstrip('/')}|{client_id or ''}".encode()).hexdigest()[:20]
         return cls(folder / "limits.json", digest)
