@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 
 from stacfetch.config import SANDBOX_CLIENT_ID, SANDBOX_CLIENT_SECRET, Settings
+from stacfetch.errors import ServiceError
 from stacfetch.http import LimitMemory, RateLimiter, open_session
 from stacfetch.http.ratelimit import costing
 from stacfetch.plan import estimate_processing_units, max_px_for_budget
@@ -184,3 +185,14 @@ def test_cdse_paces_to_the_free_tier_unless_told(tmp_path: Path) -> None:
     other = build_options(Settings(provider="sentinelhub", base_url=None, token_url=None,
                                    output_dir=tmp_path), dry_run=True)
     assert (other.requests_per_minute, other.pu_limit, other.limits_note) == (None, None, None)
+
+
+def test_a_429_without_remedy_ends_the_request() -> None:
+    body = three_pu_body()
+    body["output"].update(width=2500, height=2500)  # 23.8 PU: more than the bucket of 12
+    with (
+        Emulator(faults=Faults(pu_limit_per_minute=12)) as emu,
+        open_session(settings_for(emu), limiter=RateLimiter()) as session,
+        pytest.raises(ServiceError, match="--pu-limit"),
+    ):
+        session.post(emu.process_url, json=body)

@@ -39,9 +39,10 @@ class RetryPolicy:
 
     429: wait ``Retry-After`` milliseconds (+0–``rate_limit_jitter`` of it), never more than
     the server asked; no header → ``default_retry_after`` s doubling per header-less 429;
-    a wait above ``max_retry_after`` (or more than ``max_rate_limit_retries`` 429s in a row,
-    if set: by default a run keeps going while the service asks for waits within budget) →
-    :class:`RateLimitError`. 5xx / connection reset / chunked-body errors / read timeouts:
+    a wait above ``max_retry_after``, more than ``max_headerless_rate_limits`` 429s without the
+    header, a 429 saying one request costs more than the whole budget, or more than
+    ``max_rate_limit_retries`` 429s in a row if set (by default a run keeps going while the
+    service asks for waits within budget) → :class:`RateLimitError`. 5xx / connection reset / chunked-body errors / read timeouts:
     up to ``max_attempts`` tries, sleeping ``backoff_initial`` doubling to ``backoff_max``
     with "equal jitter" (between half and all of the step). Other 4xx: never retried.
     """
@@ -50,6 +51,7 @@ class RetryPolicy:
     backoff_initial: float = 0.5
     backoff_max: float = 30.0
     max_rate_limit_retries: int | None = None
+    max_headerless_rate_limits: int = 6  # 429s without Retry-After in a row (5 s .. 120 s waits)
     default_retry_after: float = 5.0
     max_retry_after: float = 120.0
     rate_limit_jitter: float = 0.1

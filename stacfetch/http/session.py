@@ -229,7 +229,14 @@ class ServiceSession(requests.Session):
         if asked is None:  # no usable header: our default, doubling, capped
             asked = min(policy.default_retry_after * 2**state.headerless_429, policy.max_retry_after)
             state.headerless_429 += 1
-        too_many = policy.max_rate_limit_retries is not None and state.rate_limited > policy.max_rate_limit_retries
+        too_many = (policy.max_rate_limit_retries is not None
+                    and state.rate_limited > policy.max_rate_limit_retries
+                    or state.headerless_429 > policy.max_headerless_rate_limits)
+        if _over_capacity(response):
+            raise ServiceError.from_response(
+                response, hint="one request costs more processing units than your budget holds; "
+                "give your account's PU per minute with --pu-limit (pu_limit=) so that stacfetch "
+                "requests smaller tiles")
         if too_many or too_long or not state.replayable:
             why = (
                 f"the service asked to wait {asked:.1f} s, more than the "
@@ -290,6 +297,14 @@ class ServiceSession(requests.Session):
         return NetworkError(
             f"could not reach {host}{tries}: {_short_reason(exc)}", hint=hint, url=strip_query(url)
         )
+
+
+def _over_capacity(response: requests.Response) -> bool:
+    """A 429 no wait can cure: the request alone costs more than the whole budget."""
+    try:
+        return "RATE_LIMIT_TOKEN_COUNT_EXCEEDS_CAPACITY" in response.text[:2000]
+    except (requests.RequestException, UnicodeError):
+        return False
 
 
 def _fresh_copy(request: requests.PreparedRequest) -> requests.PreparedRequest:
