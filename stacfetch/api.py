@@ -12,7 +12,7 @@ nothing: the CLI passes ``on_plan``/``on_screen`` callbacks to show the plan and
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Executor
 from dataclasses import replace
 from datetime import timedelta
@@ -22,6 +22,7 @@ from typing import Any
 from pystac import Item, ItemCollection
 
 from .bands import PRESETS, output_dtype
+from .catalog import iter_pages, sort_key
 from .catalog import search as catalog_search
 from .clouds import ClearShare, screen
 from .config import Settings, load_settings
@@ -38,6 +39,7 @@ from .query import (
 )
 from .raster import is_complete
 from .run import GetResult, RunContext, execute
+from .stream import PagePlanner
 
 __all__ = ["build_query", "get", "get_query", "open_service", "search", "search_query"]
 
@@ -113,9 +115,27 @@ def get_query(
                               pu_per_minute=options.pu_limit, memory=memory)
         session = open_session(live, limiter=limiter, pool_size=max(options.workers, 4))
         try:
-            items = catalog_search(session, live.catalog_url, query)
             bands = tuple(query.bands) or PRESETS["all"]
             max_px = max_px_for_budget(limiter.pu_capacity, len(bands), output_dtype(bands, query.dtype))
+            pages = iter_pages(session, live.catalog_url, query)
+            first, more = next(pages, ([], False))
+            tags = {"SYNTHETIC": "true"} if settings.is_sandbox else {}
+            context = RunContext(live, session=session, overwrite=options.overwrite, tags=tags,
+                                 session_options={"pool_size": 2}, fmt=options.fmt)
+            if more and not options.dry_run and options.min_clear is None:
+                # several pages: the first acquisitions download while the search goes on
+                planner = PagePlanner(query, options.out_dir, tolerance=options.tolerance, max_px=max_px)
+
+                def stream() -> Iterator[Job]:
+                    yield from planner.add(first)
+                    yield from planner.jobs_of(page for page, _ in pages)
+                    if on_plan is not None:  # the totals, once the search has ended
+                        on_plan(planner.plan(), len(planner.items))
+
+                result = execute(stream(), context, executor=executor, workers=options.workers,
+                                 progress=progress, manifest_root=options.out_dir)
+                return _finish(result, session, options, [])
+            items = sorted([*first, *(item for page, _ in pages for item in page)], key=sort_key)
             jobs = plan_jobs(query, items, options.out_dir, tolerance=options.tolerance, max_px=max_px)
             if on_plan is not None:
                 on_plan(jobs, len(items))
@@ -126,18 +146,21 @@ def get_query(
                 jobs, screened = _screen(jobs, session, live, query, options)
                 if on_screen is not None and screened:
                     on_screen(screened)
-            tags = {"SYNTHETIC": "true"} if settings.is_sandbox else {}
-            context = RunContext(live, session=session, overwrite=options.overwrite, tags=tags,
-                                 session_options={"pool_size": 2}, fmt=options.fmt)
             result = execute(jobs, context, executor=executor, workers=options.workers,
                              progress=progress, manifest_root=options.out_dir)
-            result.min_clear, result.screened = options.min_clear, screened
-            if options.preview:
-                result.previews = _previews(result.paths, overwrite=options.overwrite)
-            result.stats = {**_session_stats(session), **result.stats}  # a cluster's own counters win
-            return result
+            return _finish(result, session, options, screened)
         finally:
             session.close()
+
+
+def _finish(result: GetResult, session: Any, options: GetOptions,
+            screened: list[ClearShare]) -> GetResult:
+    """Quicklooks and counters after the downloads."""
+    result.min_clear, result.screened = options.min_clear, screened
+    if options.preview:
+        result.previews = _previews(result.paths, overwrite=options.overwrite)
+    result.stats = {**_session_stats(session), **result.stats}  # and a cluster's own counters
+    return result
 
 
 def _screen(jobs: list[Job], session: Any, settings: Settings, query: Query,

@@ -37,11 +37,13 @@ __all__ = [
     "UnknownCollectionError",
     "cloud_filter",
     "describe_item",
+    "iter_pages",
     "iter_search",
     "list_collections",
     "open_catalog",
     "search",
     "search_parameters",
+    "sort_key",
 ]
 
 
@@ -120,7 +122,7 @@ def search_parameters(query: Query, *, limit: int = MAX_PAGE_SIZE) -> dict[str, 
 # -----------------------------------------------------------------------------------------
 # Searching
 # -----------------------------------------------------------------------------------------
-def iter_search(
+def iter_pages(
     session: Any,
     settings_or_url: Settings | str,
     query: Query,
@@ -128,8 +130,9 @@ def iter_search(
     limit: int = MAX_PAGE_SIZE,
     max_items: int | None = None,
     client: Client | None = None,
-) -> Iterator[pystac.Item]:
-    """Yield matching items in the service's order, each id once, following every page."""
+) -> Iterator[tuple[list[pystac.Item], bool]]:
+    """Yield each page's new items (each id once, the service's order) as the page arrives,
+    and whether the page links to a next one."""
     url = _catalog_url(settings_or_url)
     client = client or open_catalog(session, url)
     params = search_parameters(query, limit=limit)
@@ -142,13 +145,31 @@ def iter_search(
     with _mapped_errors(url, session=session, collection=query.collection):
         for page in item_search.pages_as_dicts():
             pages += 1
+            fresh = []
             for feature in page.get("features", []):
                 item_id = feature.get("id")
                 if item_id in seen:
                     continue
                 seen.add(item_id)
-                yield pystac.Item.from_dict(feature, root=client, preserve_dict=False)
+                fresh.append(pystac.Item.from_dict(feature, root=client, preserve_dict=False))
+            more = any(link.get("rel") == "next" for link in page.get("links", []))
+            yield fresh, more
     log.debug("search of %s: %d items in %d pages", query.collection, len(seen), pages)
+
+
+def iter_search(
+    session: Any,
+    settings_or_url: Settings | str,
+    query: Query,
+    *,
+    limit: int = MAX_PAGE_SIZE,
+    max_items: int | None = None,
+    client: Client | None = None,
+) -> Iterator[pystac.Item]:
+    """Yield matching items in the service's order, each id once, following every page."""
+    for page, _ in iter_pages(session, settings_or_url, query, limit=limit, max_items=max_items,
+                              client=client):
+        yield from page
 
 
 def search(
@@ -166,10 +187,10 @@ def search(
     collection becomes :class:`UnknownCollectionError` listing the available ones.
     """
     items = list(iter_search(session, settings_or_url, query, limit=limit, max_items=max_items))
-    return sorted(items, key=_sort_key)
+    return sorted(items, key=sort_key)
 
 
-def _sort_key(item: pystac.Item) -> tuple[datetime, str]:
+def sort_key(item: pystac.Item) -> tuple[datetime, str]:
     when = scene_facts(item).datetime
     return (when or datetime.min.replace(tzinfo=timezone.utc), item.id)
 

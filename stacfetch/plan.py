@@ -87,6 +87,7 @@ __all__ = [
     "destination_name",
     "estimate_processing_units",
     "max_px_for_budget",
+    "unique_destination",
     "group_acquisitions",
     "grid_for",
     "make_plan",
@@ -536,18 +537,20 @@ def plan_jobs(
     grid = grid_for(query.geometry, query.crs, query.resolution)
     tiles = tuple(cut_tiles(grid, max_px, align=align))
     folder = safe_join(Path(out_dir), query.collection, area_id(query.geometry, grid, bands, dtype))
-    jobs: list[Job] = []
     taken: set[str] = set()
-    for acq in group_acquisitions(items, tolerance):
-        stem = destination_name(acq)
-        name, n = stem, 1
-        while name.lower() in taken:
-            n += 1
-            name = f"{stem}-{n}"
-        taken.add(name.lower())
-        destination = safe_join(folder, name + ".tif")
-        jobs.append(Job(acq, grid, tiles, bands, dtype, destination))
-    return jobs
+    return [Job(acq, grid, tiles, bands, dtype, unique_destination(folder, acq, taken))
+            for acq in group_acquisitions(items, tolerance)]
+
+
+def unique_destination(folder: Path, acq: Acquisition, taken: set[str]) -> Path:
+    """``folder/<name>.tif``, with ``-2``, ``-3``... if ``taken`` (lower-case names) has it."""
+    stem = destination_name(acq)
+    name, n = stem, 1
+    while name.lower() in taken:
+        n += 1
+        name = f"{stem}-{n}"
+    taken.add(name.lower())
+    return safe_join(folder, name + ".tif")
 
 
 def estimate_processing_units(width: int, height: int, bands: int, dtype: str) -> float:
@@ -563,15 +566,12 @@ def estimate_processing_units(width: int, height: int, bands: int, dtype: str) -
     return max(pu, 0.005)
 
 
-def max_px_for_budget(pu_budget: float | None, bands: int, dtype: str,
-                      max_px: int = DEFAULT_MAX_PX) -> int:
-    """The tile side at which one request costs at most 90 % of ``pu_budget`` PU (the most the
-    service's bucket can hold), so that no request is larger than the whole budget."""
-    if pu_budget is None or pu_budget <= 0:
+def max_px_for_budget(pu_budget: float | None, bands: int, dtype: str, max_px: int = DEFAULT_MAX_PX) -> int:
+    """The tile side at which a request costs at most 90 % of ``pu_budget`` (the service's bucket)."""
+    if not pu_budget or pu_budget <= 0:
         return max_px
-    per_full_tile = estimate_processing_units(512, 512, bands, dtype)
-    side = int(512 * math.sqrt(0.9 * pu_budget / per_full_tile))
-    return max(64, min(max_px, side))
+    return max(64, min(max_px, int(512 * math.sqrt(
+        0.9 * pu_budget / estimate_processing_units(512, 512, bands, dtype)))))
 
 
 @dataclass(frozen=True)

@@ -16,6 +16,7 @@ import logging
 import sys
 import threading
 import time
+from collections.abc import Iterable
 from concurrent.futures import Executor, Future, ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -329,7 +330,7 @@ def _progress(total: int, enabled: bool) -> Any:
 
 
 def execute(
-    jobs: list[Job],
+    jobs: Iterable[Job],
     context: RunContext,
     *,
     executor: Executor | None = None,
@@ -338,6 +339,9 @@ def execute(
     manifest_root: Path | None = None,
 ) -> GetResult:
     """Run every job; write the manifest of what is complete; return the result.
+
+    ``jobs``: a list, or an iterable that yields them while it is still searching (each is
+    submitted as it comes; the result lists them in time order).
 
     On Ctrl-C the workers stop at the next tile, unfinished ``.part`` files are removed,
     the manifest lists what is complete, and ``Interrupted`` (exit 130) is raised. The run
@@ -366,7 +370,7 @@ def run_job_on_worker(job: Job, context: RunContext) -> Outcome:
 
 
 def _execute(
-    jobs: list[Job],
+    jobs: Iterable[Job],
     context: RunContext,
     *,
     executor: Executor | None,
@@ -375,21 +379,27 @@ def _execute(
     manifest_root: Path | None,
 ) -> GetResult:
     started = time.monotonic()
-    result = GetResult(jobs=list(jobs))
+    known = list(jobs) if isinstance(jobs, (list, tuple)) else None  # else jobs still arriving
+    result = GetResult(jobs=[])
     own_executor = executor is None
     # `workers` requests in flight; twice as many job threads, so that a worker writing its
     # file does not leave a request slot idle (writing releases the GIL: GDAL, fsync)
     context.request_slots = threading.BoundedSemaphore(max(1, workers))
     pool: Executor = executor or ThreadPoolExecutor(max_workers=max(1, workers) * THREADS_PER_SLOT,
                                                     thread_name_prefix="stacfetch")
-    if own_executor and jobs:
+    if own_executor and known:
         # fewer acquisitions than workers (a large area): spread the workers over tiles
-        context.tile_workers = min(MAX_TILE_WORKERS, max(1, workers // len(jobs)))
-    bar = _progress(len(jobs), progress)
+        context.tile_workers = min(MAX_TILE_WORKERS, max(1, workers // len(known)))
+    bar = _progress(len(known) if known is not None else 0, progress)
     futures: dict[Future[Outcome], Job] = {}
     try:
         task = run_job if context.remote is None else run_job_on_worker
-        futures = {pool.submit(task, job, context): job for job in jobs}
+        for job in (known if known is not None else jobs):  # a stream: submitted as they come
+            result.jobs.append(job)
+            futures[pool.submit(task, job, context)] = job
+        if bar is not None and known is None:
+            bar.total = len(result.jobs)
+            bar.refresh()
         for future in as_completed(futures):
             outcome = future.result()
             result.outcomes.append(outcome)
@@ -414,13 +424,13 @@ def _execute(
             except Exception:  # cancelled, interrupted or still running
                 continue
         done = {o.job.destination for o in result.outcomes if o.status in ("written", "skipped")}
-        for job in jobs:
+        for job in result.jobs:
             if job.destination not in done:
                 discard_partial(job.destination)
         result.seconds = time.monotonic() - started
         result.manifest = _write_manifest(result, manifest_root)
         raise Interrupted(
-            f"interrupted: {len(done)} of {len(jobs)} acquisitions complete"
+            f"interrupted: {len(done)} of {len(result.jobs)} acquisitions complete"
             + (f"; manifest {result.manifest}" if result.manifest else ""),
             hint="run the same command again to download the rest",
         ) from None
@@ -429,7 +439,9 @@ def _execute(
             bar.close()
         if own_executor:
             pool.shutdown(wait=not context.stop.is_set(), cancel_futures=True)
-    order = {job.destination: i for i, job in enumerate(jobs)}
+    if known is None:  # streamed in the service's order: the batch plan's order, by time
+        result.jobs.sort(key=lambda j: (j.acquisition.datetime, j.acquisition.key))
+    order = {job.destination: i for i, job in enumerate(result.jobs)}
     result.outcomes.sort(key=lambda o: order[o.job.destination])
     result.seconds = time.monotonic() - started
     result.manifest = _write_manifest(result, manifest_root)
