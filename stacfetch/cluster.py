@@ -124,8 +124,10 @@ class RemoteLimiter:
     def count_retry(self, reason: str) -> None:
         self._actor.count(reason, 0.0, None).result()
 
-    def watch(self, session: Any) -> None:
+    def watch(self, session: Any) -> Any:
+        """Hook ``session``: each answer ends its attempt here; returns the hook."""
         session.hooks.setdefault("response", []).append(self._on_response)
+        return self._on_response
 
     def _on_response(self, response: Any, *args: Any, **kwargs: Any) -> Any:
         if response.status_code != 429:
@@ -246,6 +248,10 @@ def on_cluster(client: Client, context: Any) -> Iterator[tuple[Executor, Any, di
                        local.retry_policy, pool_size=4)
     client.register_plugin(plugin, name=name)
     remote = context.for_workers(RemoteRun(name))
+    # the client's own requests (the search's next pages) count against the shared budget too
+    previous, shared = local.limiter, RemoteLimiter(actor)
+    local.limiter = shared
+    hook = shared.watch(local)
     stats: dict[str, Any] = {}
     stop = threading.Event()
     refresher = threading.Thread(target=_keep_token_fresh, args=(actor, source, stop),
@@ -254,6 +260,9 @@ def on_cluster(client: Client, context: Any) -> Iterator[tuple[Executor, Any, di
     try:
         yield client.get_executor(pure=False), remote, stats
     finally:
+        local.limiter = previous
+        with contextlib.suppress(ValueError):
+            local.hooks["response"].remove(hook)
         stop.set()
         refresher.join(timeout=5)
         with contextlib.suppress(Exception):
