@@ -161,6 +161,10 @@ def _child_stacfetch(spec: dict[str, Any]) -> dict[str, Any]:
     from stacfetch.api import get_query
     from stacfetch.config import load_settings
 
+    with contextlib.suppress(ImportError):  # what the CLI, the process owner, does (mallopt)
+        from stacfetch.run import return_large_buffers_to_the_os
+
+        return_large_buffers_to_the_os()
     cluster = client = executor = None
     if spec["dask"]:
         from distributed import Client as DaskClient
