@@ -371,11 +371,10 @@ def _wait(proc: subprocess.Popen[bytes], timeout: float) -> tuple[int, resource.
 
 def _units(record: Any) -> float:
     """PU of a served Process request, from its logged body (the emulator's own rule)."""
-    from stacfetch.testing.render import parse_request
-    from stacfetch.testing.units import request_units
+    from stacfetch.testing.render import parse_request, processing_units
 
     try:
-        return request_units(parse_request(record.body))
+        return processing_units(parse_request(record.body))
     except Exception:  # noqa: BLE001 - a body the emulator refused costs nothing
         return 0.0
 

@@ -9,10 +9,11 @@ import pytest
 import requests
 
 from stacfetch.config import SANDBOX_CLIENT_ID, SANDBOX_CLIENT_SECRET
+from stacfetch.testing import render
 from stacfetch.testing.emulator import Emulator
 from stacfetch.testing.faults import EXCEEDS_CAPACITY, Faults
 from stacfetch.testing.render import parse_request
-from stacfetch.testing.units import processing_units, request_units
+from stacfetch.testing.units import processing_units
 
 UTM39 = "http://www.opengis.net/def/crs/EPSG/0/32639"
 BBOX = [530000.0, 4920000.0, 555000.0, 4945000.0]  # inside tile T39TRQ
@@ -46,16 +47,16 @@ def session(emu: Emulator) -> requests.Session:
 
 
 def test_processing_units_follow_the_documented_rule() -> None:
-    assert processing_units(512, 512, 3, False) == pytest.approx(1.0)
-    assert processing_units(512, 512, 4, False) == pytest.approx(4 / 3)
-    assert processing_units(512, 512, 1, False) == pytest.approx(1 / 3)  # no floor on bands
-    assert processing_units(512, 512, 3, True) == pytest.approx(2.0)
-    assert processing_units(2001, 2001, 4, False) == pytest.approx(2001**2 / 512**2 * 4 / 3)
-    assert processing_units(10, 10, 3, False) == pytest.approx(0.01)  # area factor at least 0.01
-    assert processing_units(10, 10, 1, False) == 0.005  # a request at least 0.005
+    assert processing_units(512, 512, 3, "UINT16") == pytest.approx(1.0)
+    assert processing_units(512, 512, 4, "UINT16") == pytest.approx(4 / 3)
+    assert processing_units(512, 512, 3, "FLOAT32") == pytest.approx(2.0)
+    assert processing_units(2001, 2001, 4, "UINT16") == pytest.approx(2001**2 / 512**2 * 4 / 3)
+    assert processing_units(512, 512, 1, "UINT16") == pytest.approx(1 / 3)  # no floor on bands
+    assert processing_units(10, 10, 3, "UINT16") == pytest.approx(0.01)  # area at least 0.01
+    assert processing_units(10, 10, 1, "UINT16") == 0.005  # a request at least 0.005
     # dataMask is not an input band; the output sample type decides FLOAT32
-    assert request_units(parse_request(body(512, 512, ["B02", "B03", "B04"]))) == pytest.approx(1.0)
-    assert request_units(parse_request(body(512, 512, ["B04"], "FLOAT32"))) == pytest.approx(2 / 3)
+    assert render.processing_units(parse_request(body(512, 512, ["B02", "B03", "B04"]))) == pytest.approx(1.0)
+    assert render.processing_units(parse_request(body(512, 512, ["B04"], "FLOAT32"))) == pytest.approx(2 / 3)
 
 
 def test_request_bucket_allows_a_burst_then_the_refill_rate() -> None:

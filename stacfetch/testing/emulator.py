@@ -51,7 +51,6 @@ from . import grid, stac
 from . import render as render_mod
 from .faults import Decision, Faults
 from .responses import ApiError, catalog_error, fault_error, sh_error, unauthorized
-from .units import request_units
 
 log = logging.getLogger(__name__)
 
@@ -298,7 +297,7 @@ class Emulator:
         if kind != "process" or self.faults.pu_limit_per_minute is None:
             return None
         try:
-            return request_units(render_mod.parse_request(body, accept))
+            return render_mod.processing_units(render_mod.parse_request(body, accept))
         except ApiError:
             return None
 

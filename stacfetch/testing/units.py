@@ -1,31 +1,41 @@
-"""Processing units (PU) of a Process API request, after Sentinel Hub's documented rule.
+"""Processing units as Sentinel Hub counts them: THE one formula of the emulator.
 
-1 PU = 512 x 512 px of 3 input bands, 8/16-bit. The area factor is the pixel count over
-512², at least 0.01; the band factor is input bands / 3 with no floor (``dataMask`` is not an
-input band); FLOAT32 output counts twice; a request costs at least 0.005 PU.
+From the "Processing Unit definition" page (docs.sentinel-hub.com/api/latest/api/overview/
+processing-unit; the CDSE copy says the same). One PU is a 512 × 512 px output of 3 input
+bands, one sample per pixel, at most 16 bits per sample. Multiplication factors:
+
+* area: output pixels / 512², **at least 0.01**;
+* input bands: bands / 3, **no floor** (one band costs a third), ``dataMask`` not counted;
+* output format: × 2 for FLOAT32 samples;
+* one data sample per pixel (``SIMPLE`` mosaicking, the only one the emulator runs);
+* a request costs **at least 0.005 PU** (Process API).
+
+The emulator charges this in ``x-processingunits-spent``; the issue-14 budget uses it too.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
-if TYPE_CHECKING:  # only for the hint: render imports this module
-    from .render import ProcessRequest
+from collections.abc import Iterable
 
 MIN_AREA_FACTOR = 0.01
 MIN_REQUEST_PU = 0.005
+PIXELS_PER_PU = 512 * 512
+BANDS_PER_PU = 3
 
 
-def processing_units(width: int, height: int, input_bands: int, float32: bool) -> float:
-    """PU of one request of ``width`` x ``height`` px reading ``input_bands`` bands."""
-    area = max(MIN_AREA_FACTOR, width * height / 512**2)
-    return max(MIN_REQUEST_PU, area * input_bands / 3 * (2.0 if float32 else 1.0))
+def input_band_count(bands: Iterable[str]) -> int:
+    """Input bands as the PU rule counts them: ``dataMask`` is free."""
+    return len([b for b in dict.fromkeys(bands) if b != "dataMask"])
 
 
-def request_units(req: ProcessRequest) -> float:
-    """PU of a parsed request: its size, its evalscript's input bands, its output sample type."""
-    bands = sum(1 for band in req.script.units if band != "dataMask")
-    return processing_units(req.width, req.height, bands, req.output.sample_type == "FLOAT32")
+def processing_units(width: int, height: int, input_bands: int, sample_type: str) -> float:
+    """PU of one Process request: ``width`` × ``height`` px, ``input_bands`` (dataMask excluded),
+    ``sample_type`` the output's (``"FLOAT32"`` doubles the cost)."""
+    area = max(MIN_AREA_FACTOR, width * height / PIXELS_PER_PU)
+    pu = area * input_bands / BANDS_PER_PU
+    if str(sample_type).upper() == "FLOAT32":
+        pu *= 2
+    return max(MIN_REQUEST_PU, pu)
 
 
-__all__ = ["processing_units", "request_units"]
+__all__ = ["input_band_count", "processing_units"]
