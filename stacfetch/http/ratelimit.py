@@ -585,14 +585,3 @@ class RateLimiter:
                  if b.source in ("learnt", "remembered") and not b.configured}
         if entry:
             self._memory.save(entry)
-
-    def describe(self) -> str:
-        """One line for the plan: the budgets in force and where they come from."""
-        parts = []
-        with self._lock:
-            for budget, unit in ((self._requests, "requests"), (self._pu, "PU")):
-                if budget.per_minute is not None:
-                    parts.append(f"{budget.per_minute:.0f} {unit}/min ({budget.source})")
-                elif budget.window is not None:
-                    parts.append(f"{budget.window:.0f} {unit}/min window ({budget.source})")
-        return ", ".join(parts) if parts else "adaptive (learns the limits from the service's 429s)"
