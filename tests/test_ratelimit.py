@@ -196,3 +196,15 @@ def test_a_429_without_remedy_ends_the_request() -> None:
         pytest.raises(ServiceError, match="--pu-limit"),
     ):
         session.post(emu.process_url, json=body)
+
+
+def test_a_spent_window_is_learnt_from_what_was_surely_let_through() -> None:
+    limiter = RateLimiter()
+    for _ in range(12):  # answered: let through
+        limiter.acquire()
+        limiter.done()
+    for worker in ("a", "b", "c"):  # still in flight when the 429 comes: may be refused too
+        limiter.acquire(key=worker)
+    limiter.acquire()
+    limiter.pause(50.0, asked=50.0)  # "come back in 50 s": this minute's budget is spent
+    assert limiter.window_limit == 12

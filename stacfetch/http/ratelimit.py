@@ -148,6 +148,7 @@ class _Budget:
         self.bucket: _Bucket | None = None
         self.window: float | None = per_minute if per_minute and name == "requests" else None
         self.sent: deque[tuple[float, float]] = deque()  # (send time, cost) not refused
+        self.answered: deque[float] = deque()  # send times of attempts answered, not refused
         self.total = 0.0
         self.first: float | None = None
         self.ready: tuple[float, float] | None = None  # (ready time, cost) of the last lesson
@@ -160,6 +161,13 @@ class _Budget:
     def trim(self, now: float) -> None:
         while self.sent and now - self.sent[0][0] > HISTORY_SECONDS:
             self.sent.popleft()
+        while self.answered and now - self.answered[0] > HISTORY_SECONDS:
+            self.answered.popleft()
+
+    def let_through(self, before: float, span: float = WINDOW_SECONDS) -> int:
+        """Attempts sent in the ``span`` before ``before`` that the service surely let through
+        (answered without a 429; those still in flight may be refused yet)."""
+        return sum(1 for t in self.answered if before - span <= t < before)
 
     def in_window(self, now: float, span: float = WINDOW_SECONDS) -> float:
         return sum(c for t, c in self.sent if now - t < span)
@@ -396,6 +404,8 @@ class RateLimiter:
         key = threading.get_ident() if key is None else key
         with self._lock:
             attempt = self._attempts.pop(key, None)
+            if attempt is not None:
+                self._requests.answered.append(attempt.sent_at)
             if attempt is None or spent is None:
                 return
             delta = spent - attempt.costs["pu"]
@@ -521,9 +531,9 @@ class RateLimiter:
                     budget.bucket.align(cost, wait, now)  # type: ignore[union-attr]
             return
         lesson = None
-        if budget is self._requests and wait >= LONG_WAIT and budget.in_window(sent_at) + 1 >= MIN_BUDGET:
-            # a spent per-minute window: at least what the last minute let through
-            budget.window = max(budget.window or 0.0, budget.in_window(sent_at))
+        if budget is self._requests and wait >= LONG_WAIT and budget.let_through(sent_at) >= MIN_BUDGET:
+            # a spent per-minute window: what the last minute surely let through
+            budget.window = float(budget.let_through(sent_at))
             lesson = f"a window of {budget.window:.0f} requests a minute"
             budget.learning = False
         elif (budget.ready is not None and sent_at >= budget.ready[0]
