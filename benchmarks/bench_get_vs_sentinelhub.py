@@ -184,7 +184,7 @@ def _child_stacfetch(spec: dict[str, Any]) -> dict[str, Any]:
         options: dict[str, Any] = {"workers": spec["workers"], "requests_per_minute": spec["rpm"],
                                    "fmt": spec["format"]}
         if spec["pu_limit"] is not None:
-            if "pu_limit" not in inspect.signature(get_query).parameters:
+            if not _has_option("pu_limit"):
                 raise SystemExit("this stacfetch has no pu_limit option")
             options["pu_limit"] = spec["pu_limit"]
         if executor is not None:
@@ -200,6 +200,19 @@ def _child_stacfetch(spec: dict[str, Any]) -> dict[str, Any]:
     return {"wall": wall, "cpu": cpu, "import_cpu": c0,
             "files": len(result.written), "failed": len(result.failed),
             "errors": [o.error for o in result.failed][:3], "stats": result.stats}
+
+
+def _has_option(name: str) -> bool:
+    """Whether ``get_query`` takes option ``name`` (directly, or through ``build_options``)."""
+    from stacfetch.api import get_query
+
+    if name in inspect.signature(get_query).parameters:
+        return True
+    try:
+        from stacfetch.query import build_options  # type: ignore[attr-defined]
+    except ImportError:
+        return False
+    return name in inspect.signature(build_options).parameters
 
 
 def _evalscript(bands: list[str]) -> str:

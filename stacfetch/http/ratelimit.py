@@ -501,7 +501,12 @@ class RateLimiter:
             if abs(short_r - short_p) > 0.05:
                 return requests if short_r > short_p else pu
         if pu.bucket is not None and requests.bucket is None:
-            return pu  # paced by PU, and refused anyway: that budget is smaller than thought
+            # paced by PU and refused anyway: the PU budget is smaller than thought, if the
+            # wait is a PU one or the PU this run counts as left were running out
+            pu.bucket.refill(now)
+            if wait >= PU_WAIT or pu.bucket.level < 2 * cost:
+                return pu
+            return requests
         n60 = requests.in_window(sent_at) + 1
         p60 = pu.in_window(sent_at) + cost
         oldest = next((t for t, _ in requests.sent if sent_at - t < WINDOW_SECONDS), None)
@@ -546,7 +551,8 @@ class RateLimiter:
                 budget.bucket.align(cost, wait, now)  # type: ignore[union-attr]
                 budget.learning = False
                 lesson = f"{rate * 60:.1f} {'PU' if budget is self._pu else 'requests'} a minute"
-        elif budget.ready is None and budget is self._pu and budget.first is not None:
+        elif budget.ready is None and budget is self._pu and budget.first is not None \
+                and budget.estimate is None:
             # a bucket of one minute's worth, full at the first send (a lower bound)
             budget.first_lesson = (budget.first, sent_at, ready, cost)
             rate = self._minute_bucket_rate(budget, sent_at, ready, cost)
