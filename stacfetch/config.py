@@ -265,6 +265,21 @@ def deployment_of(url: str | None) -> str | None:
     return None
 
 
+def _utf16_name(path: Path) -> str | None:
+    """``"UTF-16"`` (LE/BE) when the file starts with a UTF-16 byte-order mark or looks like
+    UTF-16 text without one (every other byte NUL); else None."""
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(512)
+    except OSError:
+        return None
+    if head[:2] in (b"\xff\xfe", b"\xfe\xff"):
+        return "UTF-16 " + ("LE" if head[:2] == b"\xff\xfe" else "BE")
+    if len(head) >= 4 and (head[1::2].count(0) > len(head) // 4 or head[0::2].count(0) > len(head) // 4):
+        return "UTF-16 " + ("LE" if head[1::2].count(0) > head[0::2].count(0) else "BE")
+    return None
+
+
 def _read_env_file(path: Path) -> dict[str, str]:
     from dotenv import dotenv_values
 
@@ -276,8 +291,16 @@ def _read_env_file(path: Path) -> dict[str, str]:
         log.warning(
             "%s is readable by other users and may hold secrets; run: chmod 600 %s", path, path
         )
+    encoding = _utf16_name(path)
+    if encoding:
+        raise ConfigError(
+            f"{path} is saved as {encoding}; stacfetch reads .env files as UTF-8 and would find "
+            "no settings in it",
+            hint=f"save {path.name} as UTF-8 (in Notepad: Save as, Encoding UTF-8; or run "
+            f"iconv -f UTF-16 -t UTF-8 {path.name} > {path.name}.utf8 and rename it)",
+        )
     try:
-        values = dotenv_values(path)
+        values = dotenv_values(path, encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError(f"cannot read {path}: {exc}", hint="check the file's permissions and encoding") from None
     return {k: v for k, v in values.items() if v is not None}

@@ -1,7 +1,8 @@
 """One exception hierarchy for stacfetch; each class carries its CLI exit code.
 
 Exit codes: 0 ok, 2 bad input/usage, 3 auth/config, 4 service/network,
-5 some acquisitions failed (others were written), 130 interrupted.
+5 some acquisitions failed (others were written), 6 every acquisition failed (none was
+written), 130 interrupted.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ EXIT_USAGE = 2
 EXIT_AUTH = 3
 EXIT_SERVICE = 4
 EXIT_PARTIAL = 5
+EXIT_NOTHING_WRITTEN = 6  # acquisitions failed and none is complete: no file to use
 EXIT_INTERRUPTED = 130
 
 
