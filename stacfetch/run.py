@@ -16,6 +16,7 @@ import sys
 import threading
 import time
 from concurrent.futures import Executor, Future, ThreadPoolExecutor, as_completed
+from concurrent.futures import wait as wait_for
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -28,22 +29,24 @@ from tqdm import tqdm
 
 from .config import Settings
 from .errors import (
+    EXIT_NOTHING_WRITTEN,
     EXIT_OK,
     EXIT_PARTIAL,
     Interrupted,
     InvalidResponseError,
     StacfetchError,
 )
-from .http import open_session
+from .http import open_session, redact
 from .plan import Job
 from .raster import (
     PartFile,
     complete_format,
     convert_format,
+    destination_lock,
     discard_partial,
-    sha256_file,
+    intact,
+    run_tag,
     tags_for,
-    tile_spool_path,
 )
 from .raster.profiles import gdal_options
 from .sources import source_for
@@ -114,7 +117,10 @@ class GetResult:
 
     @property
     def exit_code(self) -> int:
-        return EXIT_PARTIAL if self.failed else EXIT_OK
+        """0; 5 when some acquisitions failed and others are complete; 6 when none is."""
+        if not self.failed:
+            return EXIT_OK
+        return EXIT_PARTIAL if self.paths else EXIT_NOTHING_WRITTEN
 
     def summary(self) -> str:
         if self.dry_run:
@@ -132,7 +138,7 @@ class GetResult:
         if self.manifest:
             lines.append(f"manifest: {self.manifest}")
         for o in self.failed:
-            lines.append(f"FAILED {o.job.acquisition.key}: {o.error}")
+            lines.append(f"FAILED {o.job.acquisition.key}: {redact(o.error or '')}")
         return "\n".join(lines)
 
     def to_dict(self) -> dict[str, Any]:
@@ -142,7 +148,7 @@ class GetResult:
             "skipped": [str(p) for p in self.skipped],
             "failed": [
                 {"acquisition": o.job.acquisition.key, "destination": str(o.job.destination),
-                 "error": o.error}
+                 "error": redact(o.error or "")}
                 for o in self.failed
             ],
             "bytes": self.bytes,
@@ -178,6 +184,7 @@ class RunContext:
         self.session_options = dict(session_options or {})
         self._session = session
         self.stop = threading.Event()
+        self.tag = run_tag()  # in this run's temporary file names (never another run's)
         self.tile_workers = 1  # threads for the tiles of one acquisition (set by execute)
         # at most this many Process requests in flight (set by execute; None: no bound)
         self.request_slots: threading.BoundedSemaphore | None = None
@@ -200,11 +207,33 @@ class RunContext:
 
 
 def run_job(job: Job, context: RunContext) -> Outcome:
-    """Produce one acquisition's GeoTIFF (or find it complete). Never raises for service errors."""
+    """Produce one acquisition's GeoTIFF (or find it complete). Never raises for service errors.
+
+    Holds the destination's lock throughout: a second run (or a duplicate job) asking for
+    the same file waits for the first, then finds the file complete and skips it.
+    """
+    def waiting() -> None:
+        log.info("%s: another stacfetch run is writing it; waiting", job.destination.name)
+
+    try:
+        with destination_lock(job.destination, context.stop, on_wait=waiting):
+            return _run_locked(job, context)
+    except InterruptedError:  # stopped while waiting for the lock
+        raise Interrupted("stopped before this acquisition was complete") from None
+
+
+def _run_locked(job: Job, context: RunContext) -> Outcome:
     fmt = context.fmt
     found = None if context.overwrite else complete_format(job.destination, job.grid, job.bands, job.dtype)
+    digest = None
+    if found is not None:
+        ok, digest = intact(job.destination)
+        if not ok:
+            log.warning("%s looks complete but its data is not what was written (checksum or "
+                        "last block); fetching it again", job.destination.name)
+            found = None
     if found == fmt:
-        return Outcome(job, "skipped")
+        return Outcome(job, "skipped", sha256=digest)
     if found is not None:  # complete in another format: convert locally, no request
         try:
             convert_format(job.destination, fmt, job.bands, job.dtype)
@@ -215,11 +244,11 @@ def run_job(job: Job, context: RunContext) -> Outcome:
                         job.destination.name, fmt, exc)
     requests_made = 0
     try:
-        discard_partial(job.destination)
+        discard_partial(job.destination)  # any run's leftovers: we hold the lock
         session = context.session()
         acq = job.acquisition
         reader = context.source.open(job, session)
-        with PartFile(job.destination, job.grid, job.bands, job.dtype, fmt=fmt) as part:
+        with PartFile(job.destination, job.grid, job.bands, job.dtype, fmt=fmt, tag=context.tag) as part:
             if not context.source.concurrent_tiles:  # a STAC API's COG assets (sources.assets)
                 for tile in job.tiles:
                     _check_stop(context)
@@ -245,13 +274,13 @@ def run_job(job: Job, context: RunContext) -> Outcome:
                 scaling=reader.scaling(),
             )
         size = job.destination.stat().st_size
-        return Outcome(job, "written", bytes=size, requests=requests_made,
-                       sha256=part.sha256 or sha256_file(job.destination))
+        return Outcome(job, "written", bytes=size, requests=requests_made, sha256=part.sha256)
     except Interrupted:
         raise
     except StacfetchError as exc:
         log.debug("acquisition %s failed", job.acquisition.key, exc_info=True)
-        return Outcome(job, "failed", requests=requests_made, error=str(exc).replace("\n", " "))
+        return Outcome(job, "failed", requests=requests_made,
+                       error=redact(str(exc)).replace("\n", " "))
     except OSError as exc:
         return Outcome(job, "failed", requests=requests_made,
                        error=f"cannot write {job.destination}: {exc.strerror or exc}")
@@ -290,7 +319,7 @@ def _process_tile(job: Job, tile: Any, part: Any, reader: Any, context: RunConte
     """
     acq = job.acquisition
     expected = tile.width * tile.height * len(job.bands) * np.dtype(job.dtype).itemsize
-    spool = tile_spool_path(job.destination, tile.name) if expected > SPOOL_BYTES else None
+    spool = part.spool_path(tile.name) if expected > SPOOL_BYTES else None
     for attempt in range(1, TILE_ATTEMPTS + 1):
         _check_stop(context)
         try:  # a 200 that is no GeoTIFF, or a wrong/truncated one: ask again
@@ -360,7 +389,14 @@ def _execute(
     bar = _progress(len(jobs), progress)
     futures: dict[Future[Outcome], Job] = {}
     try:
-        futures = {pool.submit(run_job, job, context): job for job in jobs}
+        try:
+            for job in jobs:
+                futures[pool.submit(run_job, job, context)] = job
+        except Exception:  # a broken executor: nothing submitted may go on writing after we return
+            _wind_down(futures, result, context, wait=None)
+            result.seconds = time.monotonic() - started
+            result.manifest = _write_manifest(result, manifest_root)
+            raise
         for future in as_completed(futures):
             outcome = future.result()
             result.outcomes.append(outcome)
@@ -370,24 +406,8 @@ def _execute(
             elif outcome.status == "failed":
                 log.warning("%s failed: %s", outcome.job.acquisition.key, outcome.error)
     except (KeyboardInterrupt, Interrupted):
-        context.stop.set()
-        for future in futures:
-            future.cancel()
-        deadline = time.monotonic() + 1.5
-        for future in futures:
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                break
-            try:
-                outcome = future.result(timeout=remaining)
-                if outcome not in result.outcomes:
-                    result.outcomes.append(outcome)
-            except Exception:  # cancelled, interrupted or still running
-                continue
+        _wind_down(futures, result, context, wait=1.5)
         done = {o.job.destination for o in result.outcomes if o.status in ("written", "skipped")}
-        for job in jobs:
-            if job.destination not in done:
-                discard_partial(job.destination)
         result.seconds = time.monotonic() - started
         result.manifest = _write_manifest(result, manifest_root)
         raise Interrupted(
@@ -407,6 +427,26 @@ def _execute(
     return result
 
 
+def _wind_down(futures: dict[Future[Outcome], Job], result: GetResult, context: RunContext, *,
+               wait: float | None) -> None:
+    """Stop the run: cancel what has not started, let running jobs stop at their next tile
+    (for ``wait`` seconds; None: until they have), keep their outcomes, and remove this run's
+    temporaries of what is not complete."""
+    context.stop.set()
+    for future in futures:
+        future.cancel()
+    wait_for(futures, timeout=wait)
+    for future in futures:
+        if future.done() and not future.cancelled() and future.exception() is None:
+            outcome = future.result()
+            if outcome not in result.outcomes:
+                result.outcomes.append(outcome)
+    done = {o.job.destination for o in result.outcomes if o.status in ("written", "skipped")}
+    for job in futures.values():
+        if job.destination not in done:
+            discard_partial(job.destination, context.tag)
+
+
 def _write_manifest(result: GetResult, root: Path | None) -> Path | None:
     """Record every complete file with its checksum in the run's STAC catalog manifest."""
     complete = [o for o in result.outcomes if o.status in ("written", "skipped")]
@@ -417,9 +457,8 @@ def _write_manifest(result: GetResult, root: Path | None) -> Path | None:
         dest = o.job.destination
         if not dest.exists():
             continue
-        # write_manifest hashes (skipped files) and sizes what the worker did not
-        records.append({"job": o.job, "path": dest, "sha256": o.sha256,
-                        "size": o.bytes if o.sha256 else None})
+        # write_manifest hashes what the worker did not (and sizes every file)
+        records.append({"job": o.job, "path": dest, "sha256": o.sha256})
     try:
         return write_manifest(root, records)
     except OSError as exc:

@@ -160,7 +160,7 @@ def test_a_403_echoing_the_token_never_shows_it_through_the_api(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     from stacfetch.api import get_query
-    from stacfetch.auth import open_session
+    from stacfetch.http import open_session
     from stacfetch.config import load_settings
 
     caplog.set_level(logging.DEBUG)

@@ -4,8 +4,9 @@ A file is written as ``<dest>.part`` in the destination folder (so the final ren
 atomic), one tile at a time and in strips of at most one 512-px block row, so neither a
 whole tile nor the mosaic is ever held decoded in memory. ``commit`` adds the band names
 and tags (including ``STACFETCH_COMPLETE=1``), flushes and fsyncs, writes the sidecar
-``<dest>.json`` (the source STAC items as a FeatureCollection) atomically, then renames the
-``.part`` over ``<dest>``.
+``<dest>.json`` (the source STAC items as a FeatureCollection, and the file's SHA-256 and size
+under ``stacfetch:file`` for resume to check) atomically, then renames the ``.part`` over
+``<dest>``. With a run ``tag`` the temporaries are ``<dest>.<tag>.part`` etc. (see ``files``).
 """
 
 from __future__ import annotations
@@ -28,7 +29,17 @@ from rasterio.windows import Window
 
 from ..errors import DownloadError, InvalidResponseError
 from ..plan import Grid, Tile
-from .files import atomic_write_text, cog_part_path, fsync_dir, fsync_file, part_path, sidecar_path
+from .files import (
+    SIDECAR_FILE_KEY,
+    atomic_write_text,
+    cog_part_path,
+    fsync_dir,
+    fsync_file,
+    part_path,
+    sha256_file,
+    sidecar_path,
+    tile_spool_path,
+)
 from .formats import check_copy, close_transform, copy_as, discard_partial, same_crs
 from .profiles import BLOCK, IO_ENV, check_format, profile_for
 from .tags import band_scale_offset, clean_tags, describe, strip_href_queries
@@ -83,10 +94,13 @@ class PartFile:
         nodata: float | None = 0,
         allow_missing_georef: bool = True,
         fmt: str = "gtiff",
+        tag: str | None = None,
     ) -> None:
         self.destination = Path(destination)
         self.fmt = check_format(fmt)
-        self.part = part_path(self.destination)
+        self.tag = tag  # the run's tag in the temporary names (files.run_tag); None: untagged
+        self.part = part_path(self.destination, tag)
+        self.cog_part = cog_part_path(self.destination, tag)
         self.grid = grid
         self.bands = tuple(bands)
         self.dtype = np.dtype(dtype).name
@@ -107,7 +121,7 @@ class PartFile:
     # context manager
     def __enter__(self) -> PartFile:
         self.destination.parent.mkdir(parents=True, exist_ok=True)
-        discard_partial(self.destination)
+        discard_partial(self.destination, self.tag)
         self._entered = True
         return self
 
@@ -119,6 +133,10 @@ class PartFile:
     ) -> None:
         if not self.committed:
             self._abort()
+
+    def spool_path(self, tile_name: str) -> Path:
+        """Where a large response for tile ``tile_name`` is spooled (removed with the part)."""
+        return tile_spool_path(self.destination, tile_name, self.tag)
 
     def _open_part(self) -> Any:
         with self._lock:
@@ -138,7 +156,7 @@ class PartFile:
         finally:
             self._dst = None
             self._drop_whole()
-            discard_partial(self.destination)
+            discard_partial(self.destination, self.tag)
 
     def _drop_whole(self) -> None:
         whole, self._whole = self._whole, None
@@ -299,13 +317,15 @@ class PartFile:
             final = self._finish_whole(descriptions, scaling, clean) if self._whole is not None \
                 else self._finish_part(descriptions, scaling, clean)
             fsync_file(final)
+            self.sha256 = self.sha256 or sha256_file(final)
             features = [
                 strip_href_queries(it.to_dict(include_self_link=False, transform_hrefs=False))
                 if isinstance(it, pystac.Item)
                 else strip_href_queries(dict(it))
                 for it in items
             ]
-            sidecar = {"type": "FeatureCollection", "features": features}
+            sidecar = {"type": "FeatureCollection", "features": features,
+                       SIDECAR_FILE_KEY: {"sha256": self.sha256, "size": os.path.getsize(final)}}
             atomic_write_text(sidecar_path(self.destination), json.dumps(sidecar, indent=1))
             os.replace(final, self.destination)
             fsync_dir(self.destination.parent)
@@ -327,10 +347,9 @@ class PartFile:
         if self.fmt != "cog":
             check_copy(self.part, samples)
             return self.part
-        copy_as(self.part, cog_part_path(self.destination), "cog", self.bands, self.dtype,
-                pixels=samples)
+        copy_as(self.part, self.cog_part, "cog", self.bands, self.dtype, pixels=samples)
         self.part.unlink()
-        return cog_part_path(self.destination)
+        return self.cog_part
 
     def _finish_whole(self, descriptions: Sequence[str], scaling: Sequence[tuple[float, float]],
                       tags: dict[str, str]) -> Path:
@@ -356,7 +375,7 @@ class PartFile:
                 del buffer
             self._drop_whole()
             return self.part
-        target = cog_part_path(self.destination)
+        target = self.cog_part
         copy_as(name, target, self.fmt, self.bands, self.dtype, pixels=samples)
         self._drop_whole()
         self.part.unlink(missing_ok=True)

@@ -3,10 +3,17 @@
 ``catalog.json`` + ``items/<id>.json`` in the area (or output) folder: one Item per GeoTIFF
 with the file as asset ``data`` carrying ``file:checksum`` (SHA-256 multihash, ``1220`` +
 hex digest) and ``file:size``.
+
+Several runs may write into one folder at once: each update (read, merge, write) holds the
+lock ``.catalog.json.lock`` in the folder. A damaged ``catalog.json`` or item file costs no
+entry: the entries are rebuilt from the GeoTIFFs and their sidecars on disk. The clean-up
+removes only item files an earlier manifest listed (never a user's own file), and nothing is
+written or removed through an ``items`` folder that links out of the folder.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import re
 from collections.abc import Iterable, Mapping
@@ -16,19 +23,24 @@ from pathlib import Path
 from typing import Any
 
 import pystac
+import rasterio
+from filelock import FileLock
 from pystac.layout import CustomLayoutStrategy
 from pystac.stac_io import DefaultStacIO
 
 from .. import __version__
-from ..plan import Grid, Job, sanitize
-from ..raster.files import atomic_write_text, sha256_file, sidecar_path
-from ..raster.tags import iso
+from ..plan import Acquisition, Grid, Job, sanitize
+from ..raster.files import atomic_write_text, recorded_file, sha256_file, sidecar_path
+from ..raster.tags import COMPLETE_TAG, iso
 
-__all__ = ["MANIFEST_NAME", "ManifestRecord", "record_for", "write_manifest"]
+__all__ = ["MANIFEST_NAME", "ManifestRecord", "record_for", "record_from_file", "write_manifest"]
 
 log = logging.getLogger(__name__)
 
 MANIFEST_NAME = "catalog.json"
+LOCK_NAME = ".catalog.json.lock"  # held while a run reads, merges and writes the manifest
+LOCK_TIMEOUT = 600.0  # seconds to wait for another run's manifest update
+ITEMS_DIR = "items"
 _FILE_EXT = "https://stac-extensions.github.io/file/v2.1.0/schema.json"
 _PROJ_EXT = "https://stac-extensions.github.io/projection/v2.0.0/schema.json"
 _EO_EXT = "https://stac-extensions.github.io/eo/v1.1.0/schema.json"
@@ -161,18 +173,82 @@ def _item_for(record: ManifestRecord, root: Path) -> pystac.Item:
     return item
 
 
-def _existing_items(catalog_path: Path) -> dict[str, pystac.Item]:
-    """Items of an earlier manifest whose files still exist with the recorded size."""
-    if not catalog_path.is_file():
-        return {}
+def record_from_file(path: Path) -> ManifestRecord | None:
+    """The record of a finished stacfetch GeoTIFF, rebuilt from the file and its sidecar.
+
+    None when ``path`` is not one (no completion tag, no readable sidecar). The checksum is
+    the one the sidecar recorded when it matches the file's size, else the file is hashed.
+    """
+    path = Path(path)
     try:
-        catalog = pystac.Catalog.from_file(str(catalog_path))
-        old = list(catalog.get_items())
-    except Exception as exc:  # a damaged manifest is rebuilt from this run's records
-        log.warning("ignoring unreadable manifest %s: %s", catalog_path, exc)
-        return {}
+        sidecar = json.loads(sidecar_path(path).read_text(encoding="utf-8"))
+        items = [pystac.Item.from_dict(f) for f in sidecar.get("features", [])]
+        with rasterio.open(path) as src:
+            tags = src.tags()
+            if tags.get(COMPLETE_TAG) != "1" or not items or src.crs is None:
+                return None
+            epsg = src.crs.to_epsg()
+            grid = Grid(crs=f"EPSG:{epsg}" if epsg else src.crs.to_string(), transform=src.transform,
+                        width=src.width, height=src.height, resolution=src.transform.a)
+            bands, dtype = tuple(str(d) for d in src.descriptions), src.dtypes[0]
+        acq = Acquisition.from_items(items)
+    except Exception as exc:  # not a stacfetch file, or one we cannot read: no record
+        log.debug("no manifest record from %s: %s", path, exc)
+        return None
+    recorded = recorded_file(path)
+    size = path.stat().st_size
+    sha = recorded[0] if recorded is not None and recorded[1] == size else sha256_file(path)
+    return ManifestRecord(
+        destination=path, item_ids=acq.item_ids, datetime=acq.datetime, start=acq.start,
+        end=acq.end, platform=acq.platform, cloud_cover=acq.cloud_cover, sha256=sha, size=size,
+        bands=bands, dtype=dtype, grid=grid, synthetic=tags.get("SYNTHETIC") == "true",
+    )
+
+
+def _inside(path: Path, folder: Path) -> bool:
+    return path == folder or folder in path.parents
+
+
+def _items_dir(root: Path) -> Path:
+    """``<root>/items``; OSError when it is a link, or resolves, out of ``root``."""
+    items = root / ITEMS_DIR
+    if items.is_symlink() and not _inside(items.resolve(), root):
+        raise OSError(f"{items} links to {items.resolve()}, outside {root}; stacfetch writes and "
+                      "removes no manifest files through it (make it a real folder)")
+    return items
+
+
+def _existing_items(root: Path) -> tuple[dict[str, pystac.Item], set[Path], bool]:
+    """An earlier manifest's items whose files still exist with the recorded size.
+
+    Returns ``(items, item_files, damaged)``: ``item_files`` are the item files it listed
+    (inside ``root/items``: the only ones the clean-up may remove); ``damaged`` when the
+    catalog or an item could not be read (its entries are then rebuilt from the files).
+    """
+    catalog_path = root / MANIFEST_NAME
+    if not catalog_path.is_file():
+        return {}, set(), False
+    try:
+        links = json.loads(catalog_path.read_text(encoding="utf-8")).get("links", [])
+        hrefs = [str(link["href"]) for link in links if link.get("rel") == "item"]
+    except (OSError, ValueError, TypeError, KeyError, AttributeError) as exc:
+        log.warning("the manifest %s is unreadable (%s); rebuilding it from the files", catalog_path, exc)
+        return {}, set(), True
     kept: dict[str, pystac.Item] = {}
-    for item in old:
+    files: set[Path] = set()
+    damaged = False
+    items_dir = (root / ITEMS_DIR).resolve()
+    for href in hrefs:
+        item_path = (root / href).resolve()
+        if not _inside(item_path, items_dir):
+            continue  # not a file this manifest writes: neither read nor ever removed
+        files.add(item_path)
+        try:
+            item = pystac.Item.from_file(str(item_path))
+        except Exception as exc:
+            log.warning("manifest item %s is unreadable (%s); rebuilding it from the file", item_path.name, exc)
+            damaged = True
+            continue
         asset = item.assets.get("data")
         if asset is None:
             continue
@@ -185,7 +261,22 @@ def _existing_items(catalog_path: Path) -> dict[str, pystac.Item]:
         for key, a in item.assets.items():
             fresh.assets[key].href = a.get_absolute_href() or a.href
         kept[item.id] = fresh
-    return kept
+    return kept, files, damaged
+
+
+def _rebuilt(root: Path, items: dict[str, pystac.Item]) -> list[ManifestRecord]:
+    """Records of the finished GeoTIFFs under ``root`` that ``items`` does not list."""
+    listed = {Path(a.href).resolve() for it in items.values() if (a := it.assets.get("data"))}
+    records = []
+    for path in sorted(root.rglob("*.tif")):
+        if path.resolve() in listed or not sidecar_path(path).is_file():
+            continue
+        record = record_from_file(path)
+        if record is not None and _inside(path.resolve(), root):
+            records.append(record)
+    if records:
+        log.warning("manifest: %d entries rebuilt from the files and their sidecars", len(records))
+    return records
 
 
 def write_manifest(
@@ -200,14 +291,22 @@ def write_manifest(
 
     Earlier entries are kept when their file still exists with the recorded size; entries
     for the same file are replaced; every record must point at an existing file inside
-    ``root``. Each file is written atomically, the catalog last. Not safe for two
-    concurrent writers of the same ``root``.
+    ``root``. Each file is written atomically, the catalog last, all under the folder's
+    manifest lock (safe for several runs at once, threads or processes).
     """
     root = Path(root).resolve()
+    records = [e if isinstance(e, ManifestRecord) else _record_from_mapping(e) for e in records]
+    items_dir = _items_dir(root)
+    with FileLock(str(root / LOCK_NAME), timeout=LOCK_TIMEOUT):
+        return _write_locked(root, items_dir, records, title)
+
+
+def _write_locked(root: Path, items_dir: Path, records: list[ManifestRecord], title: str | None) -> Path:
     catalog_path = root / MANIFEST_NAME
-    items = _existing_items(catalog_path)
-    for entry in records:
-        record = entry if isinstance(entry, ManifestRecord) else _record_from_mapping(entry)
+    items, old_files, damaged = _existing_items(root)
+    if damaged:
+        records = _rebuilt(root, items) + records
+    for record in records:
         dest = record.destination.resolve()
         if root not in dest.parents:
             raise ValueError(f"manifest record {dest} is not inside {root}")
@@ -224,16 +323,15 @@ def write_manifest(
         catalog.add_item(items[item_id])
 
     def item_href(item: pystac.Item, parent_dir: str) -> str:
-        return str(root / "items" / (sanitize(item.id.replace("/", "__"), 200) + ".json"))
+        return str(items_dir / (sanitize(item.id.replace("/", "__"), 200) + ".json"))
 
     catalog.normalize_hrefs(str(root), strategy=CustomLayoutStrategy(item_func=item_href))
     catalog.make_all_asset_hrefs_relative()
     catalog.save(catalog_type=pystac.CatalogType.SELF_CONTAINED, stac_io=_AtomicStacIO())
-    # Item files no longer listed (their GeoTIFF vanished) are removed after the catalog.
-    listed = {Path(it.get_self_href() or "").name for it in catalog.get_items()}
-    items_dir = root / "items"
-    if items_dir.is_dir():
-        for stale in items_dir.glob("*.json"):
-            if stale.name not in listed:
-                stale.unlink(missing_ok=True)
+    # item files the earlier manifest listed and this one does not (their GeoTIFF vanished)
+    # are removed after the catalog; nothing else in items/ is ours to remove
+    listed = {Path(it.get_self_href() or "").resolve() for it in catalog.get_items()}
+    for stale in old_files - listed:
+        if _inside(stale, items_dir.resolve()) and stale.suffix == ".json":
+            stale.unlink(missing_ok=True)
     return catalog_path
