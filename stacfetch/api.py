@@ -23,7 +23,7 @@ from pystac import Item, ItemCollection
 
 from .catalog import search as catalog_search
 from .clouds import ClearShare, screen
-from .config import Settings, load_settings
+from .config import Settings, check_timeout, load_settings
 from .http import RateLimiter, open_service, open_session
 from .plan import Job, plan_jobs
 from .preview import quicklook, quicklook_path
@@ -46,10 +46,11 @@ PlanHook = Callable[[Sequence[Job], int], None]  # (jobs, number of items found)
 ScreenHook = Callable[[Sequence[ClearShare]], None]  # the --min-clear measurements
 
 
-def _settings(settings: Settings | None, provider: str | None, env_file: Any, **extra: Any) -> Settings:
+def _settings(settings: Settings | None, provider: str | None, env_file: Any, *,
+              timeout: float | None = None, **extra: Any) -> Settings:
     if settings is not None:
-        return settings
-    return load_settings(env_file=env_file, provider=provider, **extra)
+        return settings if timeout is None else replace(settings, timeout=check_timeout(timeout))
+    return load_settings(env_file=env_file, provider=provider, timeout=timeout, **extra)
 
 
 def search_query(query: Query, *, settings: Settings, max_items: int | None = None) -> list[Item]:
@@ -74,14 +75,17 @@ def search(
     collection: str = DEFAULT_COLLECTION,
     max_cloud: float | None = None,
     max_items: int | None = None,
+    timeout: float | None = None,
 ) -> ItemCollection:
     """Search Sentinel-2 L2A scenes; returns a ``pystac.ItemCollection`` in time order.
 
     ``location``: [lon, lat], [W, S, E, N], a ring of [lon, lat] pairs, a GeoJSON dict or a
     shapely geometry (longitude first). ``start``/``end``: dates; the end day is inclusive.
+    ``timeout``: seconds a request may wait for the service's answer to start (default 120).
     """
     query = build_query(location, start, end, size=size, collection=collection, max_cloud=max_cloud)
-    items = search_query(query, settings=_settings(settings, provider, env_file), max_items=max_items)
+    items = search_query(query, settings=_settings(settings, provider, env_file, timeout=timeout),
+                         max_items=max_items)
     return ItemCollection(items)
 
 
@@ -194,6 +198,7 @@ def get(
     preview: bool = False,
     min_clear: float | None = None,
     requests_per_minute: float | None = None,
+    timeout: float | None = None,
 ) -> GetResult:
     """Download every acquisition over ``location`` between ``start`` and ``end`` (inclusive).
 
@@ -203,13 +208,14 @@ def get(
     quicklook PNG next to each file; ``min_clear``: minimum percentage of clear pixels (SCL)
     over the area, screened with one small request per acquisition; ``time_tolerance``: a
     ``timedelta`` or minutes; ``requests_per_minute``: the account's rate limit to pace to
-    (default: learnt from the first 429).
+    (default: learnt from the first 429); ``timeout``: seconds a request may wait for the
+    service's answer to start (default 120; a silent service is asked twice, then the run says so).
     """
     query = build_query(location, start, end, size=size, collection=collection, max_cloud=max_cloud,
                         bands=bands, resolution=resolution, crs=crs, dtype=dtype)
-    live = _settings(settings, provider, env_file, output_dir=out)
+    live = _settings(settings, provider, env_file, timeout=timeout, output_dir=out)
     if settings is not None and out is not None:
-        live = replace(settings, output_dir=Path(out))
+        live = replace(live, output_dir=Path(out))
     options = build_options(live, fmt=format, workers=workers, overwrite=overwrite, dry_run=dry_run,
                             time_tolerance=time_tolerance, min_clear=min_clear,
                             requests_per_minute=requests_per_minute, preview=preview)

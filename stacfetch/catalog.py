@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -24,15 +25,24 @@ from pystac_client.warnings import PystacClientWarning
 from shapely.geometry import box, mapping
 
 from .config import Settings
-from .errors import ServiceError, StacfetchError, decode_error_body
+from .errors import InvalidResponseError, ServiceError, StacfetchError, decode_error_body
+from .http import body_limit
 from .query import Query
 from .stac.items import scene_facts
 
 log = logging.getLogger(__name__)
 
 MAX_PAGE_SIZE = 100  # CatalogItemSearchLimit: 1..100 (larger values are clamped by the service)
+# bounds on what one search may cost: a Catalog that pages forever or sends huge pages is
+# stopped with a message, not followed until memory or patience runs out
+MAX_PAGES = 1000  # 100,000 items at 100 a page: years of a large area
+MAX_ITEMS = 50_000
+MAX_PAGE_BYTES = 16 * 1000 * 1000  # decoded; a full page of real Sentinel Hub items is ~1-2 MB
 
 __all__ = [
+    "MAX_ITEMS",
+    "MAX_PAGES",
+    "MAX_PAGE_BYTES",
     "MAX_PAGE_SIZE",
     "UnknownCollectionError",
     "cloud_filter",
@@ -65,7 +75,7 @@ def open_catalog(session: Any, settings_or_url: Settings | str) -> Client:
     although both work; they are added when missing.
     """
     url = _catalog_url(settings_or_url)
-    stac_io = StacApiIO(max_retries=None)  # retries belong to our session, not urllib3
+    stac_io = _CatalogIO(max_retries=None)  # retries belong to our session, not urllib3
     stac_io.session = session
     with _mapped_errors(url):
         client = Client.open(url, stac_io=stac_io)
@@ -73,6 +83,25 @@ def open_catalog(session: Any, settings_or_url: Settings | str) -> Client:
         if not client.conforms_to(ConformanceClasses[name]):
             client.add_conforms_to(name)
     return client
+
+
+class _CatalogIO(StacApiIO):
+    """pystac-client's IO, refusing a 200 that is an HTML page (a login, proxy or maintenance
+    page) with words that say so, instead of a JSON decoding error."""
+
+    def request(self, href: str, method: str | None = None, headers: dict[str, str] | None = None,
+                parameters: dict[str, Any] | None = None) -> str:
+        text = super().request(href, method=method, headers=headers, parameters=parameters)
+        if text.lstrip()[:1] == "<":
+            title = re.search(r"(?is)<title[^>]*>(.*?)</title>", text[:4000])
+            shown = f" (titled {' '.join(title.group(1).split())[:80]!r})" if title else ""
+            raise InvalidResponseError(
+                f"the catalog at {href.split('?', 1)[0]} answered HTML, not JSON{shown}",
+                hint="a login page, a proxy or a maintenance page answered instead of the STAC API: "
+                "check SH_BASE_URL (or STACFETCH_STAC_URL) and any HTTPS_PROXY, or try again later",
+                status=200, url=href.split("?", 1)[0],
+            )
+        return text
 
 
 # -----------------------------------------------------------------------------------------
@@ -138,17 +167,52 @@ def iter_search(
         warnings.simplefilter("ignore", PystacClientWarning)
         item_search = client.search(max_items=max_items, **params)
     seen: set[str] = set()
+    links: set[str] = set()
     pages = 0
     with _mapped_errors(url, session=session, collection=query.collection):
-        for page in item_search.pages_as_dicts():
+        page_iter = item_search.pages_as_dicts()
+        while True:
+            with body_limit(MAX_PAGE_BYTES, "a Catalog page"):
+                page = next(page_iter, None)
+            if page is None:
+                break
             pages += 1
-            for feature in page.get("features", []):
+            features = page.get("features", [])
+            _check_page(url, page, features, pages=pages, items=len(seen), asked=params["limit"],
+                        links=links)
+            for feature in features:
                 item_id = feature.get("id")
                 if item_id in seen:
                     continue
                 seen.add(item_id)
                 yield pystac.Item.from_dict(feature, root=client, preserve_dict=False)
     log.debug("search of %s: %d items in %d pages", query.collection, len(seen), pages)
+
+
+def _check_page(url: str, page: dict[str, Any], features: list[Any], *, pages: int, items: int,
+                asked: int, links: set[str]) -> None:
+    """Stop a search that cannot end well: more features than asked on a page, a ``next``
+    link seen before (it would page forever), more than MAX_PAGES pages or MAX_ITEMS items."""
+    hint = "narrow the area or the time window (or --max-cloud); if it persists the catalog is misbehaving"
+    if len(features) > asked:
+        raise InvalidResponseError(
+            f"the catalog at {url} sent {len(features):,} features on one page where at most "
+            f"{asked} were asked; stopped", hint=hint, url=url)
+    following = [link for link in page.get("links", []) if isinstance(link, dict) and link.get("rel") == "next"]
+    if not following:
+        return
+    key = json.dumps([following[0].get(k) for k in ("href", "method", "body")], sort_keys=True, default=str)
+    if key in links:
+        raise InvalidResponseError(
+            f"the catalog at {url} sent the same page again (a next-page link it had sent "
+            f"before) after {pages:,} pages ({items:,} items): it would page forever; stopped",
+            hint=hint, url=url)
+    links.add(key)
+    if pages >= MAX_PAGES or items + len(features) > MAX_ITEMS:
+        raise InvalidResponseError(
+            f"the search at {url} went on past {pages:,} pages ({items + len(features):,} items; "
+            f"stacfetch stops at {MAX_PAGES:,} pages or {MAX_ITEMS:,} items); stopped",
+            hint=hint, url=url)
 
 
 def search(

@@ -22,7 +22,7 @@ from urllib.parse import urlsplit
 
 from dotenv import dotenv_values
 
-from .errors import ConfigError
+from .errors import ConfigError, InvalidOptionError
 from .http.urls import (  # noqa: F401  (OLD_HUB_*, is_loopback_host, old_hub_host: re-exported)
     OLD_HUB_HINT,
     OLD_HUB_HOSTS,
@@ -49,6 +49,8 @@ VARIABLES = (
 SECRET_VARIABLES = ("SH_CLIENT_SECRET", "SH_ACCESS_TOKEN", "STACFETCH_STAC_TOKEN", "STACFETCH_STAC_HEADERS")
 SOURCES = ("process", "assets")  # where pixels come from: stacfetch.sources
 DEFAULT_OUTPUT_DIR = "stacfetch-output"
+DEFAULT_TIMEOUT_SECONDS = 120.0  # --timeout / timeout=: seconds for an answer to start arriving
+MAX_TIMEOUT_SECONDS = 3600.0
 SANDBOX_CLIENT_ID = "sandbox"
 SANDBOX_CLIENT_SECRET = "sandbox-secret"
 
@@ -136,6 +138,7 @@ class Settings:
     sources: Mapping[str, str] = field(default_factory=dict)
     stac_url: str | None = None
     stac_headers: Mapping[str, str] = field(default_factory=dict, repr=False)
+    timeout: float = DEFAULT_TIMEOUT_SECONDS  # for an answer to start arriving (--timeout)
 
     @property
     def source(self) -> str:
@@ -283,11 +286,50 @@ def load_settings(
     token_url: str | None = None,
     stac_url: str | None = None,
     stac_token: str | None = None,
+    timeout: float | str | None = None,
 ) -> Settings:
     """Resolve settings: keyword arguments > ``environ`` (default os.environ) > ``.env`` file.
 
     ``env_file`` defaults to ``./.env``; an explicitly named file that does not exist is an error.
+    ``timeout``: seconds a request may wait for its answer to start (default 120).
     """
+    seconds = check_timeout(timeout)
+    settings = _resolve(env_file=env_file, environ=environ, provider=provider, output_dir=output_dir,
+                        client_id=client_id, client_secret=client_secret, access_token=access_token,
+                        base_url=base_url, token_url=token_url, stac_url=stac_url,
+                        stac_token=stac_token)
+    return settings if seconds == settings.timeout else replace(settings, timeout=seconds)
+
+
+def check_timeout(value: float | str | None) -> float:
+    """``--timeout`` / ``timeout=`` in seconds (default 120), refused unless 1..3600."""
+    if value is None:
+        return DEFAULT_TIMEOUT_SECONDS
+    try:
+        seconds = float(value.strip() if isinstance(value, str) else value)
+    except (TypeError, ValueError):
+        raise InvalidOptionError(f"timeout {value!r} is not a number of seconds",
+                                 hint="e.g. --timeout 120") from None
+    if isinstance(value, bool) or not 1 <= seconds <= MAX_TIMEOUT_SECONDS:
+        raise InvalidOptionError(f"timeout {value!r} must be 1 to {MAX_TIMEOUT_SECONDS:.0f} seconds",
+                                 hint="e.g. --timeout 120 (the default)")
+    return seconds
+
+
+def _resolve(
+    *,
+    env_file: str | os.PathLike[str] | None,
+    environ: Mapping[str, str] | None,
+    provider: str | None,
+    output_dir: str | os.PathLike[str] | None,
+    client_id: str | None,
+    client_secret: str | None,
+    access_token: str | None,
+    base_url: str | None,
+    token_url: str | None,
+    stac_url: str | None,
+    stac_token: str | None,
+) -> Settings:
     environ = os.environ if environ is None else environ
     explicit_file = env_file is not None
     path = Path(env_file) if explicit_file else Path(".env")

@@ -27,6 +27,7 @@ class StacfetchError(Exception):
     exit_code = 1
 
     def __init__(self, message: str, *, hint: str | None = None) -> None:
+        message, hint = _redacted(message), (None if hint is None else _redacted(hint))
         super().__init__(message)
         self.message = message
         self.hint = hint
@@ -133,6 +134,10 @@ class InvalidResponseError(ServiceError):
     """A response that does not match what was asked (size, bands, CRS, truncated body)."""
 
 
+class ResponseTooLargeError(ServiceError):
+    """A response larger than what was asked can be (decoded): a broken or hostile server."""
+
+
 class DownloadError(ServiceError):
     """One acquisition could not be downloaded; other acquisitions may have succeeded."""
 
@@ -172,3 +177,13 @@ def decode_error_body(response: Any) -> tuple[str | None, str]:
 def _strip_query(url: str) -> str:
     """Drop query strings from URLs shown to users (they may hold tokens or signatures)."""
     return url.split("?", 1)[0]
+
+
+def _redacted(text: str) -> str:
+    """``text`` with every registered secret and token pattern masked: an error's words may
+    quote a server that echoed the bearer token, and they reach summaries, JSON and tracebacks."""
+    # imported here: http.redact is standard library only, but importing the http package
+    # from this module at the top is a cycle (http imports errors)
+    from .http.redact import redact
+
+    return redact(text)

@@ -209,7 +209,7 @@ def test_no_acquisition_written_has_its_own_exit_code(upstream: Emulator, tmp_pa
     with Hostile(upstream, process="echo-token-403") as front:
         seen = run(front, tmp_path / "out", "-q")
     assert seen.code == EXIT_NOTHING_WRITTEN, seen.describe()
-    documented = watch([sys.executable, "-m", "stacfetch", "get", "--help"], env=environment(front))
+    documented = watch([sys.executable, "-m", "stacfetch", "get", "--help"], env=environment(upstream))
     assert re.search(r"\b6\b[^\n]*(none|no acquisition|nothing)", documented.stdout), documented.stdout
 
 

@@ -9,6 +9,7 @@ imported only when that command runs. Arguments reach ``query.build_query`` and
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
 import logging
 import os
@@ -48,7 +49,8 @@ Writes one GeoTIFF per acquisition to <out>/<collection>/<area-id>/<date>T<time>
 with a sidecar .json (the STAC items) and a catalog.json manifest. A re-run skips complete files.
 {AXIS_NOTE}
 exit codes: 0 ok, 2 bad input, 3 configuration/credentials, 4 service/network,
-5 some acquisitions failed (the others were written), 130 interrupted.
+5 some acquisitions failed (the others were written),
+6 acquisitions failed and none was written (no complete file), 130 interrupted.
 """
 
 EPILOG_CHECK = """\
@@ -103,6 +105,9 @@ def _add_common(parser: argparse.ArgumentParser) -> None:
                       "earth-search, planetary-computer and stac (STACFETCH_STAC_URL) read the archived "
                       "COG assets, no Sentinel Hub account needed")
     conf.add_argument("--env-file", metavar="PATH", help="read settings from PATH instead of ./.env")
+    conf.add_argument("--timeout", default=None, metavar="SECONDS",
+                      help="how long a request waits for the service to start answering (default "
+                      "120); a silent service is asked twice, then the run stops and says so")
 
     out = parser.add_argument_group("output")
     out.add_argument("--json", action="store_true", help="print machine-readable JSON on stdout only")
@@ -216,6 +221,24 @@ def _redacted(text: str) -> str:
         return text
 
 
+def _print_traceback() -> None:
+    """The current exception's traceback on stderr, secrets masked (its messages and the
+    exceptions it chains may quote a server that echoed a token)."""
+    print(_redacted(traceback.format_exc()), file=sys.stderr, end="")
+
+
+def _no_core_dumps() -> None:
+    """No core dump of this process (soft RLIMIT_CORE 0, as ssh and gpg do): it would hold the
+    client secret and tokens. The CLI owns the process; the library never changes this."""
+    try:
+        import resource  # POSIX only: absent on Windows, where there is nothing to do
+    except ImportError:
+        return
+    with contextlib.suppress(ValueError, OSError):
+        _, hard = resource.getrlimit(resource.RLIMIT_CORE)
+        resource.setrlimit(resource.RLIMIT_CORE, (0, hard))
+
+
 def _configure_logging(args: argparse.Namespace) -> None:
     level = logging.WARNING
     if getattr(args, "quiet", False):
@@ -247,13 +270,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not args.command:
         parser.print_help()
         return EXIT_USAGE
+    _no_core_dumps()
     _configure_logging(args)
     try:
         command = importlib.import_module(f"{__name__}.{args.command}")  # heavy imports: only now
         return int(command.run(args))
     except StacfetchError as exc:
         if args.verbose >= 2:
-            traceback.print_exc()
+            _print_traceback()
         print(f"error: {_redacted(str(exc))}", file=sys.stderr)
         return exc.exit_code
     except KeyboardInterrupt:
@@ -263,7 +287,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     except Exception as exc:  # a bug: say so plainly, details with -v
         if args.verbose:
-            traceback.print_exc()
+            _print_traceback()
         print(
             f"internal error: {type(exc).__name__}: {_redacted(str(exc))}\n"
             "  this is a bug in stacfetch; run again with -v for details and report it",

@@ -17,7 +17,7 @@ from . import output, query_args
 
 def run(args: argparse.Namespace) -> int:
     query = build_query(**query_args(args))
-    settings = load_settings(env_file=args.env_file, provider=args.provider)
+    settings = load_settings(env_file=args.env_file, provider=args.provider, timeout=args.timeout)
     if not args.quiet:
         output.echo_query(query)
     items = search_query(query, settings=settings, max_items=args.limit)

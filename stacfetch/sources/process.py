@@ -14,18 +14,28 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any, ClassVar
 
+import numpy as np
 import requests
 
 from ..bands import BANDS
 from ..config import Settings
 from ..errors import InvalidResponseError, ServiceError
+from ..http import body_limit, read_body
 from ..plan import Job, Tile
 
-__all__ = ["ProcessSource", "ProcessTiles", "evalscript", "fetch_tile", "request_body"]
+__all__ = ["ProcessSource", "ProcessTiles", "evalscript", "fetch_tile", "request_body", "response_limit"]
 
 MAX_PIXELS_PER_SIDE = 2500
 TIME_MARGIN = timedelta(minutes=1)
 _TIFF_MAGIC = (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+")
+TIFF_OVERHEAD = 1 << 20  # header, directory, tile offsets: far less, even for 2500 x 2500 x 13
+
+
+def response_limit(width: int, height: int, bands: int, dtype: str) -> int:
+    """The most a tile's GeoTIFF can hold: its samples uncompressed plus 2 % and 1 MiB for the
+    TIFF's own structures (DEFLATE never grows data by more than a fraction of a percent)."""
+    samples = int(width) * int(height) * int(bands) * np.dtype(dtype).itemsize
+    return samples + samples // 50 + TIFF_OVERHEAD
 _SAMPLE_TYPES = {"uint8": "UINT8", "uint16": "UINT16", "float32": "FLOAT32"}
 
 
@@ -119,20 +129,24 @@ def fetch_tile(
     process_url: str,
     body: dict[str, Any],
     *,
-    timeout: float = 300.0,
+    timeout: float | None = None,
     spool: Path | None = None,
+    max_bytes: int | None = None,
 ) -> bytes | Path:
     """POST one request and return the GeoTIFF: its bytes, or ``spool`` holding them.
 
     With ``spool`` the body is streamed to that file in 1 MiB chunks (memory stays flat for
     large tiles); a connection lost mid-body then raises InvalidResponseError, so the caller
     asks again. Retries of 429/5xx/dropped connections before the body happen inside the
-    session; service errors keep the server's words.
+    session; service errors keep the server's words. ``timeout``: the session's (``--timeout``)
+    unless given. ``max_bytes`` (``response_limit``): a larger body, decoded, is refused while
+    it arrives (a gzip bomb is never inflated beyond it).
     """
-    response = session.post(
-        process_url, json=body, headers={"Accept": "image/tiff"}, timeout=timeout,
-        stream=spool is not None,
-    )
+    with body_limit(max_bytes, "this tile"):
+        response = session.post(
+            process_url, json=body, headers={"Accept": "image/tiff"}, timeout=timeout,
+            stream=spool is not None,
+        )
     try:
         if response.status_code != 200:
             raise ServiceError.from_response(response)
@@ -143,8 +157,7 @@ def fetch_tile(
         else:
             try:
                 with spool.open("wb") as fh:
-                    for chunk in response.iter_content(1 << 20):
-                        fh.write(chunk)
+                    read_body(response, limit=max_bytes, what="this tile", into=fh)
             except requests.RequestException as exc:
                 spool.unlink(missing_ok=True)
                 raise InvalidResponseError(
@@ -185,7 +198,8 @@ class ProcessTiles:
         """One request: the tile's GeoTIFF bytes, or ``spool`` holding them (see ``fetch_tile``)."""
         with self._lock:
             self.reads += 1
-        return fetch_tile(self.session, self.process_url, self.body(tile), spool=spool)
+        limit = response_limit(tile.width, tile.height, len(self.job.bands), self.job.dtype)
+        return fetch_tile(self.session, self.process_url, self.body(tile), spool=spool, max_bytes=limit)
 
     def tags(self) -> dict[str, str]:
         return {}
