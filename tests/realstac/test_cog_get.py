@@ -178,7 +178,7 @@ def _faulty(real_stac: RealStac, tmp_path: Path, setup: Any) -> Any:
     leftovers = [p.name for p in tmp_path.rglob("*") if p.is_file() and p.suffix in (".tif", ".part")
                  or p.name.endswith((".part", ".tif.json"))]
     assert leftovers == []
-    assert result.exit_code == 5
+    assert result.exit_code == 6  # the one acquisition failed: none written (exit 6, not 5)
     return result.failed[0].error
 
 
