@@ -160,8 +160,8 @@ def test_a_403_echoing_the_token_never_shows_it_through_the_api(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     from stacfetch.api import get_query
-    from stacfetch.http import open_session
     from stacfetch.config import load_settings
+    from stacfetch.http import open_session
 
     caplog.set_level(logging.DEBUG)
     with Hostile(upstream, process="echo-token-403") as front:

@@ -17,10 +17,9 @@ import os
 import secrets
 import tempfile
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
 
 from filelock import FileLock, Timeout
 
@@ -74,7 +73,7 @@ def lock_path(dest: Path) -> Path:
 
 @contextmanager
 def destination_lock(dest: Path, stop: threading.Event | None = None,
-                     on_wait: Any = None) -> Iterator[None]:
+                     on_wait: Callable[[], None] | None = None) -> Iterator[None]:
     """Hold ``dest``'s lock (across processes and threads) for the block: one writer at a time.
 
     Waits for another writer (another run fetching the same acquisition) to finish, calling
