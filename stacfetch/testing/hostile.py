@@ -22,6 +22,7 @@ and a silent answer waits at most until then.
 
 :func:`watch` runs a command and measures it: exit code, seconds, peak RSS (``ru_maxrss``),
 the moment a given text first reached stderr; it kills the command past a time or memory bound.
+Peak memory is the process's own high-water mark (``VmHWM``, Linux), read every 50 ms.
 """
 
 from __future__ import annotations
@@ -401,7 +402,7 @@ class Watched:
 
     code: int | None  # None when killed by the watchdog
     seconds: float
-    peak_mb: float  # peak resident memory (ru_maxrss of the process)
+    peak_mb: float  # peak resident memory (VmHWM of the process, read every 50 ms)
     stdout: str
     stderr: str
     killed: str | None = None  # why the watchdog killed it
@@ -414,13 +415,13 @@ class Watched:
                 + f"\nstderr (last 1500 chars):\n{self.stderr[-1500:]}")
 
 
-def _rss_mb(pid: int) -> float:
+def _memory_mb(pid: int) -> tuple[float, float]:
+    """``(VmRSS, VmHWM)`` of a running process in MB (0 once it is gone)."""
     with contextlib.suppress(OSError):
         text = Path(f"/proc/{pid}/status").read_text()
-        found = re.search(r"VmRSS:\s+(\d+) kB", text)
-        if found:
-            return int(found.group(1)) / 1024
-    return 0.0
+        found = {k: int(v) / 1024 for k, v in re.findall(r"(VmRSS|VmHWM):\s+(\d+) kB", text)}
+        return found.get("VmRSS", 0.0), found.get("VmHWM", 0.0)
+    return 0.0, 0.0
 
 
 def watch(
@@ -451,9 +452,14 @@ def watch(
             seen: dict[str, float] = {}
             killed = None
             limits = ""
-            status = rusage = None
+            status = None
+            peak = 0.0
             while True:
-                pid, status, rusage = os.wait4(proc.pid, os.WNOHANG)
+                # not ru_maxrss: after fork and exec Linux reports at least the parent's (the
+                # test process's) resident size; VmHWM belongs to the new program alone
+                rss, hwm = _memory_mb(proc.pid)
+                peak = max(peak, hwm)
+                pid, status, _ = os.wait4(proc.pid, os.WNOHANG)
                 if pid:
                     break
                 now = time.monotonic() - started
@@ -467,7 +473,7 @@ def watch(
                             seen[mark] = now
                 if killed is None and now > seconds:
                     killed = f"still running after {seconds:.0f} s"
-                elif killed is None and _rss_mb(proc.pid) > max_mb:
+                elif killed is None and rss > max_mb:
                     killed = f"resident memory above {max_mb:.0f} MB"
                 if killed is not None:
                     with contextlib.suppress(ProcessLookupError):
@@ -482,7 +488,7 @@ def watch(
         return Watched(
             code=None if killed else proc.returncode,
             seconds=elapsed,
-            peak_mb=rusage.ru_maxrss / 1024 if rusage else 0.0,
+            peak_mb=peak,
             stdout=out_path.read_text(errors="replace"),
             stderr=stderr,
             killed=killed,
