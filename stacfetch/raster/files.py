@@ -78,13 +78,13 @@ def destination_lock(dest: Path, stop: threading.Event | None = None,
 
     Waits for another writer (another run fetching the same acquisition) to finish, calling
     ``on_wait()`` once when it has to wait; gives up with ``InterruptedError`` when ``stop``
-    is set meanwhile.
+    is set meanwhile. Where no lock file can be made (a read-only folder), the block runs unlocked.
     """
-    dest.parent.mkdir(parents=True, exist_ok=True)
     lock = FileLock(str(lock_path(dest)))
     waited = False
     while True:
         try:
+            dest.parent.mkdir(parents=True, exist_ok=True)
             lock.acquire(timeout=0.5)
             break
         except Timeout:
@@ -93,6 +93,11 @@ def destination_lock(dest: Path, stop: threading.Event | None = None,
             if not waited and on_wait is not None:
                 on_wait()
             waited = True
+        except OSError:
+            # no lock file in a folder we cannot write to (complete files on read-only media
+            # are still checked and skipped); writing the file there fails on its own
+            yield
+            return
     try:
         yield
     finally:
