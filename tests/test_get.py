@@ -75,7 +75,7 @@ def test_one_file_per_acquisition_with_same_pass_neighbours_and_duplicates(emula
     groups = passes(items)
     assert len(items) > len(groups) >= 4, "the window must hold neighbours/duplicates"
     assert any(len(g) >= 3 for g in groups)
-    tiles = [(it["properties"]["s2:tile_id"], it["properties"]["datetime"]) for it in items]
+    tiles = [(it["id"].split("_")[5], it["properties"]["datetime"]) for it in items]
     assert len(set(tiles)) < len(tiles), "the window must hold a duplicate processing baseline"
 
     result = run_get(emulator, tmp_path / "out", CORNER, start, end, bands="truecolor")

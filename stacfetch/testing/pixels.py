@@ -5,9 +5,10 @@ in the request CRS, (for SCL/CLD/CLP/CLM) the cloud cover of the item rendered t
 for what the archive stores, the item's processing baseline. Tests recompute the expected value
 of any pixel of any file from its grid alone.
 
-The world has valid zeros, as the real one does: clear water pixels (SCL 6) are dark in NIR and
-SWIR (``B08 B8A B09 B11 B12``), where the true bottom-of-atmosphere value is often at or below
-0 (harmonised: clamped to 0), and ``CLD``/``SNW`` are 0 % wherever the sky is clear.
+The world has valid zeros, as the real one does: water (the blocks SCL calls 6 when clear) is
+dark in NIR and SWIR (``B08 B8A B09 B11 B12``), where the true bottom-of-atmosphere value is
+often at or below 0 (harmonised: clamped to 0), and ``CLD``/``SNW`` are 0 % wherever the sky is
+clear. Optical values do not depend on the cloud cover (clouds show in SCL/CLD/CLP/CLM only).
 
 Three views of an optical band (reference §3.4, CDSE S2L2A "Harmonize Values"):
 
@@ -57,15 +58,17 @@ def _clear_class(day: int, ix: np.ndarray, iy: np.ndarray) -> np.ndarray:
     return 4 + ((ix // 500) + (iy // 500) + day) % 3
 
 
-def is_water(day: int, x: np.ndarray, y: np.ndarray, unit: float, cloud_cover: float = 0.0) -> np.ndarray:
-    """True where SCL says clear water (class 6)."""
+def is_water(day: int, x: np.ndarray, y: np.ndarray, unit: float) -> np.ndarray:
+    """True over water: where SCL says 6 when the sky is clear."""
     ix, iy = _cells(x, y, unit)
-    return (_clear_class(day, ix, iy) == 6) & ~is_cloudy(day, x, y, unit, cloud_cover)
+    return _clear_class(day, ix, iy) == 6
 
 
 def true_dn(band: str, day: int, x: np.ndarray, y: np.ndarray, unit: float,
             cloud_cover: float = 0.0) -> np.ndarray:
     """10000 × reflectance of an optical band (int32); negative over dark water in NIR/SWIR.
+
+    ``cloud_cover`` is accepted for symmetry with the other bands and not used.
 
     Land: 1000 + (7*ix + 13*iy + 101*band_no + 37*day) mod 8000, so 1000..8999. Clear water in
     NIR/SWIR: (7*ix + 13*iy + 5*band_no + day) mod 90 - 60, so -60..29 (two thirds at or below 0).
@@ -76,7 +79,7 @@ def true_dn(band: str, day: int, x: np.ndarray, y: np.ndarray, unit: float,
     if band not in DARK_OVER_WATER:
         return land.astype(np.int32)
     dark = (ix * 7 + iy * 13 + no * 5 + day) % 90 - 60
-    return np.where(is_water(day, x, y, unit, cloud_cover), dark, land).astype(np.int32)
+    return np.where(is_water(day, x, y, unit), dark, land).astype(np.int32)
 
 
 def band_values(
