@@ -383,3 +383,24 @@ def test_monthly_quota_403_stops_the_run_and_keeps_the_files(emulator: Emulator,
     for path in written:
         with rasterio.open(path) as src:
             assert src.tags().get("STACFETCH_COMPLETE") == "1"
+
+
+# -- 4b. the same place and date gives the same DN from every provider -----------------------
+def test_same_dn_from_the_process_api_and_the_archive_cogs(emulator: Emulator, tmp_path: Path) -> None:
+    from stacfetch.testing.earthsearch import EarthSearch
+
+    item = single_pass(emulator, CENTRE, date(2022, 3, 1), date(2022, 3, 20))
+    day = item_day(item)
+    sh = stacfetch.get(CENTRE, day, None, bands="B04,B08", settings=settings_for(emulator, tmp_path / "sh"))
+    with EarthSearch(tmp_path / "cogs", (CENTRE[0], CENTRE[1]), day, day) as es:
+        cog_settings = Settings(provider="stac", base_url=None, token_url=None, stac_url=es.url,
+                                output_dir=tmp_path / "es")
+        es_result = stacfetch.get(CENTRE, day, None, bands="B04,B08", settings=cog_settings)
+    assert len(sh.paths) == len(es_result.paths) == 1
+    with rasterio.open(sh.paths[0]) as a, rasterio.open(es_result.paths[0]) as b:
+        assert a.transform == b.transform and a.crs == b.crs
+        pa, pb = a.read(masked=True), b.read(masked=True)
+        assert (pa.data == 0).sum() > 50, "the area must hold valid zeros (dark water in B08)"
+        assert not pa.mask.any() and not pb.mask.any(), "valid zeros must not be masked by any provider"
+        assert np.abs(pa.data.astype(int) - pb.data.astype(int)).max() <= 1
+        assert a.scales == b.scales and a.offsets == b.offsets
