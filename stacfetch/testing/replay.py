@@ -8,7 +8,7 @@ time to the loopback origin. Endpoints:
   bearer token (the replay checks nothing else about it);
 * ``GET <any>/`` under ``/api/v1/catalog`` — the landing page (1.0.0 or 0.9.0 paths);
 * ``GET <any>/conformance`` — the landing page's ``conformsTo`` (empty for 0.9.0);
-* ``GET|POST <any>/search`` — the recorded page; a request carrying ``next`` (body or query)
+* ``GET|POST <any>/search`` (also the new commercial ``/catalog/v1/search``) — the recorded page; a request carrying ``next`` (body or query)
   gets the following recorded page, or an empty last page.
 
 A bare feature list (a ``fields``-filtered capture) or a single item is put in a minimal
@@ -83,16 +83,15 @@ class _Handler(BaseHTTPRequestHandler):
         if path.endswith("/openid-connect/token"):
             self._answer(200, {"access_token": TOKEN, "expires_in": 3600, "token_type": "Bearer"})
             return
-        if not path.startswith("/api/v1/catalog"):
-            self._answer(404, {"code": 404, "description": f"No such endpoint: {path}"})
-            return
-        if path.endswith("/search"):
+        if path.endswith("/search"):  # /api/v1/catalog[/1.0.0]/search, or /catalog/v1/search
             try:
                 body = json.loads(raw) if raw else {}
             except ValueError:
                 body = {}
             follow = "next" in parse_qs(split.query) or (isinstance(body, dict) and "next" in body)
             self._answer(200, srv.page(follow), "application/geo+json")
+        elif not path.startswith("/api/v1/catalog"):
+            self._answer(404, {"code": 404, "description": f"No such endpoint: {path}"})
         elif path.endswith("/conformance"):
             self._answer(200, {"conformsTo": srv.landing.get("conformsTo", [])})
         elif path.endswith("/"):
