@@ -21,10 +21,11 @@ from pystac_client.conformance import ConformanceClasses
 from pystac_client.exceptions import APIError
 from pystac_client.stac_api_io import StacApiIO
 from pystac_client.warnings import PystacClientWarning
-from shapely.geometry import box, mapping
+from shapely.geometry import mapping
 
 from .config import Settings
 from .errors import ServiceError, StacfetchError, decode_error_body
+from .location import is_rectangle
 from .query import Query
 from .stac.items import scene_facts
 
@@ -91,14 +92,6 @@ def cloud_filter(max_cloud: float) -> dict[str, Any]:
     return {"op": "<=", "args": [{"property": "eo:cloud_cover"}, number]}
 
 
-def _is_rectangle(geometry: Any) -> bool:
-    if geometry.geom_type != "Polygon" or list(geometry.interiors):
-        return False
-    if len(geometry.exterior.coords) != 5:
-        return False
-    return bool(geometry.equals(box(*geometry.bounds)))
-
-
 def search_parameters(query: Query, *, limit: int = MAX_PAGE_SIZE) -> dict[str, Any]:
     """Keyword arguments for ``Client.search`` from a Query (useful to log or test)."""
     params: dict[str, Any] = {
@@ -107,7 +100,7 @@ def search_parameters(query: Query, *, limit: int = MAX_PAGE_SIZE) -> dict[str, 
         "datetime": query.interval.to_stac(),
         "limit": max(1, min(int(limit), MAX_PAGE_SIZE)),
     }
-    if _is_rectangle(query.geometry):
+    if is_rectangle(query.geometry):
         params["bbox"] = [float(v) for v in query.geometry.bounds]
     else:
         params["intersects"] = mapping(query.geometry)

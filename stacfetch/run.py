@@ -219,7 +219,7 @@ def run_job(job: Job, context: RunContext) -> Outcome:
         session = context.session()
         acq = job.acquisition
         reader = context.source.open(job, session)
-        with PartFile(job.destination, job.grid, job.bands, job.dtype, fmt=fmt) as part:
+        with PartFile(job.destination, job.grid, job.bands, job.dtype, fmt=fmt, masked=True) as part:
             if not context.source.concurrent_tiles:  # a STAC API's COG assets (sources.assets)
                 for tile in job.tiles:
                     _check_stop(context)

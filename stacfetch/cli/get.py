@@ -17,7 +17,7 @@ from . import output, query_args
 
 def run(args: argparse.Namespace) -> int:
     query = build_query(**query_args(args), bands=args.bands, resolution=args.resolution,
-                        crs=args.crs, dtype=args.dtype)
+                        crs=args.crs, dtype=args.dtype, harmonize=args.harmonize)
     settings = load_settings(env_file=args.env_file, provider=args.provider, output_dir=args.out)
     options = build_options(settings, fmt=args.fmt, workers=args.workers, overwrite=args.overwrite,
                             dry_run=args.dry_run, time_tolerance=args.time_tolerance,

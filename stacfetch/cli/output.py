@@ -87,7 +87,7 @@ def summarize(
     else:
         work = (f"{head}{plan.acquisitions} acquisitions, {plan.tiles_per_acquisition} tile(s) each, "
                 f"{plan.requests} Process API requests")
-        cost = (f"estimate: {plan.processing_units:.1f} processing units, "
+        cost = (f"estimate: {plan.processing_units:.2f} processing units, "
                 f"at most {size_text(plan.estimated_bytes)} uncompressed")
     lines = [
         work,
