@@ -123,5 +123,5 @@ def test_dry_run_plans_or_refuses(landing: str, name: str, realm: str, tmp_path:
         _check_refusal(name, proc)
         return
     assert name not in REFUSAL_WORDS
-    plan = json.loads(proc.stdout)
+    plan = json.loads(proc.stdout)["plan"]
     assert plan["acquisitions"] >= 1, plan

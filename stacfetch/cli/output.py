@@ -13,7 +13,7 @@ from typing import Any
 from pystac import Item
 
 from ..catalog import describe_item
-from ..clouds import ClearShare
+from ..clouds import ClearShare, screening_units
 from ..location import describe_area
 from ..plan import Job, Plan
 from ..query import Query
@@ -110,9 +110,10 @@ def screening_text(shares: Sequence[ClearShare], min_clear: float) -> str:
     return "\n".join(lines)
 
 
-def dry_run_screening_note(min_clear: float) -> str:
+def dry_run_screening_note(min_clear: float, jobs: Sequence[Any] = ()) -> str:
+    cost = f", about {screening_units(jobs):.3f} processing units" if jobs else ""
     return (f"--min-clear {min_clear:g}: a real run screens each acquisition first "
-            "(one small SCL request each)")
+            f"(one small SCL request each{cost})")
 
 
 def print_checks(checks: Sequence[Any], *, quiet: bool) -> None:
