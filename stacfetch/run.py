@@ -252,8 +252,7 @@ def run_job(job: Job, context: RunContext) -> Outcome:
         return Outcome(job, "written", bytes=size, requests=requests_made,
                        sha256=part.sha256 or sha256_file(job.destination))
     except QuotaExhaustedError as exc:
-        context.quota = exc  # the whole run stops (see _execute): no worker sends another request
-        context.stop.set()
+        _quota_stop(context, exc)
         raise
     except Interrupted:
         raise
@@ -285,6 +284,12 @@ def return_large_buffers_to_the_os() -> None:
         ctypes.CDLL(name).mallopt(-3, 1 << 20)  # M_MMAP_THRESHOLD
 
 
+def _quota_stop(context: RunContext, exc: QuotaExhaustedError) -> None:
+    """The monthly quota is used up: the whole run stops (see _execute), no worker sends more."""
+    context.quota = exc
+    context.stop.set()
+
+
 def _check_stop(context: RunContext) -> None:
     if context.stop is not None and context.stop.is_set():
         raise Interrupted("stopped before this acquisition was complete")
@@ -304,7 +309,11 @@ def _process_tile(job: Job, tile: Any, part: Any, reader: Any, context: RunConte
         try:  # a 200 that is no GeoTIFF, or a wrong/truncated one: ask again
             with context.request_slots or contextlib.nullcontext():
                 _check_stop(context)  # stopped while waiting for a slot: send nothing more
-                data = reader.read_tile(tile, spool=spool)
+                try:
+                    data = reader.read_tile(tile, spool=spool)
+                except QuotaExhaustedError as exc:
+                    _quota_stop(context, exc)  # before the slot is released to a waiting job
+                    raise
             try:
                 part.write_tile(tile, data)
             finally:
