@@ -37,6 +37,7 @@ from .query import (
 )
 from .raster import is_complete
 from .run import GetResult, RunContext, execute
+from .sources.process import check_crs
 
 __all__ = ["build_query", "get", "get_query", "open_service", "search", "search_query"]
 
@@ -110,6 +111,8 @@ def get_query(
         options = build_options(settings, **raw)
     elif raw:
         raise TypeError(f"give either options= or raw option values, not both: {sorted(raw)}")
+    if settings.source == "process" and query.crs is not None:
+        check_crs(query.crs)  # refused before any request, with the list in the hint
     with open_service(settings) as live:
         limiter = RateLimiter(requests_per_minute=options.requests_per_minute)
         session = open_session(live, limiter=limiter, pool_size=max(options.workers, 4))
@@ -188,6 +191,7 @@ def get(
     resolution: float | None = None,
     crs: str | None = None,
     dtype: str = "uint16",
+    harmonize: bool = True,
     workers: int = 4,
     executor: Executor | None = None,
     overwrite: bool = False,
@@ -208,11 +212,13 @@ def get(
     quicklook PNG next to each file; ``min_clear``: minimum percentage of clear pixels (SCL)
     over the area, screened with one small request per acquisition; ``time_tolerance``: a
     ``timedelta`` or minutes; ``requests_per_minute``: the account's rate limit to pace to
-    (default: learnt from the first 429); ``timeout``: seconds a request may wait for the
-    service's answer to start (default 120; a silent service is asked twice, then the run says so).
+    (default: learnt from the first 429); ``harmonize=False``: the archive's own values
+    (Process API ``harmonizeValues`` false; the band offset in the file's metadata);
+    ``timeout``: seconds a request may wait for the service's answer to start (default 120; a
+    silent service is asked twice, then the run says so).
     """
     query = build_query(location, start, end, size=size, collection=collection, max_cloud=max_cloud,
-                        bands=bands, resolution=resolution, crs=crs, dtype=dtype)
+                        bands=bands, resolution=resolution, crs=crs, dtype=dtype, harmonize=harmonize)
     live = _settings(settings, provider, env_file, timeout=timeout, output_dir=out)
     if settings is not None and out is not None:
         live = replace(live, output_dir=Path(out))

@@ -6,6 +6,9 @@ request (the Scene Classification band, at most ``MAX_SIDE`` pixels a side, near
 neighbour) tells the share of clear pixels over the area: SCL classes 4 vegetation, 5 not
 vegetated, 6 water and 11 snow are clear; every other class (cloud, shadow, cirrus,
 saturated, dark, unclassified) is not; class 0 and pixels outside the area are not counted.
+"Outside the area" is the service's own mask: a polygon area is sent as ``bounds.geometry``
+exactly as for the download, and the answer's ``dataMask`` band says which pixels count.
+Its cost is :func:`screening_units` (THE PU estimate of ``plan``).
 """
 
 from __future__ import annotations
@@ -24,15 +27,15 @@ from rasterio.features import geometry_mask
 from rasterio.transform import from_bounds
 
 from .bands import SCL_CLEAR
-from .errors import StacfetchError
-from .plan import Grid, Job
-from .sources.process import fetch_tile, request_body
+from .errors import QuotaExhaustedError, StacfetchError
+from .plan import Grid, Job, estimate_processing_units
+from .sources.process import area_in, fetch_tile, request_body
 
 log = logging.getLogger(__name__)
 
 MAX_SIDE = 128  # pixels of the screening image's longer side
 
-__all__ = ["MAX_SIDE", "ClearShare", "clear_percent", "screen", "screening_size"]
+__all__ = ["MAX_SIDE", "ClearShare", "clear_percent", "screen", "screening_size", "screening_units"]
 
 
 @dataclass(frozen=True)
@@ -70,6 +73,11 @@ def screening_size(grid: Grid, max_side: int = MAX_SIDE) -> tuple[int, int]:
     return max(1, round(grid.width / factor)), max(1, round(grid.height / factor))
 
 
+def screening_units(jobs: Sequence[Job]) -> float:
+    """Processing units the screening requests of ``jobs`` cost (one SCL request each)."""
+    return sum(estimate_processing_units(*screening_size(j.grid), ["SCL"], "uint8") for j in jobs)
+
+
 def clear_percent(scl: np.ndarray, inside: np.ndarray | None = None) -> tuple[float | None, int]:
     """``(clear %, data pixels)`` of an SCL array; pixels with class 0 or outside ``inside`` do not count."""
     data = scl != 0
@@ -98,22 +106,28 @@ def measure(job: Job, session: Any, process_url: str, geometry: Any = None) -> C
     grid = job.grid
     width, height = screening_size(grid)
     acq = job.acquisition
+    area = area_in(job.geometry, grid.crs)  # the download's own polygon: the same mask
     body = request_body(
         collection=acq.collection, bounds=grid.bounds,
         crs=grid.crs, width=width, height=height, start=acq.start, end=acq.end,
-        bands=("SCL",), dtype="uint8",
+        bands=("SCL",), dtype="uint8", geometry=area, harmonize=job.harmonize,
     )
     try:
         data = fetch_tile(session, process_url, body)
         with rasterio.MemoryFile(data) as mem, mem.open() as src:
             scl = src.read(1)
+            inside = src.read(src.count) != 0 if src.count > 1 else None  # dataMask, the last band
+    except QuotaExhaustedError:
+        raise  # every further request would be refused too: the run stops
     except StacfetchError as exc:
         log.warning("screening %s failed: %s", acq.key, exc.message)
         return ClearShare(job, None, error=exc.message)
     except Exception as exc:  # an undecodable answer: do not lose the acquisition over it
         log.warning("screening %s: unreadable SCL answer (%s)", acq.key, exc)
         return ClearShare(job, None, error=f"unreadable SCL answer: {exc}")
-    clear, count = clear_percent(scl, _inside_mask(geometry, grid, width, height))
+    if inside is None:
+        inside = _inside_mask(geometry, grid, width, height)
+    clear, count = clear_percent(scl, inside)
     return ClearShare(job, clear, count)
 
 

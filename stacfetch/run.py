@@ -34,10 +34,11 @@ from .errors import (
     EXIT_PARTIAL,
     Interrupted,
     InvalidResponseError,
+    QuotaExhaustedError,
     StacfetchError,
 )
 from .http import open_session, redact
-from .plan import Job
+from .plan import Job, Plan
 from .raster import (
     PartFile,
     complete_format,
@@ -142,8 +143,10 @@ class GetResult:
         return "\n".join(lines)
 
     def to_dict(self) -> dict[str, Any]:
+        plan = {"plan": Plan(tuple(self.jobs)).summary()} if self.dry_run else {}
         return {
             "dry_run": self.dry_run,
+            **plan,
             "written": [str(p) for p in self.written],
             "skipped": [str(p) for p in self.skipped],
             "failed": [
@@ -185,6 +188,7 @@ class RunContext:
         self._session = session
         self.stop = threading.Event()
         self.tag = run_tag()  # in this run's temporary file names (never another run's)
+        self.quota: QuotaExhaustedError | None = None  # set when the monthly quota stops the run
         self.tile_workers = 1  # threads for the tiles of one acquisition (set by execute)
         # at most this many Process requests in flight (set by execute; None: no bound)
         self.request_slots: threading.BoundedSemaphore | None = None
@@ -248,7 +252,8 @@ def _run_locked(job: Job, context: RunContext) -> Outcome:
         session = context.session()
         acq = job.acquisition
         reader = context.source.open(job, session)
-        with PartFile(job.destination, job.grid, job.bands, job.dtype, fmt=fmt, tag=context.tag) as part:
+        with PartFile(job.destination, job.grid, job.bands, job.dtype, fmt=fmt, masked=True,
+                      tag=context.tag) as part:
             if not context.source.concurrent_tiles:  # a STAC API's COG assets (sources.assets)
                 for tile in job.tiles:
                     _check_stop(context)
@@ -275,6 +280,9 @@ def _run_locked(job: Job, context: RunContext) -> Outcome:
             )
         size = job.destination.stat().st_size
         return Outcome(job, "written", bytes=size, requests=requests_made, sha256=part.sha256)
+    except QuotaExhaustedError as exc:
+        _quota_stop(context, exc)
+        raise
     except Interrupted:
         raise
     except StacfetchError as exc:
@@ -306,6 +314,12 @@ def return_large_buffers_to_the_os() -> None:
         ctypes.CDLL(name).mallopt(-3, 1 << 20)  # M_MMAP_THRESHOLD
 
 
+def _quota_stop(context: RunContext, exc: QuotaExhaustedError) -> None:
+    """The monthly quota is used up: the whole run stops (see _execute), no worker sends more."""
+    context.quota = exc
+    context.stop.set()
+
+
 def _check_stop(context: RunContext) -> None:
     if context.stop is not None and context.stop.is_set():
         raise Interrupted("stopped before this acquisition was complete")
@@ -324,7 +338,12 @@ def _process_tile(job: Job, tile: Any, part: Any, reader: Any, context: RunConte
         _check_stop(context)
         try:  # a 200 that is no GeoTIFF, or a wrong/truncated one: ask again
             with context.request_slots or contextlib.nullcontext():
-                data = reader.read_tile(tile, spool=spool)
+                _check_stop(context)  # stopped while waiting for a slot: send nothing more
+                try:
+                    data = reader.read_tile(tile, spool=spool)
+                except QuotaExhaustedError as exc:
+                    _quota_stop(context, exc)  # before the slot is released to a waiting job
+                    raise
             try:
                 part.write_tile(tile, data)
             finally:
@@ -405,11 +424,15 @@ def _execute(
                 bar.set_postfix_str(f"{result.bytes / 1e6:.1f} MB, {len(result.failed)} failed")
             elif outcome.status == "failed":
                 log.warning("%s failed: %s", outcome.job.acquisition.key, outcome.error)
-    except (KeyboardInterrupt, Interrupted):
-        _wind_down(futures, result, context, wait=1.5)
-        done = {o.job.destination for o in result.outcomes if o.status in ("written", "skipped")}
-        result.seconds = time.monotonic() - started
-        result.manifest = _write_manifest(result, manifest_root)
+    except (KeyboardInterrupt, Interrupted, QuotaExhaustedError) as exc:
+        done = _stop(futures, context, result, started, manifest_root)
+        quota = exc if isinstance(exc, QuotaExhaustedError) else context.quota
+        if quota is not None:  # every further request would be refused: stopped at once
+            raise QuotaExhaustedError(
+                f"{quota.message}; {len(done)} of {len(jobs)} acquisitions complete"
+                + (f" (manifest {result.manifest})" if result.manifest else ""),
+                hint=quota.hint, status=quota.status, code=quota.code, url=quota.url,
+            ) from None
         raise Interrupted(
             f"interrupted: {len(done)} of {len(jobs)} acquisitions complete"
             + (f"; manifest {result.manifest}" if result.manifest else ""),
@@ -425,6 +448,16 @@ def _execute(
     result.seconds = time.monotonic() - started
     result.manifest = _write_manifest(result, manifest_root)
     return result
+
+
+def _stop(futures: dict[Future[Outcome], Job], context: RunContext, result: GetResult,
+          started: float, manifest_root: Path | None) -> set[Path]:
+    """Stop every worker (within 1.5 s), keep what is complete, remove this run's ``.part``
+    files of the rest, write the manifest; returns the complete files."""
+    _wind_down(futures, result, context, wait=1.5)
+    result.seconds = time.monotonic() - started
+    result.manifest = _write_manifest(result, manifest_root)
+    return {o.job.destination for o in result.outcomes if o.status in ("written", "skipped")}
 
 
 def _wind_down(futures: dict[Future[Outcome], Job], result: GetResult, context: RunContext, *,
