@@ -54,6 +54,10 @@ class InvalidOptionError(UsageError):
     """Any other option with a bad value (bands, resolution, CRS, paths ...)."""
 
 
+class MissingExtraError(UsageError):
+    """A feature needs an optional extra that is not installed (e.g. ``stacfetch[xarray]``)."""
+
+
 # --- configuration and authentication (exit 3) ------------------------------------------
 class ConfigError(StacfetchError):
     """Missing or contradictory settings."""
