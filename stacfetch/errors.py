@@ -46,6 +46,10 @@ class InvalidLocationError(UsageError):
     """Coordinates, rings or GeoJSON that do not describe a usable area."""
 
 
+class AreaTooLargeError(InvalidLocationError):
+    """A valid area above the size limit (never a decimal-comma typo: its hint says split it)."""
+
+
 class InvalidDateError(UsageError):
     """A date or date range that cannot be used."""
 
