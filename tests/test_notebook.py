@@ -31,4 +31,20 @@ def test_ndvi_notebook_runs_against_the_sandbox(tmp_path: Path, monkeypatch: pyt
     assert "downloaded" in text and "skipped as cloudy" in text
     assert "<xarray.Dataset>" in text and "ndvi_mean" in text
     assert any("image/png" in o.get("data", {}) for o in outputs)  # the plot shows inline
+    assert "data:image/png;base64," in str([o.get("data", {}).get("text/html", "") for o in outputs])
     assert list((tmp_path / "out").rglob("*.tif"))
+
+
+def test_pictures_show_inline_and_stay_paths(tmp_path: Path) -> None:
+    import stacfetch
+    from stacfetch.preview import contact_sheet, quicklook
+
+    result = stacfetch.get([34.665, 31.625], "2022-01-20", "2022-01-22", size=2000, bands="truecolor,SCL",
+                           provider="sandbox", out=tmp_path)
+    look = quicklook(result.paths[0])
+    assert isinstance(look, Path) and look == result.paths[0].with_suffix(".png")
+    assert look._repr_png_() == look.read_bytes() and look.read_bytes().startswith(b"\x89PNG")
+    sheets = contact_sheet(tmp_path)
+    assert isinstance(sheets, list) and len(sheets) == 1 and sheets[0].name == "contact-sheet.png"
+    page = sheets._repr_html_()
+    assert page.count("data:image/png;base64,") == 1 and "contact-sheet.png" in page
