@@ -2,7 +2,7 @@
 
     python benchmarks/bench_cog_window.py            # needs PostgreSQL+PostGIS and ../shared/data
 
-Runs the real STAC API (stac-fastapi-pgstac, ``stacfetch.testing.pgstac``) and the Range-capable
+Runs the real STAC API (stac-fastapi-pgstac, ``tests/realstac/pgstac.py``) and the Range-capable
 COG server on 127.0.0.1, then ``stacfetch`` ``get`` with ``--provider stac`` for windows of
 the rasters item S2A_29RKH_20200219_0_L2A, and prints, per case, the body bytes the COG server
 sent (its byte log) against the whole asset's size, and the wall time. Asserts nothing.
@@ -34,7 +34,9 @@ from stacfetch.config import Settings
 from stacfetch.plan import plan_jobs
 from stacfetch.run import RunContext, execute
 from stacfetch.testing.cogserver import CogServer
-from stacfetch.testing.pgstac import (
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))  # the CI's STAC server
+from realstac.pgstac import (  # noqa: E402
     RASTER_SCENE,
     PgStacServer,
     default_shared_dir,

@@ -96,11 +96,11 @@ def _child_stacfetch(spec: dict[str, Any]) -> dict[str, Any]:
     import pystac_client  # noqa: F401
     import rasterio  # noqa: F401
 
-    import stacfetch.auth
     import stacfetch.catalog
-    import stacfetch.process
+    import stacfetch.http.session
+    import stacfetch.raster
     import stacfetch.run
-    import stacfetch.write  # noqa: F401
+    import stacfetch.sources.process  # noqa: F401
     from stacfetch.api import build_query, get_query
     from stacfetch.config import load_settings
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import logging
-import re
 import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -27,6 +26,7 @@ from shapely.geometry import box, mapping
 from .config import Settings
 from .errors import ServiceError, StacfetchError, decode_error_body
 from .query import Query
+from .stac.items import scene_facts
 
 log = logging.getLogger(__name__)
 
@@ -170,17 +170,8 @@ def search(
 
 
 def _sort_key(item: pystac.Item) -> tuple[datetime, str]:
-    when = item.datetime or _parse_dt(item.properties.get("start_datetime"))
+    when = scene_facts(item).datetime
     return (when or datetime.min.replace(tzinfo=timezone.utc), item.id)
-
-
-def _parse_dt(value: Any) -> datetime | None:
-    if not value:
-        return None
-    try:
-        return datetime.fromisoformat(str(value).replace("Z", "+00:00"))
-    except ValueError:
-        return None
 
 
 def list_collections(session: Any, settings_or_url: Settings | str) -> list[str]:
@@ -274,25 +265,15 @@ def _raise_if_unknown_collection(
 # -----------------------------------------------------------------------------------------
 # Presentation
 # -----------------------------------------------------------------------------------------
-_TILE = re.compile(r"_T(\d{2}[A-Z]{3})_")
-
-
 def describe_item(item: pystac.Item) -> dict[str, Any]:
     """One row for the CLI table: date, time, id, tile, cloud %, platform."""
-    props = item.properties
-    when = item.datetime or _parse_dt(props.get("start_datetime"))
-    if when is not None:
-        when = when.astimezone(timezone.utc)
-    tile = props.get("s2:mgrs_tile") or props.get("mgrs:tile")
-    if not tile:
-        match = _TILE.search(item.id)
-        tile = match.group(1) if match else None
-    cloud = props.get("eo:cloud_cover")
+    facts = scene_facts(item)
+    when = facts.datetime
     return {
         "date": when.strftime("%Y-%m-%d") if when else None,
         "time": when.strftime("%H:%M:%S") if when else None,
         "id": item.id,
-        "tile": tile,
-        "cloud": round(float(cloud), 2) if isinstance(cloud, (int, float)) else None,
-        "platform": props.get("platform"),
+        "tile": facts.tile,
+        "cloud": round(facts.cloud_cover, 2) if facts.cloud_cover is not None else None,
+        "platform": facts.platform_name,
     }

@@ -17,10 +17,16 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+import rasterio
+import shapely
+from pyproj import Transformer
+from rasterio.features import geometry_mask
+from rasterio.transform import from_bounds
 
 from .bands import SCL_CLEAR
 from .errors import StacfetchError
 from .plan import Grid, Job
+from .sources.process import fetch_tile, request_body
 
 log = logging.getLogger(__name__)
 
@@ -80,11 +86,6 @@ def _inside_mask(geometry: Any, grid: Grid, width: int, height: int) -> np.ndarr
     """True for screening pixels whose centre is inside ``geometry`` (EPSG:4326); None for a box."""
     if geometry is None:
         return None
-    import shapely
-    from pyproj import Transformer
-    from rasterio.features import geometry_mask
-    from rasterio.transform import from_bounds
-
     to_grid = Transformer.from_crs("EPSG:4326", grid.crs, always_xy=True)
     shape = shapely.transform(geometry, to_grid.transform, interleaved=False)
     transform = from_bounds(*grid.bounds, width, height)
@@ -94,15 +95,11 @@ def _inside_mask(geometry: Any, grid: Grid, width: int, height: int) -> np.ndarr
 
 def measure(job: Job, session: Any, process_url: str, geometry: Any = None) -> ClearShare:
     """One small SCL request for ``job``'s acquisition over its grid; never raises for service errors."""
-    import rasterio
-
-    from .process import fetch_tile, request_body
-
     grid = job.grid
     width, height = screening_size(grid)
     acq = job.acquisition
     body = request_body(
-        collection=str(acq.items[0].collection_id or "sentinel-2-l2a"), bounds=grid.bounds,
+        collection=acq.collection, bounds=grid.bounds,
         crs=grid.crs, width=width, height=height, start=acq.start, end=acq.end,
         bands=("SCL",), dtype="uint8",
     )

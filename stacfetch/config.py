@@ -4,14 +4,14 @@ Variables (exactly these names): SH_CLIENT_ID, SH_CLIENT_SECRET, SH_ACCESS_TOKEN
 STACFETCH_OUTPUT_DIR, STACFETCH_PROVIDER, SH_BASE_URL, SH_TOKEN_URL, and for the STAC/COG
 providers STACFETCH_STAC_URL, STACFETCH_STAC_TOKEN, STACFETCH_STAC_HEADERS.
 
-Each provider has a ``fetch`` kind: ``"process"`` renders pixels through the Sentinel Hub
-Process API (OAuth credentials needed); ``"cog"`` reads the Cloud-Optimized GeoTIFF assets
-that a STAC API publishes (``stacfetch.cog``; no Sentinel Hub account needed).
+Each provider has a pixel ``source``: ``"process"`` renders pixels through the Sentinel Hub
+Process API (OAuth credentials needed); ``"assets"`` reads the Cloud-Optimized GeoTIFF assets
+that a STAC API publishes (``stacfetch.sources.assets``; no Sentinel Hub account needed).
 """
 
 from __future__ import annotations
 
-import ipaddress
+import json
 import logging
 import os
 import stat
@@ -20,7 +20,17 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from .errors import ConfigError, InsecureTransportError
+from dotenv import dotenv_values
+
+from .errors import ConfigError
+from .http.urls import (  # noqa: F401  (OLD_HUB_*, is_loopback_host, old_hub_host: re-exported)
+    OLD_HUB_HINT,
+    OLD_HUB_HOSTS,
+    OLD_HUB_MESSAGE,
+    check_destination,
+    is_loopback_host,
+    old_hub_host,
+)
 
 log = logging.getLogger(__name__)
 
@@ -37,22 +47,10 @@ VARIABLES = (
     "STACFETCH_STAC_HEADERS",
 )
 SECRET_VARIABLES = ("SH_CLIENT_SECRET", "SH_ACCESS_TOKEN", "STACFETCH_STAC_TOKEN", "STACFETCH_STAC_HEADERS")
-FETCH_KINDS = ("process", "cog")
+SOURCES = ("process", "assets")  # where pixels come from: stacfetch.sources
 DEFAULT_OUTPUT_DIR = "stacfetch-output"
 SANDBOX_CLIENT_ID = "sandbox"
 SANDBOX_CLIENT_SECRET = "sandbox-secret"
-
-OLD_HUB_HOSTS = ("apihub.copernicus.eu", "scihub.copernicus.eu")
-OLD_HUB_MESSAGE = (
-    "{host} belongs to the Copernicus Open Access Hub (SciHub/APIHub), which was shut down "
-    "at the end of October 2023 and no longer answers."
-)
-OLD_HUB_HINT = (
-    "its successor is the Copernicus Data Space Ecosystem, which runs the same Sentinel Hub "
-    "APIs: set STACFETCH_PROVIDER=cdse, remove SH_BASE_URL/SH_TOKEN_URL, and create an OAuth "
-    "client at https://shapps.dataspace.copernicus.eu/dashboard/#/account/settings"
-)
-
 
 @dataclass(frozen=True)
 class Provider:
@@ -63,8 +61,8 @@ class Provider:
     base_url: str | None
     token_url: str | None
     clients_page: str
-    fetch: str = "process"  # "process": Sentinel Hub Process API; "cog": the STAC items' COG assets
-    stac_url: str | None = None  # the STAC API root of a "cog" provider (None: STACFETCH_STAC_URL)
+    source: str = "process"  # "process": Sentinel Hub Process API; "assets": the STAC items' COG assets
+    stac_url: str | None = None  # the STAC API root of an "assets" provider (None: STACFETCH_STAC_URL)
     signing: str | None = None  # asset href signing: "planetary-computer" (SAS tokens) or None
 
 
@@ -96,7 +94,7 @@ PROVIDERS: dict[str, Provider] = {
         None,
         None,
         "nowhere: Earth Search needs no account",
-        fetch="cog",
+        source="assets",
         stac_url="https://earth-search.aws.element84.com/v1",
     ),
     "planetary-computer": Provider(
@@ -105,7 +103,7 @@ PROVIDERS: dict[str, Provider] = {
         None,
         None,
         "nowhere: anonymous SAS tokens need no account",
-        fetch="cog",
+        source="assets",
         stac_url="https://planetarycomputer.microsoft.com/api/stac/v1",
         signing="planetary-computer",
     ),
@@ -115,7 +113,7 @@ PROVIDERS: dict[str, Provider] = {
         None,
         None,
         "the STAC API's own documentation (STACFETCH_STAC_TOKEN or STACFETCH_STAC_HEADERS)",
-        fetch="cog",
+        source="assets",
     ),
 }
 
@@ -140,10 +138,10 @@ class Settings:
     stac_headers: Mapping[str, str] = field(default_factory=dict, repr=False)
 
     @property
-    def fetch(self) -> str:
-        """``"process"`` or ``"cog"``: how this provider's pixels are fetched."""
+    def source(self) -> str:
+        """``"process"`` or ``"assets"``: where this provider's pixels come from (``stacfetch.sources``)."""
         profile = PROVIDERS.get(self.provider)
-        return profile.fetch if profile is not None else "process"
+        return profile.source if profile is not None else "process"
 
     @property
     def signing(self) -> str | None:
@@ -153,7 +151,7 @@ class Settings:
 
     @property
     def catalog_url(self) -> str:
-        if self.fetch == "cog":
+        if self.source == "assets":
             if not self.stac_url:
                 raise ConfigError("no STAC API URL is set", hint="set STACFETCH_STAC_URL")
             return self.stac_url.rstrip("/") + "/"
@@ -178,7 +176,7 @@ class Settings:
 
     def describe(self) -> list[tuple[str, str, str]]:
         """``(variable, shown value, source)`` rows with secrets masked, for `check` and -v."""
-        if self.fetch == "cog":
+        if self.source == "assets":
             cog_values = {
                 "STACFETCH_PROVIDER": self.provider,
                 "STACFETCH_STAC_URL": self.stac_url or "",
@@ -212,28 +210,6 @@ def mask(secret: str | None) -> str:
     return f"****** ({len(secret)} characters)"
 
 
-def is_loopback_host(host: str | None) -> bool:
-    """True for 127.0.0.0/8, ::1 and localhost."""
-    if not host:
-        return False
-    host = host.strip("[]").lower()
-    if host == "localhost" or host.endswith(".localhost"):
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
-
-
-def old_hub_host(url: str | None) -> str | None:
-    """The Open Access Hub host named in ``url``, if any."""
-    host = (urlsplit(url or "").hostname or "").lower()
-    for old in OLD_HUB_HOSTS:
-        if host == old or host.endswith("." + old):
-            return host
-    return None
-
-
 def check_url(url: str, variable: str) -> None:
     """Refuse URLs that are malformed, point at the dead hub, or are plain HTTP off-loopback."""
     parts = urlsplit(url)
@@ -243,17 +219,7 @@ def check_url(url: str, variable: str) -> None:
             hint=f"set {variable} to a full URL such as https://sh.dataspace.copernicus.eu, "
             "or remove it to use the provider's default",
         )
-    host = old_hub_host(url)
-    if host:
-        raise ConfigError(
-            f"{variable}={url}: {OLD_HUB_MESSAGE.format(host=host)}", hint=OLD_HUB_HINT
-        )
-    if parts.scheme == "http" and not is_loopback_host(parts.hostname):
-        raise InsecureTransportError(
-            f"{variable}={url} uses plain HTTP: credentials would travel unencrypted to "
-            f"{parts.hostname}",
-            hint="use https://, or a loopback address (127.0.0.1, localhost) for a local emulator",
-        )
+    check_destination(url, variable)
 
 
 def deployment_of(url: str | None) -> str | None:
@@ -266,8 +232,6 @@ def deployment_of(url: str | None) -> str | None:
 
 
 def _read_env_file(path: Path) -> dict[str, str]:
-    from dotenv import dotenv_values
-
     try:
         mode = path.stat().st_mode
     except OSError:
@@ -351,7 +315,7 @@ def load_settings(
     profile = PROVIDERS[provider_name]
     out = Path(values.get("STACFETCH_OUTPUT_DIR", DEFAULT_OUTPUT_DIR)).expanduser()
 
-    if profile.fetch == "cog":
+    if profile.source == "assets":
         return _cog_settings(profile, values, sources, out, path if file_values else None)
 
     if profile.name == "sandbox":
@@ -421,8 +385,6 @@ def parse_headers(text: str) -> dict[str, str]:
     """``STACFETCH_STAC_HEADERS``: a JSON object, or ``Name: value`` pairs separated by newlines or ``;``."""
     text = text.strip()
     if text.startswith("{"):
-        import json
-
         try:
             raw = json.loads(text)
         except ValueError as exc:

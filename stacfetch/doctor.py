@@ -21,18 +21,33 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+from dotenv import dotenv_values
+
 from .config import (
-    OLD_HUB_HINT,
-    OLD_HUB_MESSAGE,
     PROVIDERS,
     SECRET_VARIABLES,
     VARIABLES,
     Settings,
+    deployment_of,
     load_settings,
     mask,
-    old_hub_host,
 )
-from .errors import EXIT_AUTH, EXIT_OK, EXIT_SERVICE, EXIT_USAGE, StacfetchError
+from .errors import (
+    EXIT_AUTH,
+    EXIT_OK,
+    EXIT_SERVICE,
+    EXIT_USAGE,
+    NetworkError,
+    ServiceError,
+    StacfetchError,
+    decode_error_body,
+)
+from .http.ratelimit import RateLimiter
+from .http.redact import redact, register_secret
+from .http.retry import RetryPolicy
+from .http.session import ServiceSession, open_service
+from .http.tokens import ClientCredentialsToken, deployment_hint, jwt_claims
+from .http.urls import OLD_HUB_HINT, OLD_HUB_MESSAGE, old_hub_host
 
 __all__ = ["Check", "diagnose", "exit_code", "realm_of"]
 
@@ -62,8 +77,6 @@ def exit_code(checks: list[Check]) -> int:
 
 def realm_of(token: str) -> str | None:
     """The Keycloak realm that issued a JWT (``main``, ``CDSE`` ...), from its ``iss`` claim."""
-    from .auth import jwt_claims
-
     claims = jwt_claims(token) or {}
     issuer = str(claims.get("iss") or "")
     if "/realms/" not in issuer:
@@ -78,12 +91,6 @@ def _realm_title(realm: str | None) -> str:
     return f"realm {realm}" if realm else "an unknown issuer"
 
 
-def _family(url: str | None) -> str | None:
-    from .config import deployment_of as family
-
-    return family(url)
-
-
 # --- the configuration --------------------------------------------------------------------
 def _raw_sources(env_file: str | os.PathLike[str] | None, environ: Mapping[str, str]) -> tuple[Path, dict[str, str], bool]:
     """The .env path, its values (unparsed errors ignored) and whether it exists."""
@@ -91,8 +98,6 @@ def _raw_sources(env_file: str | os.PathLike[str] | None, environ: Mapping[str, 
     values: dict[str, str] = {}
     if path.is_file():
         try:
-            from dotenv import dotenv_values
-
             values = {k: v for k, v in dotenv_values(path).items() if v is not None}
         except (OSError, UnicodeDecodeError):
             values = {}
@@ -155,15 +160,13 @@ def _variables_detail(settings: Settings | None, file_values: Mapping[str, str],
 
 
 # --- the service ------------------------------------------------------------------------
-def _http() -> Any:
-    import requests
+# one try per check: a check reports what the service answers now, it does not wait it out
+_ONE_TRY = RetryPolicy(max_attempts=1, max_rate_limit_retries=0)
 
-    from .auth import USER_AGENT
 
-    session = requests.Session()
-    session.headers["User-Agent"] = USER_AGENT
-    session.trust_env = True
-    return session
+def _http(settings: Settings, timeout: float) -> ServiceSession:
+    """The session code without an authoriser: each check passes its own credentials."""
+    return ServiceSession(settings, limiter=RateLimiter(), retry=_ONE_TRY, pool_size=2, timeout=timeout)
 
 
 def _reason(exc: BaseException) -> str:
@@ -176,9 +179,14 @@ def _reason(exc: BaseException) -> str:
     return type(exc).__name__
 
 
-def _error_text(response: Any) -> str:
-    from .errors import decode_error_body
+def _failed(url: str, exc: BaseException) -> str:
+    """A request that raised: the service failed (5xx, 429: the session's error) or was not reached."""
+    if isinstance(exc, ServiceError) and not isinstance(exc, NetworkError):
+        return redact(f"{url} answered {exc.message}")
+    return f"{url} is not reachable: {_reason(exc)}"
 
+
+def _error_text(response: Any) -> str:
     try:
         _, text = decode_error_body(response)
     except Exception:
@@ -186,10 +194,8 @@ def _error_text(response: Any) -> str:
     return text or response.reason or f"HTTP {response.status_code}"
 
 
-def _token_checks(http: Any, settings: Settings, timeout: float) -> tuple[list[Check], str | None]:
+def _token_checks(http: ServiceSession, settings: Settings) -> tuple[list[Check], str | None]:
     """Token endpoint reachable, credentials accepted; returns the checks and the token."""
-    from .auth import deployment_hint, jwt_claims, redact
-
     checks: list[Check] = []
     if not settings.client_id and settings.access_token:
         token = settings.access_token
@@ -217,46 +223,31 @@ def _token_checks(http: Any, settings: Settings, timeout: float) -> tuple[list[C
             "2023 by .../auth/realms/main/protocol/openid-connect/token)",
             hint=f"remove SH_TOKEN_URL to use {PROVIDERS['sentinelhub'].token_url}",
         ))
+    try:
+        source = ClientCredentialsToken(settings, session=http)
+    except StacfetchError as exc:  # no client credentials
+        checks.append(Check("credentials", False, exc.message, hint=exc.hint or ""))
+        return checks, None
     started = time.monotonic()
     try:
-        response = http.post(
-            url,
-            data={"grant_type": "client_credentials", "client_id": settings.client_id,
-                  "client_secret": settings.client_secret},
-            headers={"Accept": "application/json"},
-            timeout=timeout,
-        )
-    except Exception as exc:  # any connection failure: the endpoint is not reachable
+        token: str | None = source.get()
+        failure: StacfetchError | None = None
+    except NetworkError as exc:  # the endpoint is not reachable
         checks.append(Check(
             "token endpoint", False, f"{url} is not reachable: {redact(_reason(exc), settings.secrets)}",
             hint="check the network, a proxy (HTTPS_PROXY) or SH_TOKEN_URL",
             code=EXIT_SERVICE,
         ))
         return checks, None
+    except StacfetchError as exc:  # it answered, and refused or failed
+        token, failure = None, exc
     ms = (time.monotonic() - started) * 1000
-    checks.append(Check("token endpoint", True, f"{url} answered HTTP {response.status_code} in {ms:.0f} ms"))
-    if response.status_code != 200:
-        text = redact(_error_text(response), settings.secrets)
-        if response.status_code >= 500 or response.status_code == 429:
-            checks.append(Check("credentials", False, f"the token endpoint answered {response.status_code}: {text}",
-                                hint="the service has a problem; try again later", code=EXIT_SERVICE))
-        else:
-            checks.append(Check(
-                "credentials", False,
-                f"client id {settings.client_id!r} was refused by the token endpoint "
-                f"(HTTP {response.status_code}: {text})",
-                hint=deployment_hint(settings),
-            ))
+    status = getattr(failure, "status", None) or source.last_status
+    checks.append(Check("token endpoint", True, f"{url} answered HTTP {status} in {ms:.0f} ms"))
+    if failure is not None or token is None:
+        checks.append(_credentials_failure(failure, status, settings))
         return checks, None
-    try:
-        token = str(response.json()["access_token"])
-    except (ValueError, KeyError, TypeError):
-        checks.append(Check("credentials", False, "the token endpoint answered 200 without an access_token",
-                            hint="SH_TOKEN_URL may not be an OAuth2 token endpoint", code=EXIT_SERVICE))
-        return checks, None
-    from .auth import _register_secret
-
-    _register_secret(token)
+    register_secret(token)
     claims = jwt_claims(token) or {}
     exp = claims.get("exp")
     valid = f", valid {float(exp) - time.time():.0f} s" if isinstance(exp, (int, float)) else ""
@@ -267,19 +258,28 @@ def _token_checks(http: Any, settings: Settings, timeout: float) -> tuple[list[C
     return checks, token
 
 
-def _catalog_checks(http: Any, settings: Settings, token: str | None, collection: str,
-                    timeout: float) -> list[Check]:
-    from .auth import redact
+def _credentials_failure(failure: StacfetchError | None, status: int | None, settings: Settings) -> Check:
+    """What the token endpoint's refusal (an AuthError) or failure (a ServiceError) says."""
+    text = redact(failure.message if failure is not None else "no token", settings.secrets)
+    if isinstance(failure, ServiceError) or status == 200:  # a 5xx or 429, or no token in a 200
+        hint = ("the service has a problem; try again later" if status != 200
+                else "SH_TOKEN_URL may not be an OAuth2 token endpoint")
+        return Check("credentials", False, text, hint=hint, code=EXIT_SERVICE)
+    return Check("credentials", False, f"{text} (HTTP {status})",
+                 hint=failure.hint if failure is not None and failure.hint else deployment_hint(settings))
 
+
+def _catalog_checks(http: ServiceSession, settings: Settings, token: str | None, collection: str,
+                    timeout: float) -> list[Check]:
     checks: list[Check] = []
     root = settings.catalog_url
-    cog = getattr(settings, "fetch", "process") == "cog"
+    cog = getattr(settings, "source", "process") == "assets"
     auth = dict(getattr(settings, "stac_headers", {}) or {}) if cog else (
         {"Authorization": f"Bearer {token}"} if token else None)
     try:
         landing = http.get(root, headers={"Accept": "application/json"}, timeout=timeout)
     except Exception as exc:
-        return [Check("catalog", False, f"{root} is not reachable: {_reason(exc)}",
+        return [Check("catalog", False, _failed(root, exc),
                       hint="check the network, a proxy (HTTPS_PROXY) or SH_BASE_URL", code=EXIT_SERVICE)]
     if landing.status_code != 200:
         return [Check("catalog", False, f"{root} answered HTTP {landing.status_code}: {_error_text(landing)}",
@@ -299,7 +299,7 @@ def _catalog_checks(http: Any, settings: Settings, token: str | None, collection
     try:
         response = http.get(url, headers={**auth, "Accept": "application/json"}, timeout=timeout)
     except Exception as exc:
-        checks.append(Check("collection", False, f"{url} is not reachable: {_reason(exc)}", code=EXIT_SERVICE))
+        checks.append(Check("collection", False, _failed(url, exc), code=EXIT_SERVICE))
         return checks
     if response.status_code == 200:
         checks.append(Check("collection", True, f"{collection} is in the catalog"))
@@ -325,11 +325,9 @@ def _catalog_checks(http: Any, settings: Settings, token: str | None, collection
 
 
 def _foreign_token_check(settings: Settings, token: str, response: Any) -> Check:
-    from .auth import deployment_hint
-
     realm = realm_of(token)
     issued = _realm_title(realm)
-    api_family = _family(settings.base_url)
+    api_family = deployment_of(settings.base_url)
     token_provider = REALM_NAMES.get(realm or "")
     if api_family:
         belongs = PROVIDERS[api_family].title
@@ -410,7 +408,7 @@ def _output_checks(folder: Path) -> list[Check]:
 
 def _gdal_check() -> Check:
     try:
-        import rasterio
+        import rasterio  # here: this check reports a rasterio that does not load
 
         with rasterio.Env() as env:
             drivers = env.drivers()
@@ -467,16 +465,14 @@ def diagnose(
                                           or file_values.get("STACFETCH_OUTPUT_DIR") or "stacfetch-output")))
         return checks
     checks.append(Check("provider", True, PROVIDERS[settings.provider].title))
-    from .api import open_service
-
-    with open_service(settings) as live, _http() as http:
+    with open_service(settings) as live, _http(live, timeout) as http:
         if settings.is_sandbox:
             checks.append(Check("sandbox", True, f"emulator started at {live.base_url} (synthetic data)"))
-        if getattr(live, "fetch", "process") == "cog":
+        if getattr(live, "source", "process") == "assets":
             token_checks, token = [Check("credentials", None, "no Sentinel Hub account needed: "
                                          "pixels come from the STAC API's COG assets")], None
         else:
-            token_checks, token = _token_checks(http, live, timeout)
+            token_checks, token = _token_checks(http, live)
         checks.extend(token_checks)
         checks.extend(_catalog_checks(http, live, token, collection, timeout))
     checks.append(_gdal_check())

@@ -14,7 +14,7 @@ Acquisitions
 
 Output grid
     CRS: ``query.crs`` or, by default, the UTM zone of the area's centroid (EPSG:326zz north,
-    327zz south; the Norway/Svalbard zone exceptions are not applied). The EPSG:4326 area is
+    327zz south; with the Norway/Svalbard exceptions: ``location.utm_epsg``). The EPSG:4326 area is
     densified, reprojected with pyproj and its bounds are rounded *outwards* to whole
     multiples of the resolution, so the grid covers the whole area and grids of overlapping
     areas (from any run) share pixel edges exactly.
@@ -53,21 +53,24 @@ import re
 import statistics
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pystac
 import shapely
 from affine import Affine
 from pyproj import CRS, Transformer
-from pyproj.exceptions import CRSError
 from rasterio.windows import Window
 from shapely.geometry.base import BaseGeometry
 
 from .bands import PRESETS, output_dtype
-from .errors import InvalidOptionError, InvalidResponseError
-from .query import Query
+from .crs import canonical_crs, check_resolution
+from .errors import InvalidOptionError
+from .location import utm_epsg
+from .query import DEFAULT_COLLECTION, DEFAULT_TOLERANCE, Query
+from .stac.items import SceneFacts, scene_facts
 
 __all__ = [
     "DEFAULT_ALIGN",
@@ -89,124 +92,13 @@ __all__ = [
     "plan_jobs",
     "safe_join",
     "sanitize",
-    "summarize",
-    "utm_epsg_for",
 ]
 
-DEFAULT_TOLERANCE = timedelta(hours=1)
 DEFAULT_MAX_PX = 2500  # Process API: output width/height 1..2500
 DEFAULT_ALIGN = 512  # the output GeoTIFF's block size (write.BLOCK)
 MAX_GRID_SIDE_PX = 1_000_000  # refuse absurd grids before allocating tile lists
 _PX_EPS = 1e-6  # pixel fraction ignored when rounding bounds (reprojection noise)
 _DENSIFY_DEG = 0.01  # densify the EPSG:4326 outline every ~1 km before reprojecting
-
-
-# --- item metadata ----------------------------------------------------------------------
-_PRODUCT_RE = re.compile(
-    r"(?P<platform>S2[A-D])_MSIL2A_(?P<sensing>\d{8}T\d{6})"
-    r"(?:_N(?P<baseline>\d{4}))?_R(?P<orbit>\d{3})_T(?P<tile>\d{2}[A-Z]{3})"
-    r"_(?P<generated>\d{8}T\d{6})"
-)
-_TILE_RE = re.compile(r"(?:^|_)T(\d{2}[A-Z]{3})(?:_|$)")
-_EARTH_SEARCH_TILE_RE = re.compile(r"^S2[A-D]_(\d{2}[A-Z]{3})_")
-_ORBIT_RE = re.compile(r"_R(\d{3})_")
-_BASELINE_RE = re.compile(r"_N(\d{4})_")
-_PLATFORM_RE = re.compile(r"^(S2[A-D])_")
-
-
-def _product_names(item: pystac.Item) -> list[str]:
-    """The item id and, when present, its SAFE product name (``s2:product_uri``)."""
-    names = [item.id]
-    uri = item.properties.get("s2:product_uri")
-    if isinstance(uri, str):
-        names.append(uri)
-    return names
-
-
-def item_datetime(item: pystac.Item) -> datetime:
-    """The item's datetime (or ``start_datetime``) as an aware UTC datetime."""
-    value = item.datetime
-    if value is None:
-        raw = item.properties.get("start_datetime")
-        value = pystac.utils.str_to_datetime(raw) if isinstance(raw, str) else None
-    if value is None:
-        raise InvalidResponseError(f"STAC item {item.id!r} has no datetime")
-    if value.tzinfo is None:
-        value = value.replace(tzinfo=timezone.utc)
-    return value.astimezone(timezone.utc)
-
-
-def item_platform(item: pystac.Item) -> str | None:
-    """``S2A``/``S2B``/... from the ``platform`` property or the id."""
-    raw = item.properties.get("platform")
-    if isinstance(raw, str):
-        m = re.fullmatch(r"(?i)sentinel-?2([a-d])", raw.strip())
-        if m:
-            return "S2" + m.group(1).upper()
-    for name in _product_names(item):
-        m = _PLATFORM_RE.match(name)
-        if m:
-            return m.group(1)
-    return None
-
-
-def item_tile(item: pystac.Item) -> str | None:
-    """The MGRS tile (``36RXV``) from properties or the id; None when unknown."""
-    p = item.properties
-    raw = p.get("s2:mgrs_tile")
-    if isinstance(raw, str) and re.fullmatch(r"\d{1,2}[A-Z]{3}", raw.strip().upper()):
-        return raw.strip().upper().zfill(5)
-    zone, band, square = p.get("mgrs:utm_zone"), p.get("mgrs:latitude_band"), p.get("mgrs:grid_square")
-    if isinstance(zone, int) and isinstance(band, str) and isinstance(square, str):
-        return f"{zone:02d}{band}{square}".upper()
-    for name in _product_names(item):
-        m = _TILE_RE.search(name) or _EARTH_SEARCH_TILE_RE.match(name)
-        if m:
-            return m.group(1)
-    return None
-
-
-def item_relative_orbit(item: pystac.Item) -> int | None:
-    """Relative orbit number from ``sat:relative_orbit`` or ``_R021_`` in the id."""
-    raw = item.properties.get("sat:relative_orbit")
-    if isinstance(raw, int) and not isinstance(raw, bool):
-        return raw
-    for name in _product_names(item):
-        m = _ORBIT_RE.search(name)
-        if m:
-            return int(m.group(1))
-    return None
-
-
-def item_baseline(item: pystac.Item) -> tuple[int, str]:
-    """Sort key for "newest processing baseline": ``(baseline * 100, generation time)``.
-
-    ``s2:processing_baseline`` ("05.09") or ``_N0509_`` in the id; unknown sorts lowest.
-    """
-    baseline = -1
-    raw = item.properties.get("s2:processing_baseline")
-    if isinstance(raw, str) and re.fullmatch(r"\d{1,2}\.\d{2}", raw.strip()):
-        major, minor = raw.strip().split(".")
-        baseline = int(major) * 100 + int(minor)
-    generated = ""
-    for name in _product_names(item):
-        m = _PRODUCT_RE.search(name)
-        if m:
-            if baseline < 0 and m.group("baseline"):
-                baseline = int(m.group("baseline"))
-            generated = generated or m.group("generated")
-        elif baseline < 0:
-            b = _BASELINE_RE.search(name)
-            if b:
-                baseline = int(b.group(1))
-    return baseline, generated
-
-
-def item_cloud_cover(item: pystac.Item) -> float | None:
-    raw = item.properties.get("eo:cloud_cover")
-    if isinstance(raw, (int, float)) and not isinstance(raw, bool) and math.isfinite(raw):
-        return float(raw)
-    return None
 
 
 # --- acquisitions -----------------------------------------------------------------------
@@ -231,26 +123,30 @@ class Acquisition:
 
     @classmethod
     def from_items(cls, items: Iterable[pystac.Item]) -> Acquisition:
-        ordered = tuple(sorted(items, key=lambda it: (item_datetime(it), it.id)))
+        return cls._from_scenes([(it, scene_facts(it)) for it in items])
+
+    @classmethod
+    def _from_scenes(cls, scenes: Sequence[tuple[pystac.Item, SceneFacts]]) -> Acquisition:
+        """From items and their facts (parsed once by the caller)."""
+        ordered = sorted(scenes, key=lambda s: (s[1].sensing_time(), s[0].id))
         if not ordered:
             raise ValueError("an acquisition needs at least one item")
-        times = [item_datetime(it) for it in ordered]
-        best: dict[str, pystac.Item] = {}
+        times = [f.sensing_time() for _, f in ordered]
+        best: dict[str, tuple[pystac.Item, SceneFacts]] = {}
         untiled: list[pystac.Item] = []
-        for it in ordered:
-            tile = item_tile(it)
-            if tile is None:
+        for it, f in ordered:
+            if f.tile is None:
                 untiled.append(it)
-            elif tile not in best or (item_baseline(it), it.id) > (item_baseline(best[tile]), best[tile].id):
-                best[tile] = it
-        keep = {id(it) for it in best.values()} | {id(it) for it in untiled}
-        primary = tuple(it for it in ordered if id(it) in keep)
-        platforms = sorted({p for p in (item_platform(it) for it in ordered) if p})
-        orbits = [o for o in (item_relative_orbit(it) for it in primary) if o is not None]
-        clouds = [c for c in (item_cloud_cover(it) for it in primary) if c is not None]
+            elif f.tile not in best or (f.baseline_key, it.id) > (best[f.tile][1].baseline_key, best[f.tile][0].id):
+                best[f.tile] = (it, f)
+        keep = {id(it) for it, _ in best.values()} | {id(it) for it in untiled}
+        primary = [(it, f) for it, f in ordered if id(it) in keep]
+        platforms = sorted({f.platform for _, f in ordered if f.platform})
+        orbits = [f.relative_orbit for _, f in primary if f.relative_orbit is not None]
+        clouds = [f.cloud_cover for _, f in primary if f.cloud_cover is not None]
         return cls(
-            items=ordered,
-            primary_items=primary,
+            items=tuple(it for it, _ in ordered),
+            primary_items=tuple(it for it, _ in primary),
             datetime=times[0],
             start=times[0],
             end=times[-1],
@@ -259,6 +155,11 @@ class Acquisition:
             relative_orbit=statistics.mode(orbits) if orbits else None,
             cloud_cover=statistics.fmean(clouds) if clouds else None,
         )
+
+    @property
+    def collection(self) -> str:
+        """The collection id of the items (``sentinel-2-l2a`` when unknown)."""
+        return str(self.items[0].collection_id or DEFAULT_COLLECTION)
 
     @property
     def primary(self) -> pystac.Item:
@@ -312,19 +213,20 @@ def group_acquisitions(
     unique: dict[str, pystac.Item] = {}
     for it in items:
         unique.setdefault(it.id, it)
-    passes: dict[tuple[str | None, int | None], list[pystac.Item]] = {}
+    passes: dict[tuple[str | None, int | None], list[tuple[pystac.Item, SceneFacts]]] = {}
     for it in unique.values():
-        passes.setdefault((item_platform(it), item_relative_orbit(it)), []).append(it)
-    groups: list[list[pystac.Item]] = []
+        f = scene_facts(it)
+        passes.setdefault((f.platform, f.relative_orbit), []).append((it, f))
+    groups: list[list[tuple[pystac.Item, SceneFacts]]] = []
     for members in passes.values():
         anchor: datetime | None = None
-        for it in sorted(members, key=lambda it: (item_datetime(it), it.id)):
-            t = item_datetime(it)
+        for it, f in sorted(members, key=lambda s: (s[1].sensing_time(), s[0].id)):
+            t = f.sensing_time()
             if anchor is None or t - anchor > tolerance:
                 groups.append([])
                 anchor = t
-            groups[-1].append(it)
-    acquisitions = [Acquisition.from_items(g) for g in groups]
+            groups[-1].append((it, f))
+    acquisitions = [Acquisition._from_scenes(g) for g in groups]
     return sorted(acquisitions, key=lambda a: (a.datetime, a.key))
 
 
@@ -333,55 +235,6 @@ def group_acquisitions(
 def _transformer(source: str, target: str) -> Transformer:
     """A cached lon/lat-ordered Transformer (building one costs tens of milliseconds)."""
     return Transformer.from_crs(source, target, always_xy=True)
-
-
-def utm_epsg_for(lon: float, lat: float) -> int:
-    """EPSG code of the WGS 84 UTM zone containing ``(lon, lat)``: 326zz north, 327zz south."""
-    if not (math.isfinite(lon) and math.isfinite(lat)):
-        raise InvalidOptionError(f"cannot choose a UTM zone for ({lon}, {lat})")
-    zone = min(int(math.floor((lon + 180.0) / 6.0)) % 60 + 1, 60) if lon != 180.0 else 60
-    return (32600 if lat >= 0 else 32700) + zone
-
-
-def _canonical_crs(value: str) -> CRS:
-    try:
-        crs = CRS.from_user_input(value)
-    except CRSError as exc:
-        raise InvalidOptionError(
-            f"unknown CRS {value!r}", hint="use an EPSG code such as EPSG:32636 or EPSG:4326"
-        ) from exc
-    if crs.to_epsg() is None:
-        raise InvalidOptionError(
-            f"CRS {value!r} has no EPSG code", hint="use an EPSG code such as EPSG:32636"
-        )
-    return crs
-
-
-def _check_resolution(crs: CRS, resolution: float) -> float:
-    try:
-        res = float(resolution)
-    except (TypeError, ValueError) as exc:
-        raise InvalidOptionError(f"resolution must be a number, got {resolution!r}") from exc
-    name = f"EPSG:{crs.to_epsg()}"
-    if crs.is_geographic:
-        if not (math.isfinite(res) and 1e-6 <= res <= 0.1):
-            raise InvalidOptionError(
-                f"resolution {resolution!r} is not usable in {name}, whose units are degrees",
-                hint="give 1e-6 .. 0.1 degrees (0.0001 is about 11 m), or use a UTM CRS in metres",
-            )
-        return res
-    units = {(a.unit_name or "").lower() for a in crs.axis_info[:2]}
-    if not units <= {"metre", "meter", "m"}:
-        raise InvalidOptionError(
-            f"{name} has units {sorted(units)}; only metre or degree CRSs are supported",
-            hint="use the default UTM zone or EPSG:4326",
-        )
-    if not (math.isfinite(res) and 1 <= res <= 1000):
-        raise InvalidOptionError(
-            f"resolution {resolution!r} m is outside 1 .. 1000 m",
-            hint="Sentinel-2 bands are 10, 20 or 60 m; e.g. --resolution 10",
-        )
-    return res
 
 
 def _index(value: float) -> int:
@@ -464,15 +317,10 @@ def grid_for(geometry: BaseGeometry, crs: str | None = None, resolution: float =
     """The snapped grid covering ``geometry`` (EPSG:4326) in ``crs`` (default: UTM zone)."""
     if geometry.is_empty:
         raise InvalidOptionError("the area is empty")
-    if crs is None:
-        # the zone the point square was built in (Norway/Svalbard aware)
-        from .location import utm_epsg
-
-        target = CRS.from_epsg(utm_epsg(geometry))
-    else:
-        target = _canonical_crs(crs)
-    res = _check_resolution(target, resolution)
-    name = f"EPSG:{target.to_epsg()}"
+    # default: the zone the point square was built in (Norway/Svalbard aware)
+    name = f"EPSG:{utm_epsg(geometry)}" if crs is None else canonical_crs(crs)
+    res = check_resolution(name, resolution)
+    target = CRS.from_user_input(name)
     if target.is_geographic and target.to_epsg() == 4326:
         projected = geometry
     else:
@@ -749,8 +597,6 @@ class Plan:
     @property
     def estimated_bytes(self) -> int:
         """Upper bound: uncompressed size of all GeoTIFFs (deflate usually does better)."""
-        import numpy as np
-
         return sum(j.grid.width * j.grid.height * len(j.bands) * np.dtype(j.dtype).itemsize for j in self.jobs)
 
     def summary(self) -> dict[str, Any]:
@@ -777,62 +623,6 @@ class Plan:
                 for j in self.jobs
             ],
         }
-
-
-def _size(n: float) -> str:
-    for unit in ("B", "kB", "MB", "GB", "TB"):
-        if n < 1000 or unit == "TB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1000
-    return f"{n:.1f} TB"
-
-
-def summarize(
-    jobs: Sequence[Job],
-    *,
-    query: Query | None = None,
-    item_count: int | None = None,
-    fetch: str = "process",
-) -> str:
-    """Human-readable dry-run text: counts, grid, estimated cost, and one line per file.
-
-    ``fetch`` is the provider's kind: ``"process"`` (Sentinel Hub Process API requests and
-    processing units) or ``"cog"`` (windowed reads of each item's band files; no PU cost).
-    """
-    plan = Plan(tuple(jobs))
-    head = f"{item_count} items -> " if item_count is not None else ""
-    if not jobs:
-        when = f" in {query.interval}" if query is not None else ""
-        return f"{head}0 acquisitions{when}: nothing to download"
-    grid, first = jobs[0].grid, jobs[0]
-    unit = "deg" if grid.is_geographic else "m"
-    extent = (
-        f"{grid.width * grid.resolution:g} x {grid.height * grid.resolution:g} deg"
-        if grid.is_geographic
-        else f"{grid.width * grid.resolution / 1000:.1f} x {grid.height * grid.resolution / 1000:.1f} km"
-    )
-    if fetch == "cog":
-        reads = sum(len(j.acquisition.items) for j in jobs) * len(first.bands)
-        work = (f"{head}{plan.acquisitions} acquisitions, {plan.tiles_per_acquisition} tile(s) each, "
-                f"windowed reads of {reads} band file(s) (no Process API)")
-        cost = f"estimate: at most {_size(plan.estimated_bytes)} uncompressed output"
-    else:
-        work = (f"{head}{plan.acquisitions} acquisitions, {plan.tiles_per_acquisition} tile(s) each, "
-                f"{plan.requests} Process API requests")
-        cost = (f"estimate: {plan.processing_units:.1f} processing units, "
-                f"at most {_size(plan.estimated_bytes)} uncompressed")
-    lines = [
-        work,
-        f"grid: {grid.crs}, {grid.resolution:g} {unit}, {grid.width} x {grid.height} px ({extent})",
-        f"bands: {','.join(first.bands)} ({first.dtype})",
-        cost,
-        f"folder: {first.area_dir}",
-    ]
-    for j in jobs:
-        cc = j.acquisition.cloud_cover
-        cloud = f"cloud {cc:.1f}%" if cc is not None else "cloud ?"
-        lines.append(f"  {j.destination.name}  {len(j.acquisition.items)} item(s)  {cloud}")
-    return "\n".join(lines)
 
 
 def make_plan(

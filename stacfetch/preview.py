@@ -23,6 +23,11 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import rasterio
+from PIL import Image, ImageDraw, ImageFont
+from rasterio.enums import Resampling
+
+from .stac.items import scene_facts
 
 __all__ = ["QUICKLOOK_SIDE", "PngPath", "PngPaths", "contact_sheet", "quicklook", "quicklook_path",
            "read_picture", "timeline"]
@@ -66,8 +71,6 @@ class PngPaths(list):  # type: ignore[type-arg]
 
 
 def _font(size: int) -> Any:
-    from PIL import ImageFont
-
     try:
         return ImageFont.load_default(size=size)
     except (TypeError, OSError):  # Pillow without FreeType: the fixed bitmap font
@@ -124,9 +127,6 @@ def stretch(values: np.ndarray, valid: np.ndarray, low: float = 2.0, high: float
 
 def read_picture(path: Path, max_side: int = QUICKLOOK_SIDE) -> Picture:
     """Read ``path`` at most ``max_side`` pixels a side and draw it (see the module docstring)."""
-    import rasterio
-    from rasterio.enums import Resampling
-
     with rasterio.open(path) as src:
         names = tuple(d or f"band{i}" for i, d in enumerate(src.descriptions, start=1))
         h, w = _out_shape(src.width, src.height, max_side)
@@ -179,8 +179,6 @@ def quicklook(tif: Path, dest: Path | None = None, *, max_side: int = QUICKLOOK_
 
     The path (a ``PngPath``) shows as the picture in a notebook.
     """
-    from PIL import Image
-
     picture = read_picture(Path(tif), max_side)
     dest = Path(dest) if dest is not None else quicklook_path(Path(tif))
     tmp = dest.with_name(dest.name + ".tmp")
@@ -203,8 +201,6 @@ def _area_folders(folder: Path) -> list[Path]:
 
 
 def _checkerboard(w: int, h: int, cell: int = 8) -> Any:
-    from PIL import Image
-
     yy, xx = np.mgrid[0:h, 0:w]
     board = ((yy // cell + xx // cell) % 2).astype(bool)
     pixels = np.where(board[..., None], np.uint8(58), np.uint8(46)).repeat(3, axis=2)
@@ -221,8 +217,6 @@ def contact_sheet(
     ``dest`` is used when there is exactly one area (default ``<area>/contact-sheet.png``).
     Nodata shows as a checkerboard.
     """
-    from PIL import Image, ImageDraw
-
     areas = _area_folders(Path(folder))
     if not areas:
         raise FileNotFoundError(f"no GeoTIFFs (*.tif) under {folder}")
@@ -328,11 +322,8 @@ def timeline(
     size: tuple[int, int] = (960, 400),
 ) -> PngPath:
     """Plot ``items`` (pystac Items) over time against ``eo:cloud_cover``; write a PNG to ``dest``."""
-    from PIL import Image, ImageDraw
-
-    from .plan import item_cloud_cover, item_datetime, item_platform
-
-    points = [(item_datetime(it), item_cloud_cover(it), item_platform(it) or "S2") for it in items]
+    facts = [scene_facts(it) for it in items]
+    points = [(f.sensing_time(), f.cloud_cover, f.platform or "S2") for f in facts]
     times = [t for t, _, _ in points]
     lo = start or (min(times) if times else datetime.now(timezone.utc))
     hi = end or (max(times) if times else lo + timedelta(days=1))

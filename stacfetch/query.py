@@ -1,13 +1,33 @@
-"""The canonical, validated description of what the user asked for."""
+"""What the user asked for, validated once: ``Query`` (search) and ``GetOptions`` (a run).
+
+``build_query`` and ``build_options`` are THE place that checks user input: the CLI and the
+Python API both pass raw values (numbers or their text, dates, locations in any accepted
+form) and get frozen, canonical objects back, or a ``UsageError`` subclass that says what was
+wrong and what to do. Nothing downstream validates or converts these values again.
+"""
 
 from __future__ import annotations
 
+import math
+import os
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
+from pathlib import Path
+from typing import Any
 
 from shapely.geometry.base import BaseGeometry
 
+from .bands import output_dtype, parse_bands
+from .config import Settings
+from .crs import canonical_crs, check_resolution, is_geographic
+from .errors import InvalidLocationError, InvalidOptionError
+from .location import DEFAULT_SIZE_M, from_geojson_file, parse_bbox, point_geometry, to_geometry
+
 DEFAULT_COLLECTION = "sentinel-2-l2a"
+DEFAULT_RESOLUTION_M = 10.0
+DEFAULT_RESOLUTION_DEG = 0.0001
+DEFAULT_TOLERANCE = timedelta(hours=1)
+MAX_WORKERS = 64
 
 
 @dataclass(frozen=True)
@@ -61,3 +81,217 @@ class Query:
     def bbox(self) -> tuple[float, float, float, float]:
         """``(west, south, east, north)`` of the geometry in degrees."""
         return tuple(self.geometry.bounds)  # type: ignore[return-value]
+
+
+@dataclass(frozen=True)
+class GetOptions:
+    """How to run a download, validated (see ``build_options``)."""
+
+    out_dir: Path
+    fmt: str = "cog"  # "cog" | "gtiff" | "raw": the output file format
+    workers: int = 4
+    overwrite: bool = False
+    dry_run: bool = False
+    tolerance: timedelta = DEFAULT_TOLERANCE  # items this close in time are one acquisition
+    min_clear: float | None = None  # percent of clear pixels (SCL) an acquisition needs
+    requests_per_minute: float | None = None  # the account's rate limit (None: learn it)
+    preview: bool = False  # a quicklook PNG next to each file
+
+
+# --- the query --------------------------------------------------------------------------
+def build_query(
+    location: Any = None,
+    start: Any = None,
+    end: Any = None,
+    *,
+    lon: Any = None,
+    lat: Any = None,
+    bbox: Any = None,
+    geojson: Any = None,
+    size: Any = DEFAULT_SIZE_M,
+    collection: Any = DEFAULT_COLLECTION,
+    max_cloud: Any = None,
+    bands: Any = None,
+    resolution: Any = None,
+    crs: Any = None,
+    dtype: Any = "uint16",
+) -> Query:
+    """Validate every input once and return the canonical Query (raises UsageError subclasses).
+
+    The area is ``location`` (anything ``location.to_geometry`` accepts) or exactly one of the
+    CLI's forms: ``lon`` + ``lat`` (+ ``size``), ``bbox`` (``"W,S,E,N"``) or ``geojson`` (a
+    file path). Numbers may be given as text. ``start`` may be an ``Interval``.
+    """
+    # dates builds its Interval from this module: importing it at the top would be a cycle
+    from .dates import to_interval
+
+    geometry = _geometry(location, lon=lon, lat=lat, bbox=bbox, geojson=geojson, size=size)
+    interval = start if isinstance(start, Interval) else to_interval(start, end)
+    if max_cloud is not None:
+        max_cloud = _percent(max_cloud, "max cloud cover", hint="give a percentage, e.g. --max-cloud 20")
+    if not isinstance(collection, str) or not collection.strip():
+        raise InvalidOptionError("the collection id is empty", hint="e.g. --collection sentinel-2-l2a")
+    band_tuple = parse_bands(bands)
+    output_crs, output_resolution = _crs_and_resolution(crs, resolution)
+    return Query(
+        geometry=geometry,
+        interval=interval,
+        collection=collection.strip(),
+        max_cloud=max_cloud,
+        bands=band_tuple,
+        resolution=output_resolution,
+        crs=output_crs,
+        dtype=output_dtype(band_tuple, dtype),
+    )
+
+
+def _geometry(location: Any, *, lon: Any, lat: Any, bbox: Any, geojson: Any, size: Any) -> BaseGeometry:
+    """The area from exactly one location form, built once."""
+    forms = [name for name, given in (("lon/lat", lon is not None or lat is not None),
+                                      ("bbox", bbox is not None), ("location", location is not None),
+                                      ("geojson", geojson is not None)) if given]
+    if len(forms) != 1:
+        raise InvalidLocationError(
+            "give exactly one location" + (f"; got {', '.join(forms)}" if forms else ""),
+            hint="use --lon X --lat Y, --bbox W,S,E,N, --location '[[lon,lat],...]' or --geojson FILE "
+            "(in Python: the location argument, e.g. [lon, lat])",
+        )
+    if forms[0] == "lon/lat":
+        if lon is None or lat is None:
+            missing = "--lat" if lat is None else "--lon"
+            raise InvalidLocationError(f"{missing} is missing", hint="a point needs both --lon and --lat")
+        return point_geometry(lon, lat, size)
+    if forms[0] == "bbox":
+        return to_geometry(parse_bbox(bbox))
+    if forms[0] == "geojson":
+        return from_geojson_file(geojson, size=size)
+    return to_geometry(location, size=size)
+
+
+def _crs_and_resolution(crs: Any, resolution: Any) -> tuple[str | None, float]:
+    """The canonical output CRS (None: the area's UTM zone) and its checked resolution."""
+    name = None if crs is None else canonical_crs(crs)
+    if resolution is None:
+        geographic = name is not None and is_geographic(name)
+        return name, DEFAULT_RESOLUTION_DEG if geographic else DEFAULT_RESOLUTION_M
+    return name, check_resolution(name, number(resolution, "resolution", hint="e.g. --resolution 10"))
+
+
+# --- the run options --------------------------------------------------------------------
+def build_options(
+    settings: Settings,
+    *,
+    fmt: Any = "cog",
+    workers: Any = 4,
+    overwrite: bool = False,
+    dry_run: bool = False,
+    time_tolerance: Any = DEFAULT_TOLERANCE,
+    min_clear: Any = None,
+    requests_per_minute: Any = None,
+    preview: bool = False,
+) -> GetOptions:
+    """Validate the options of a run once; the output folder is ``settings.output_dir``.
+
+    ``time_tolerance``: a ``timedelta`` or minutes (a number or its text). The output folder is
+    created here unless ``dry_run`` (a dry run creates nothing), so a folder that cannot be
+    used fails before any request.
+    """
+    # raster/ imports plan, which imports this module: importing it at the top is a cycle
+    from .raster.profiles import check_format
+
+    try:
+        fmt = check_format(fmt)
+    except ValueError:
+        raise InvalidOptionError(f"unknown output format {fmt!r}",
+                                 hint="use --format cog (default), gtiff or raw") from None
+    if min_clear is not None:
+        min_clear = _percent(min_clear, "--min-clear",
+                             hint="give a percentage of clear pixels, e.g. --min-clear 70")
+        if settings.source != "process":
+            raise InvalidOptionError(
+                f"--min-clear needs the Sentinel Hub Process API; the {settings.provider} provider has none",
+                hint="use --max-cloud with this provider, or a sentinelhub/cdse/sandbox provider",
+            )
+    workers = _whole(workers, "workers", hint="e.g. --workers 4")
+    if not 1 <= workers <= MAX_WORKERS:
+        raise InvalidOptionError(f"workers={workers!r} must be a whole number from 1 to {MAX_WORKERS}")
+    tolerance = _tolerance(time_tolerance)
+    if requests_per_minute is not None:
+        requests_per_minute = number(requests_per_minute, "rate limit", hint="e.g. --rate-limit 300")
+        if not 1 <= requests_per_minute <= 100_000:
+            raise InvalidOptionError(
+                f"rate limit {requests_per_minute:g} requests/minute is outside 1..100000",
+                hint="give your account's limit, e.g. --rate-limit 300 for the CDSE free tier",
+            )
+    return GetOptions(
+        out_dir=prepare_output_dir(settings.output_dir, create=not dry_run),
+        fmt=fmt, workers=workers, overwrite=bool(overwrite), dry_run=bool(dry_run),
+        tolerance=tolerance, min_clear=min_clear, requests_per_minute=requests_per_minute,
+        preview=bool(preview),
+    )
+
+
+def _tolerance(value: Any) -> timedelta:
+    if isinstance(value, timedelta):
+        minutes = value.total_seconds() / 60
+    else:
+        minutes = number(value, "time tolerance", hint="e.g. --time-tolerance 60 (minutes)")
+    if not 0 < minutes <= 24 * 60:
+        raise InvalidOptionError(
+            f"time tolerance {minutes:g} min must be above 0 and at most 1440",
+            hint="the default of 60 minutes groups tiles of one satellite pass",
+        )
+    return value if isinstance(value, timedelta) else timedelta(minutes=minutes)
+
+
+def prepare_output_dir(path: Path, *, create: bool) -> Path:
+    """The output folder, created if missing (unless not ``create``); a clear error when unusable."""
+    path = Path(path).expanduser()
+    if path.exists() and not path.is_dir():
+        raise InvalidOptionError(
+            f"the output folder {path} exists and is not a folder",
+            hint="set --out or STACFETCH_OUTPUT_DIR to a folder path",
+        )
+    if create:
+        try:
+            path.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise InvalidOptionError(
+                f"cannot create the output folder {path}: {exc.strerror or exc}",
+                hint="choose a folder you can write to with --out or STACFETCH_OUTPUT_DIR",
+            ) from None
+        if not os.access(path, os.W_OK | os.X_OK):
+            raise InvalidOptionError(
+                f"the output folder {path} is not writable",
+                hint="choose a folder you can write to with --out or STACFETCH_OUTPUT_DIR",
+            )
+    return path
+
+
+# --- numbers ----------------------------------------------------------------------------
+def number(value: Any, name: str, *, hint: str | None = None) -> float:
+    """A finite float from a number or its text (bools, NaN and infinities are refused)."""
+    if isinstance(value, bool):
+        raise InvalidOptionError(f"{name} {value!r} is not a finite number", hint=hint)
+    try:
+        result = float(value.strip() if isinstance(value, str) else value)
+    except (TypeError, ValueError, OverflowError):
+        raise InvalidOptionError(f"{name} {value!r} is not a number", hint=hint) from None
+    if not math.isfinite(result):
+        raise InvalidOptionError(f"{name} {value!r} is not a finite number", hint=hint)
+    return result
+
+
+def _whole(value: Any, name: str, *, hint: str | None = None) -> int:
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value
+    if isinstance(value, str) and value.strip().lstrip("+-").isdigit():
+        return int(value.strip())
+    raise InvalidOptionError(f"{name}={value!r} must be a whole number from 1 to {MAX_WORKERS}", hint=hint)
+
+
+def _percent(value: Any, name: str, *, hint: str) -> float:
+    result = number(value, name, hint=hint)
+    if not 0 <= result <= 100:
+        raise InvalidOptionError(f"{name} {result:g} is outside 0..100", hint=hint)
+    return result

@@ -9,6 +9,8 @@ session and so one rate limiter. A job that fails does not stop the others.
 from __future__ import annotations
 
 import contextlib
+import ctypes
+import ctypes.util
 import logging
 import sys
 import threading
@@ -19,8 +21,11 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import rasterio
+from rasterio._err import CPLE_BaseError
+from rasterio.errors import RasterioError
+from tqdm import tqdm
 
-from . import __version__
 from .config import Settings
 from .errors import (
     EXIT_OK,
@@ -29,8 +34,20 @@ from .errors import (
     InvalidResponseError,
     StacfetchError,
 )
+from .http import open_session
 from .plan import Job
-from .process import fetch_tile, request_body
+from .raster import (
+    PartFile,
+    complete_format,
+    convert_format,
+    discard_partial,
+    sha256_file,
+    tags_for,
+    tile_spool_path,
+)
+from .raster.profiles import gdal_options
+from .sources import source_for
+from .stac.manifest import write_manifest
 
 log = logging.getLogger(__name__)
 
@@ -154,6 +171,7 @@ class RunContext:
         fmt: str = "cog",
     ) -> None:
         self.settings = settings
+        self.source = source_for(settings)  # the pixel source, chosen once from the provider
         self.overwrite = overwrite
         self.fmt = fmt
         self.tags = dict(tags or {})
@@ -177,49 +195,12 @@ class RunContext:
 
     def session(self) -> Any:
         if self._session is None:
-            from .auth import open_session
-
             self._session = open_session(self.settings, **self.session_options)
         return self._session
 
 
-def _tags(job: Job, context: RunContext) -> dict[str, str]:
-    acq = job.acquisition
-    tags = {
-        "STACFETCH_VERSION": __version__,
-        "PROVIDER": context.settings.provider,
-        "COLLECTION": tags_collection(job),
-        "ITEM_IDS": ",".join(acq.item_ids),
-        "ACQUISITION_DATETIME": acq.datetime.strftime("%Y-%m-%dT%H:%M:%SZ"),
-        "PLATFORM": acq.platform or "",
-        "BANDS": ",".join(job.bands),
-        "CLOUD_COVER": "" if acq.cloud_cover is None else f"{acq.cloud_cover:.2f}",
-        "TIFFTAG_IMAGEDESCRIPTION": (
-            f"{tags_collection(job)} {','.join(job.bands)} acquired "
-            f"{acq.datetime.strftime('%Y-%m-%dT%H:%M:%SZ')} by {acq.platform or 'Sentinel-2'}"
-            + ("" if acq.cloud_cover is None else f", scene cloud cover {acq.cloud_cover:.1f} %")
-        ),
-    }
-    tags.update(context.tags)
-    return tags
-
-
-def tags_collection(job: Job) -> str:
-    """The collection id of a job's items (``sentinel-2-l2a`` when unknown)."""
-    return str(job.acquisition.items[0].collection_id or "sentinel-2-l2a")
-
-
 def run_job(job: Job, context: RunContext) -> Outcome:
     """Produce one acquisition's GeoTIFF (or find it complete). Never raises for service errors."""
-    from .write import (
-        PartFile,
-        complete_format,
-        convert_format,
-        discard_partial,
-        profile_for,
-        sha256_file,
-    )
-
     fmt = context.fmt
     found = None if context.overwrite else complete_format(job.destination, job.grid, job.bands, job.dtype)
     if found == fmt:
@@ -237,17 +218,16 @@ def run_job(job: Job, context: RunContext) -> Outcome:
         discard_partial(job.destination)
         session = context.session()
         acq = job.acquisition
-        collection = tags_collection(job)
-        reader = _cog_reader(job, context, session) if context.settings.fetch == "cog" else None
-        with PartFile(job.destination, profile_for(job.grid, job.bands, job.dtype), fmt=fmt) as part:
-            if reader is not None:  # a STAC API's COG assets (stacfetch.cog)
+        reader = context.source.open(job, session)
+        with PartFile(job.destination, job.grid, job.bands, job.dtype, fmt=fmt) as part:
+            if not context.source.concurrent_tiles:  # a STAC API's COG assets (sources.assets)
                 for tile in job.tiles:
                     _check_stop(context)
                     part.write_tile(tile, reader.read_tile(tile))
                 requests_made = reader.reads
             else:
                 def one_tile(tile: Any) -> int:
-                    return _process_tile(job, tile, part, session, context, collection)
+                    return _process_tile(job, tile, part, reader, context)
 
                 workers = min(max(1, context.tile_workers), len(job.tiles))
                 if workers == 1:
@@ -258,10 +238,11 @@ def run_job(job: Job, context: RunContext) -> Outcome:
             if context.stop is not None and context.stop.is_set():
                 raise Interrupted("stopped before this acquisition was complete")
             part.commit(
-                tags={**_tags(job, context), **(reader.tags() if reader else {})},
+                tags={**tags_for(acq, job.bands, provider=context.settings.provider),
+                      **context.tags, **reader.tags()},
                 band_descriptions=job.bands,
                 items=[item.to_dict(transform_hrefs=False) for item in acq.items],
-                scaling=reader.scaling() if reader else None,
+                scaling=reader.scaling(),
             )
         size = job.destination.stat().st_size
         return Outcome(job, "written", bytes=size, requests=requests_made,
@@ -275,9 +256,6 @@ def run_job(job: Job, context: RunContext) -> Outcome:
         return Outcome(job, "failed", requests=requests_made,
                        error=f"cannot write {job.destination}: {exc.strerror or exc}")
     except Exception as exc:  # GDAL's own errors writing the .part (disk full: CPLE_*Error)
-        from rasterio._err import CPLE_BaseError
-        from rasterio.errors import RasterioError
-
         if not isinstance(exc, (RasterioError, CPLE_BaseError)):
             raise
         return Outcome(job, "failed", requests=requests_made,
@@ -288,11 +266,10 @@ def return_large_buffers_to_the_os() -> None:
     """Make glibc hand buffers over 1 MiB straight back to the OS when freed (Linux only).
 
     Without this, glibc's adaptive threshold keeps every worker thread's tile-sized buffers
-    in per-thread heaps, which shows up as a much higher peak RSS for large areas.
+    in per-thread heaps, which shows up as a much higher peak RSS for large areas. It changes
+    the whole process, so the library never calls it: the CLI (the process owner) does, and so
+    may any program that runs large downloads.
     """
-    import ctypes
-    import ctypes.util
-
     name = ctypes.util.find_library("c")
     if not name or not sys.platform.startswith("linux"):
         return
@@ -305,28 +282,20 @@ def _check_stop(context: RunContext) -> None:
         raise Interrupted("stopped before this acquisition was complete")
 
 
-def _process_tile(job: Job, tile: Any, part: Any, session: Any, context: RunContext,
-                  collection: str) -> int:
+def _process_tile(job: Job, tile: Any, part: Any, reader: Any, context: RunContext) -> int:
     """Request one tile from the Process API, validate it and write it; return requests made.
 
     Large responses are streamed to a spool file next to the ``.part`` (never held whole in
     memory); a response that is not the GeoTIFF asked for is asked again.
     """
-    from .write import tile_spool_path
-
     acq = job.acquisition
-    body = request_body(
-        collection=collection, bounds=tile.bounds, crs=job.grid.crs,
-        width=int(tile.window.width), height=int(tile.window.height),
-        start=acq.start, end=acq.end, bands=job.bands, dtype=job.dtype,
-    )
     expected = tile.width * tile.height * len(job.bands) * np.dtype(job.dtype).itemsize
     spool = tile_spool_path(job.destination, tile.name) if expected > SPOOL_BYTES else None
     for attempt in range(1, TILE_ATTEMPTS + 1):
         _check_stop(context)
         try:  # a 200 that is no GeoTIFF, or a wrong/truncated one: ask again
             with context.request_slots or contextlib.nullcontext():
-                data = fetch_tile(session, context.settings.process_url, body, spool=spool)
+                data = reader.read_tile(tile, spool=spool)
             try:
                 part.write_tile(tile, data)
             finally:
@@ -342,18 +311,9 @@ def _process_tile(job: Job, tile: Any, part: Any, session: Any, context: RunCont
     raise AssertionError("unreachable")
 
 
-def _cog_reader(job: Job, context: RunContext, session: Any) -> Any:
-    """The pixel source of a ``cog`` provider: windowed reads of the items' COG assets."""
-    from .cog import CogReader
-
-    return CogReader(job, context.settings, session)
-
-
 def _progress(total: int, enabled: bool) -> Any:
     if not enabled or not sys.stderr.isatty():
         return None
-    from tqdm import tqdm
-
     return tqdm(total=total, unit="file", file=sys.stderr, dynamic_ncols=True, desc="acquisitions")
 
 
@@ -369,10 +329,23 @@ def execute(
     """Run every job; write the manifest of what is complete; return the result.
 
     On Ctrl-C the workers stop at the next tile, unfinished ``.part`` files are removed,
-    the manifest lists what is complete, and ``Interrupted`` (exit 130) is raised.
+    the manifest lists what is complete, and ``Interrupted`` (exit 130) is raised. The run
+    uses stacfetch's GDAL settings (``raster.profiles.GDAL_OPTIONS``), restored after.
     """
-    from .write import discard_partial
+    with rasterio.Env(**gdal_options()):
+        return _execute(jobs, context, executor=executor, workers=workers, progress=progress,
+                        manifest_root=manifest_root)
 
+
+def _execute(
+    jobs: list[Job],
+    context: RunContext,
+    *,
+    executor: Executor | None,
+    workers: int,
+    progress: bool,
+    manifest_root: Path | None,
+) -> GetResult:
     started = time.monotonic()
     result = GetResult(jobs=list(jobs))
     own_executor = executor is None
@@ -381,7 +354,6 @@ def execute(
     context.request_slots = threading.BoundedSemaphore(max(1, workers))
     pool: Executor = executor or ThreadPoolExecutor(max_workers=max(1, workers) * THREADS_PER_SLOT,
                                                     thread_name_prefix="stacfetch")
-    return_large_buffers_to_the_os()
     if own_executor and jobs:
         # fewer acquisitions than workers (a large area): spread the workers over tiles
         context.tile_workers = min(MAX_TILE_WORKERS, max(1, workers // len(jobs)))
@@ -437,8 +409,6 @@ def execute(
 
 def _write_manifest(result: GetResult, root: Path | None) -> Path | None:
     """Record every complete file with its checksum in the run's STAC catalog manifest."""
-    from .write import write_manifest
-
     complete = [o for o in result.outcomes if o.status in ("written", "skipped")]
     if not complete or root is None:
         return None

@@ -17,15 +17,6 @@ from typing import Any
 import pytest
 import requests
 
-from stacfetch.auth import (
-    USER_AGENT,
-    RateLimiter,
-    RetryPolicy,
-    install_redaction,
-    open_session,
-    parse_retry_after,
-    redact,
-)
 from stacfetch.config import Settings
 from stacfetch.errors import (
     EXIT_AUTH,
@@ -36,6 +27,15 @@ from stacfetch.errors import (
     ServiceError,
     ShutDownHubError,
     TokenExpiredError,
+)
+from stacfetch.http import (
+    USER_AGENT,
+    RateLimiter,
+    RetryPolicy,
+    install_redaction,
+    open_session,
+    parse_retry_after,
+    redact,
 )
 from stacfetch.testing.emulator import Emulator, Faults
 
@@ -734,6 +734,18 @@ def test_redact(text: str, secrets: tuple[str, ...], expected: str) -> None:
     assert redact(text, secrets) == expected
 
 
+@pytest.fixture
+def restored_record_factory() -> Iterator[None]:
+    """install_redaction is the process owner's (the CLI's) call: undo it after the test."""
+    factory = logging.getLogRecordFactory()
+    handlers = {h: list(h.filters) for h in logging.getLogger().handlers}
+    yield
+    logging.setLogRecordFactory(factory)
+    for handler, filters in handlers.items():
+        handler.filters[:] = filters
+
+
+@pytest.mark.usefixtures("restored_record_factory")
 def test_redaction_covers_loggers_at_debug(caplog: pytest.LogCaptureFixture) -> None:
     install_redaction(["a-very-secret-value"])
     caplog.set_level(logging.DEBUG)

@@ -18,8 +18,8 @@ import pytest
 from stacfetch.api import build_query, get_query
 from stacfetch.cli import main
 from stacfetch.config import SANDBOX_CLIENT_ID, SANDBOX_CLIENT_SECRET, load_settings
-from stacfetch.process import evalscript
 from stacfetch.run import TILE_ATTEMPTS
+from stacfetch.sources.process import evalscript
 from stacfetch.testing.emulator import Emulator
 
 POINT = [34.665, 31.625]

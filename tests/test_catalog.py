@@ -11,7 +11,6 @@ import pystac
 import pytest
 from shapely.geometry import Polygon, box
 
-from stacfetch.auth import RetryPolicy, open_session
 from stacfetch.catalog import (
     UnknownCollectionError,
     describe_item,
@@ -22,6 +21,7 @@ from stacfetch.catalog import (
 )
 from stacfetch.config import Settings
 from stacfetch.errors import AuthError, ServiceError
+from stacfetch.http import RetryPolicy, open_session
 from stacfetch.query import Interval, Query
 from stacfetch.testing.emulator import Emulator, Faults
 

@@ -1,4 +1,4 @@
-"""stacfetch.cog: band -> asset mapping from the real STAC documents, resampling choice, SAS
+"""stacfetch.sources.assets: band -> asset mapping from the real STAC documents, resampling choice, SAS
 signing (stub session), COG provider settings and session, and the first-valid mosaic over a
 local COG server."""
 
@@ -15,17 +15,17 @@ import pytest
 import rasterio
 import requests
 from rasterio.enums import Resampling
+from realstac.pgstac import RASTER_SCENE, default_shared_dir
 
-from stacfetch.cog import (
+from stacfetch.config import PROVIDERS, Settings, load_settings
+from stacfetch.errors import ConfigError, DownloadError, ServiceError
+from stacfetch.http.urls import strip_query
+from stacfetch.sources.assets import (
     CogReader,
     PlanetaryComputerSigner,
     band_asset_keys,
     resampling_for,
-    strip_query,
 )
-from stacfetch.config import PROVIDERS, Settings, load_settings
-from stacfetch.errors import ConfigError, DownloadError, ServiceError
-from stacfetch.testing.pgstac import RASTER_SCENE, default_shared_dir
 
 SHARED = default_shared_dir(Path(__file__).resolve().parents[1])
 ITEMS = SHARED / "data" / "items"
@@ -160,16 +160,16 @@ def test_planetary_computer_signing_errors_and_expiry() -> None:
 
 # -- settings and session --------------------------------------------------------------------
 def test_provider_table() -> None:
-    kinds = {name: p.fetch for name, p in PROVIDERS.items()}
+    kinds = {name: p.source for name, p in PROVIDERS.items()}
     assert kinds == {"sentinelhub": "process", "cdse": "process", "sandbox": "process",
-                     "earth-search": "cog", "planetary-computer": "cog", "stac": "cog"}
+                     "earth-search": "assets", "planetary-computer": "assets", "stac": "assets"}
     assert PROVIDERS["earth-search"].stac_url == "https://earth-search.aws.element84.com/v1"
     assert PROVIDERS["planetary-computer"].signing == "planetary-computer"
 
 
 def test_cog_settings_need_no_sentinel_hub_credentials(tmp_path: Path) -> None:
     es = load_settings(provider="earth-search", environ={}, env_file=None)
-    assert es.fetch == "cog" and es.catalog_url == "https://earth-search.aws.element84.com/v1/"
+    assert es.source == "assets" and es.catalog_url == "https://earth-search.aws.element84.com/v1/"
     assert es.client_id is None and es.stac_headers == {}
     with pytest.raises(ConfigError, match="STACFETCH_STAC_URL"):
         load_settings(provider="stac", environ={})
@@ -185,7 +185,7 @@ def test_cog_settings_need_no_sentinel_hub_credentials(tmp_path: Path) -> None:
 
 
 def test_public_session_sends_headers_only_to_the_stac_origin() -> None:
-    from stacfetch.auth import open_session
+    from stacfetch.http import open_session
 
     settings = Settings(provider="stac", base_url=None, token_url=None,
                         stac_url="https://stac.example.com/api", stac_headers={"X-Api-Key": "k-123456789"})

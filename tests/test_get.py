@@ -20,9 +20,9 @@ from stacfetch.api import build_query, get_query
 from stacfetch.bands import PRESETS
 from stacfetch.cli import main
 from stacfetch.config import SANDBOX_CLIENT_ID, SANDBOX_CLIENT_SECRET, Settings, load_settings
+from stacfetch.raster import is_complete
 from stacfetch.testing import pixels
 from stacfetch.testing.emulator import Emulator, Faults
-from stacfetch.write import is_complete
 
 UTC = timezone.utc
 

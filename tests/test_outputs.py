@@ -11,8 +11,8 @@ import rasterio
 
 from stacfetch.api import build_query, get_query
 from stacfetch.config import SANDBOX_CLIENT_ID, SANDBOX_CLIENT_SECRET, load_settings
+from stacfetch.raster import COG_BLOCK, cog_part_path, discard_partial, file_format, is_complete
 from stacfetch.testing.emulator import Emulator
-from stacfetch.write import COG_BLOCK, cog_part_path, discard_partial, file_format, is_complete
 
 POINT = [34.665, 31.625]
 

@@ -1,4 +1,4 @@
-"""Overview pyramids made in bounded memory (stacfetch.overviews) and the COGs built from them."""
+"""Overview pyramids made in bounded memory (stacfetch.raster.overviews) and the COGs built from them."""
 
 from __future__ import annotations
 
@@ -13,9 +13,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
-from stacfetch import write
-from stacfetch.overviews import discard, halve, level_count, level_paths, pyramid, vrt_path
-from stacfetch.write import _copy_as, discard_partial
+from stacfetch.raster import formats as write
+from stacfetch.raster.formats import copy_as as _copy_as
+from stacfetch.raster.formats import discard_partial
+from stacfetch.raster.overviews import discard, halve, level_count, level_paths, pyramid, vrt_path
 
 
 def reference_mean(block: np.ndarray, nodata: int) -> np.ndarray:

@@ -17,7 +17,9 @@ from pyproj import Transformer
 from rasterio.windows import Window
 from shapely.geometry import Point, box
 
+from stacfetch.cli.output import summarize
 from stacfetch.errors import InvalidOptionError, InvalidResponseError
+from stacfetch.location import utm_epsg
 from stacfetch.plan import (
     Acquisition,
     Grid,
@@ -31,8 +33,6 @@ from stacfetch.plan import (
     plan_jobs,
     safe_join,
     sanitize,
-    summarize,
-    utm_epsg_for,
 )
 from stacfetch.query import Interval, Query
 
@@ -201,7 +201,24 @@ def test_metadata_from_earth_search_and_planetary_computer_items() -> None:
      (180.0, 10.0, 32660), (179.99, -0.01, 32760)],
 )
 def test_utm_zone(lon: float, lat: float, epsg: int) -> None:
-    assert utm_epsg_for(lon, lat) == epsg
+    assert utm_epsg(Point(lon, lat)) == epsg
+
+
+@pytest.mark.parametrize(
+    ("lon", "lat", "epsg"),
+    [pytest.param(5.5, 60.5, 32632, id="norway-32V"), pytest.param(9.0, 78.0, 32633, id="svalbard-33X")],
+)
+def test_utm_zone_is_the_same_wherever_it_is_asked(lon: float, lat: float, epsg: int,
+                                                   tmp_path: Path) -> None:
+    from stacfetch.api import build_query
+
+    assert utm_epsg(Point(lon, lat)) == epsg
+    assert grid_for(Point(lon, lat).buffer(0.01), None, 10).crs == f"EPSG:{epsg}"
+    query = build_query([lon, lat], "2022-01-20", "2022-01-25", size=2000)
+    item = make_item("a", datetime(2022, 1, 21, tzinfo=timezone.utc))
+    (job,) = plan_jobs(query, [item], tmp_path)
+    assert job.grid.crs == f"EPSG:{epsg}"
+    assert f"utm{epsg - 32600}n" in job.area_dir.name
 
 
 def _projected(geometry, crs: str):

@@ -16,11 +16,11 @@ from typing import Any
 
 import pytest
 
-import stacfetch.auth as auth_module
+import stacfetch.http.ratelimit as ratelimit_module
 from stacfetch.api import build_query, get_query
-from stacfetch.auth import RetryPolicy
 from stacfetch.cli import main
 from stacfetch.config import SANDBOX_CLIENT_ID, SANDBOX_CLIENT_SECRET, Settings, load_settings
+from stacfetch.http import RetryPolicy
 from stacfetch.testing.emulator import Emulator
 
 POINT = [34.665, 31.625]
@@ -49,7 +49,7 @@ def tif_files(root: Path) -> dict[str, bytes]:
 
 
 class _SleepRecorder:
-    """Stands in for ``time`` inside stacfetch.auth; records every sleep and who slept."""
+    """Stands in for ``time`` inside stacfetch.http.ratelimit (where every sleep is); records every sleep and who slept."""
 
     def __init__(self) -> None:
         self.sleeps: list[tuple[str, float]] = []
@@ -68,7 +68,7 @@ class _SleepRecorder:
 @pytest.fixture
 def sleeps(monkeypatch: pytest.MonkeyPatch) -> Iterator[_SleepRecorder]:
     recorder = _SleepRecorder()
-    monkeypatch.setattr(auth_module, "time", recorder)
+    monkeypatch.setattr(ratelimit_module, "time", recorder)
     yield recorder
 
 

@@ -1,9 +1,12 @@
-"""Tests of stacfetch.write: windowed stitching, response validation, commit, resume, manifest."""
+"""Tests of stacfetch.raster and stacfetch.stac.manifest: windowed stitching, response validation, commit, resume, manifest."""
 
 from __future__ import annotations
 
 import hashlib
 import json
+import os
+import subprocess
+import sys
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timezone
 from pathlib import Path
@@ -17,19 +20,18 @@ from rasterio.windows import Window
 
 from stacfetch.errors import DownloadError, InvalidResponseError
 from stacfetch.plan import Grid, Job, Tile, cut_tiles, group_acquisitions
-from stacfetch.write import (
+from stacfetch.raster import (
     COMPLETE_TAG,
     PartFile,
     discard_partial,
     is_complete,
     part_path,
     profile_for,
-    record_for,
     sha256_file,
     sidecar_path,
     tags_for,
-    write_manifest,
 )
+from stacfetch.stac.manifest import record_for, write_manifest
 
 BANDS = ("B04", "B03", "B02")
 T0 = datetime(2022, 1, 21, 8, 32, 1, tzinfo=timezone.utc)
@@ -418,9 +420,9 @@ def test_sha256_file(tmp_path: Path) -> None:
 
 
 def test_partfile_from_profile_and_manifest_from_mappings_at_out_dir(tmp_path: Path) -> None:
-    """The shapes run.py uses: PartFile(dest, profile) and dict records, manifest at out/."""
+    """The shapes run.py uses: PartFile's one constructor and dict records, manifest at out/."""
     job = make_job(tmp_path)
-    with PartFile(job.destination, profile_for(job.grid, job.bands, job.dtype)) as part:
+    with PartFile(job.destination, job.grid, job.bands, job.dtype) as part:
         assert part.grid == job.grid and part.dtype == "uint16"
         for t in job.tiles:
             part.write_tile(t, tile_bytes(job.grid, t))
@@ -499,7 +501,8 @@ def test_a_whole_grid_response_keeps_its_bytes_and_gains_georeferencing_and_tags
 
 @pytest.mark.parametrize("fmt", ["cog", "gtiff", "raw"])
 def test_a_copy_cut_short_is_caught_without_decoding(tmp_path: Path, fmt: str) -> None:
-    from stacfetch.write import _check_copy, _copy_as
+    from stacfetch.raster.formats import check_copy as _check_copy
+    from stacfetch.raster.formats import copy_as as _copy_as
 
     job = make_job(tmp_path, grid=make_grid(1100, 700), max_px=2500)
     source = tmp_path / "source.tif"
@@ -514,3 +517,16 @@ def test_a_copy_cut_short_is_caught_without_decoding(tmp_path: Path, fmt: str) -
     target.write_bytes(data[:-1000])  # what a full disk leaves: the directory, not the last tiles
     with pytest.raises(OSError, match="cut short|incomplete"):
         _check_copy(target, samples)
+
+
+def test_importing_the_writing_modules_changes_no_environment() -> None:
+    """GDAL settings are data a run enters (raster.profiles.GDAL_OPTIONS), not os.environ at import."""
+    code = (
+        "import os, rasterio\n"  # rasterio itself sets its CA bundle variables at import
+        "before = dict(os.environ)\n"
+        "import stacfetch.raster, stacfetch.stac.manifest, stacfetch.run\n"
+        "changed = sorted(k for k in set(before) | set(os.environ) if before.get(k) != os.environ.get(k))\n"
+        "assert not changed, changed\n"
+    )
+    env = {k: v for k, v in os.environ.items() if k != "GDAL_CACHEMAX"}
+    subprocess.run([sys.executable, "-c", code], check=True, env=env, timeout=120)

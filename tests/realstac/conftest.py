@@ -21,7 +21,8 @@ from typing import Any, NoReturn
 import pytest
 
 from stacfetch.testing.cogserver import CogServer
-from stacfetch.testing.pgstac import (
+
+from .pgstac import (
     RASTER_SCENE,
     PgStacServer,
     default_shared_dir,

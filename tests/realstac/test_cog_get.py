@@ -200,7 +200,7 @@ def test_truncated_asset_fails_the_acquisition(real_stac: RealStac, tmp_path: Pa
 
 def test_server_error_asset_fails_after_gdal_retries(real_stac: RealStac, tmp_path: Path,
                                                       monkeypatch: pytest.MonkeyPatch) -> None:
-    from stacfetch import cog
+    from stacfetch.sources import assets as cog
 
     monkeypatch.setitem(cog.GDAL_OPTIONS, "GDAL_HTTP_RETRY_DELAY", "0.01")
     error = _faulty(real_stac, tmp_path, lambda c: c.fail("SCL.tif", 503))

@@ -16,11 +16,13 @@ project's. The system needs PostgreSQL and PostGIS (Debian: ``apt-get install po
 ``sentinel-2-l2a`` item there, with the rasters item's asset hrefs pointed at a local
 :class:`~stacfetch.testing.cogserver.CogServer`.
 
-Command line (standard library only, so ``.ci/run`` can call it before the project is installed)::
+CI infrastructure, not part of the package (it lives with the tests that use it). Command line
+(standard library only, so ``.ci/run`` can call it before the project is installed), from the
+repository root::
 
-    python -m stacfetch.testing.pgstac prepare        # create/refresh the side venv
-    python -m stacfetch.testing.pgstac check          # print what is missing, exit 1 if anything
-    python -m stacfetch.testing.pgstac serve          # serve shared/data until Ctrl-C
+    python3 tests/realstac/pgstac.py prepare        # create/refresh the side venv
+    python3 tests/realstac/pgstac.py check          # print what is missing, exit 1 if anything
+    python3 tests/realstac/pgstac.py serve          # serve shared/data until Ctrl-C
 """
 
 from __future__ import annotations
@@ -452,7 +454,7 @@ class PgStacServer:
 
 # -- command line ---------------------------------------------------------------------------
 def _main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m stacfetch.testing.pgstac", description=__doc__,
+    parser = argparse.ArgumentParser(prog="python3 tests/realstac/pgstac.py", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("command", choices=["prepare", "check", "serve"])
     parser.add_argument("--shared", type=Path, default=None, help="shared/ folder (default: ../shared)")
@@ -477,7 +479,8 @@ def _main(argv: Sequence[str] | None = None) -> int:
     if missing:
         print("cannot serve:\n  " + "\n  ".join(missing), file=sys.stderr)
         return 1
-    from .cogserver import CogServer
+    # the project (and its dependencies) is needed only to serve, not to prepare the venv
+    from stacfetch.testing.cogserver import CogServer
 
     def _interrupt(signum: int, frame: object) -> None:
         raise KeyboardInterrupt

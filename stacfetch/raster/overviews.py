@@ -27,6 +27,8 @@ import rasterio.shutil
 from affine import Affine
 from rasterio.windows import Window
 
+from .profiles import PROFILES
+
 CHUNK_ROWS = 512  # source rows per window (a multiple of 2, and of the 512-px blocks)
 CHUNK_COLS = 1024  # source columns per window: ~12 MB of 12-band uint16, ~60 MB of temporaries
 
@@ -94,11 +96,10 @@ def write_levels(source: str, target: Path, block: int, *, average: bool) -> lis
     previous = source
     for k, path in enumerate(paths, start=1):
         out_w, out_h = math.ceil(width / 2), math.ceil(height / 2)
-        level_profile = {
-            "driver": "GTiff", "width": out_w, "height": out_h, "count": profile["count"],
+        level_profile = {  # tiled, uncompressed: read once more by the COG driver
+            **PROFILES["raw"], "width": out_w, "height": out_h, "count": profile["count"],
             "dtype": profile["dtype"], "crs": profile["crs"], "nodata": nodata,
-            "transform": profile["transform"] * Affine.scale(2**k), "tiled": True,
-            "blockxsize": 512, "blockysize": 512, "interleave": "pixel", "BIGTIFF": "IF_SAFER",
+            "transform": profile["transform"] * Affine.scale(2**k),
         }
         with rasterio.open(previous) as src, rasterio.open(path, "w", **level_profile) as dst:
             for window in _windows(width, height):

@@ -1,4 +1,4 @@
-"""Process API request bodies and evalscripts for a band list; one tile per request.
+"""The ``process`` pixel source: Sentinel Hub renders each tile (Process API), one request per tile.
 
 The body follows the Sentinel Hub Process API (reference §3.2): bounds in the output CRS as
 an OGC CRS URL, a ``timeRange`` around one acquisition only, ``leastRecent`` mosaicking,
@@ -8,14 +8,20 @@ an OGC CRS URL, a ``timeRange`` around one acquisition only, ``leastRecent`` mos
 from __future__ import annotations
 
 import json
+import threading
+from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import requests
 
-from .bands import BANDS
-from .errors import InvalidResponseError, ServiceError
+from ..bands import BANDS
+from ..config import Settings
+from ..errors import InvalidResponseError, ServiceError
+from ..plan import Job, Tile
+
+__all__ = ["ProcessSource", "ProcessTiles", "evalscript", "fetch_tile", "request_body"]
 
 MAX_PIXELS_PER_SIDE = 2500
 TIME_MARGIN = timedelta(minutes=1)
@@ -157,12 +163,45 @@ def fetch_tile(
         response.close()
 
 
-def processing_units(width: int, height: int, n_bands: int, dtype: str) -> float:
-    """Estimated processing units of one request (Sentinel Hub's documented multipliers).
+class ProcessTiles:
+    """The tiles of one job from the Process API (thread-safe: tiles may be fetched in parallel)."""
 
-    1 PU = 512 x 512 px, 3 bands, 8/16-bit; linear in area and in bands/3; FLOAT32 counts x2;
-    minimum 0.005 per request. An estimate for --dry-run, not a bill.
-    """
-    area = (width * height) / (512 * 512)
-    factor = max(1.0, n_bands / 3) * (2.0 if dtype == "float32" else 1.0)
-    return max(0.005, area * factor)
+    def __init__(self, job: Job, session: Any, process_url: str) -> None:
+        self.job = job
+        self.session = session
+        self.process_url = process_url
+        self.reads = 0  # requests sent
+        self._lock = threading.Lock()
+
+    def body(self, tile: Tile) -> dict[str, Any]:
+        job, acq = self.job, self.job.acquisition
+        return request_body(
+            collection=acq.collection, bounds=tile.bounds, crs=job.grid.crs,
+            width=tile.width, height=tile.height, start=acq.start, end=acq.end,
+            bands=job.bands, dtype=job.dtype,
+        )
+
+    def read_tile(self, tile: Tile, *, spool: Path | None = None) -> bytes | Path:
+        """One request: the tile's GeoTIFF bytes, or ``spool`` holding them (see ``fetch_tile``)."""
+        with self._lock:
+            self.reads += 1
+        return fetch_tile(self.session, self.process_url, self.body(tile), spool=spool)
+
+    def tags(self) -> dict[str, str]:
+        return {}
+
+    def scaling(self) -> None:
+        """The service returns the values as written (no STAC scale/offset to record)."""
+        return None
+
+
+@dataclass(frozen=True)
+class ProcessSource:
+    """Sentinel Hub / CDSE / sandbox: tiles rendered by the Process API at ``settings.process_url``."""
+
+    settings: Settings
+    name: ClassVar[str] = "process"
+    concurrent_tiles: ClassVar[bool] = True
+
+    def open(self, job: Job, session: Any) -> ProcessTiles:
+        return ProcessTiles(job, session, self.settings.process_url)

@@ -1,11 +1,11 @@
-"""Pixels from the Cloud-Optimized GeoTIFF assets a STAC API publishes (the ``cog`` providers).
+"""The ``assets`` pixel source: the Cloud-Optimized GeoTIFF assets a STAC API publishes.
 
-The Process API path (``process.py``) asks Sentinel Hub to render each tile; this module reads
+The Process API source (``sources/process.py``) asks Sentinel Hub to render each tile; this module reads
 the archived pixels themselves: for every tile of a :class:`~stacfetch.plan.Job` and every band,
 only the part of each band asset that covers the tile is read over HTTP byte ranges
 (GDAL ``/vsicurl/``; nothing is downloaded whole), warped onto the tile's grid with
 :class:`rasterio.vrt.WarpedVRT`, and returned as a ``(bands, height, width)`` array for
-:meth:`stacfetch.write.PartFile.write_tile`. Grid, tiling, resume, atomic writing, concurrency
+:meth:`stacfetch.raster.PartFile.write_tile`. Grid, tiling, resume, atomic writing, concurrency
 and the manifest are the shared ones of ``run.py``; only how pixels are fetched differs.
 
 Band -> asset key (:func:`band_asset_keys`), first rule that matches, among raster (GeoTIFF)
@@ -58,29 +58,40 @@ machine has no network); the unit tests use a stub session.
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
+import glob
 import logging
 import math
+import os
 import re
 import threading
 import time
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from datetime import datetime, timezone
-from typing import Any
+from typing import Any, ClassVar
 from urllib.parse import urlsplit
 
 import numpy as np
 import pystac
 import rasterio
+from rasterio.crs import CRS
 from rasterio.enums import Resampling
 from rasterio.vrt import WarpedVRT
+from rasterio.warp import transform_bounds
 from shapely.geometry import box, shape
 
-from .bands import BANDS
-from .config import Settings, is_loopback_host
-from .errors import DownloadError, InsecureTransportError, ServiceError
-from .plan import Job, Tile
+from ..bands import BANDS
+from ..config import Settings
+from ..errors import DownloadError, InsecureTransportError, ServiceError
+from ..http.redact import register_secret
+from ..http.session import USER_AGENT
+from ..http.urls import is_loopback_host, same_origin, strip_query
+from ..plan import Job, Tile
 
 __all__ = [
+    "AssetSource",
     "CENTER_WAVELENGTH_UM",
     "GDAL_OPTIONS",
     "KNOWN_ASSET_KEYS",
@@ -90,7 +101,6 @@ __all__ = [
     "fetch_tile_array",
     "forget_remote",
     "resampling_for",
-    "strip_query",
 ]
 
 log = logging.getLogger(__name__)
@@ -136,14 +146,6 @@ GDAL_OPTIONS: dict[str, str] = {
     "GDAL_HTTP_TIMEOUT": "120",
     "VSI_CACHE": "FALSE",
 }
-
-_QUERY = re.compile(r"(?i)((?:https?|s3|gs)://[^\s?#'\"]*)[?#][^\s'\")]*")
-
-
-def strip_query(text: str) -> str:
-    """``text`` with the query string of every URL in it removed (signatures, tokens)."""
-    return _QUERY.sub(r"\1", text)
-
 
 # -----------------------------------------------------------------------------------------
 # Band -> asset
@@ -276,9 +278,7 @@ class PlanetaryComputerSigner:
                 raise ServiceError(
                     f"the SAS token endpoint {url} answered without a token ({exc})", url=url
                 ) from None
-            from .auth import install_redaction
-
-            install_redaction([token])
+            register_secret(token)
             self._tokens[collection] = (token, expiry)
             return token
 
@@ -302,13 +302,6 @@ def _parse_expiry(value: Any) -> float:
 # -----------------------------------------------------------------------------------------
 # Reading
 # -----------------------------------------------------------------------------------------
-def _same_origin(a: str, b: str) -> bool:
-    pa, pb = urlsplit(a), urlsplit(b)
-    port = {"http": 80, "https": 443}
-    return (pa.scheme.lower(), (pa.hostname or "").lower(), pa.port or port.get(pa.scheme.lower())) == (
-        pb.scheme.lower(), (pb.hostname or "").lower(), pb.port or port.get(pb.scheme.lower()))
-
-
 def _http_href(asset: Mapping[str, Any]) -> str | None:
     """The asset's http(s) href, or an http(s) ``alternate`` (CDSE), or None."""
     href = str(asset.get("href") or "")
@@ -335,11 +328,6 @@ def forget_remote(path: str) -> None:
     """
     global _GDAL_LIB
     if _GDAL_LIB is None:
-        import ctypes
-        import ctypes.util
-        import glob
-        import os
-
         here = os.path.dirname(rasterio.__file__)
         candidates = sorted(glob.glob(os.path.join(here, "..", "rasterio.libs", "libgdal*.so*")))
         candidates += sorted(glob.glob(os.path.join(here, ".dylibs", "libgdal*.dylib")))
@@ -491,11 +479,9 @@ class CogReader:
         return href
 
     def _env(self, href: str) -> dict[str, str]:
-        from .auth import USER_AGENT
-
         options = dict(GDAL_OPTIONS, GDAL_HTTP_USERAGENT=USER_AGENT)
         stac_url = self.settings.stac_url or ""
-        if self.settings.stac_headers and stac_url and _same_origin(href, stac_url):
+        if self.settings.stac_headers and stac_url and same_origin(href, stac_url):
             options["GDAL_HTTP_HEADERS"] = "\r\n".join(f"{k}: {v}" for k, v in self.settings.stac_headers.items())
         return options
 
@@ -551,8 +537,6 @@ def _with_item(item: pystac.Item, fn: Any) -> Any:
 
 
 def _crs(value: str) -> Any:
-    from rasterio.crs import CRS
-
     return CRS.from_user_input(value)
 
 
@@ -568,9 +552,21 @@ def _footprint(item: pystac.Item) -> Any:
 
 
 def _tile_4326(crs: str, bounds: tuple[float, float, float, float]) -> Any:
-    from rasterio.warp import transform_bounds
-
     if _crs(crs).to_epsg() == 4326:
         return box(*bounds)
     return box(*transform_bounds(crs, "EPSG:4326", *bounds, densify_pts=21))
 
+
+@dataclass(frozen=True)
+class AssetSource:
+    """A STAC API's COG assets (earth-search, planetary-computer, stac): one CogReader per job.
+
+    A reader is thread-confined, so a job's tiles are read one after another.
+    """
+
+    settings: Settings
+    name: ClassVar[str] = "assets"
+    concurrent_tiles: ClassVar[bool] = False
+
+    def open(self, job: Job, session: Any) -> CogReader:
+        return CogReader(job, self.settings, session)

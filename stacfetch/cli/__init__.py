@@ -1,21 +1,26 @@
-"""The ``stacfetch`` command line: parse, call the library, format. Data on stdout, the rest on stderr.
+"""The ``stacfetch`` command line: parse, call the library, print (data on stdout, the rest on stderr).
 
-Heavy libraries are imported inside the commands so that ``stacfetch --help`` stays fast.
+This package is what ``stacfetch --help`` imports, so it stays light: the parser is built
+here and each command lives in its own module (``search``, ``get``, ``preview``, ``check``),
+imported only when that command runs. Arguments reach ``query.build_query`` and
+``query.build_options`` as the raw text the user typed; they validate it.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
+import importlib
 import logging
+import os
 import sys
 import traceback
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
-from . import __version__
-from .errors import EXIT_INTERRUPTED, EXIT_USAGE, StacfetchError
+from .. import __version__
+from ..errors import EXIT_INTERRUPTED, EXIT_USAGE, StacfetchError
+
+__all__ = ["build_parser", "entry", "main"]
 
 log = logging.getLogger("stacfetch")
 
@@ -124,7 +129,6 @@ def build_parser() -> argparse.ArgumentParser:
     search.add_argument("--limit", type=int, default=None, metavar="N", help="stop after N items")
     search.add_argument("--plot", metavar="FILE.png",
                         help="also draw the scenes over time against their cloud cover into a PNG")
-    search.set_defaults(handler=cmd_search)
 
     get = sub.add_parser("get", help="download every acquisition as a GeoTIFF",
                          description="Download one GeoTIFF per acquisition for an area and time window.",
@@ -140,7 +144,7 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--crs", metavar="EPSG:NNNN", help="output CRS (default: UTM zone of the area)")
     g.add_argument("--dtype", choices=("uint16", "float32"), default="uint16",
                    help="uint16 digital numbers (reflectance x 10000, default) or float32 reflectance")
-    g.add_argument("--workers", type=int, default=4, metavar="N", help="concurrent requests (default 4)")
+    g.add_argument("--workers", type=str, default="4", metavar="N", help="concurrent requests (default 4)")
     g.add_argument("--rate-limit", type=str, default=None, metavar="RPM",
                    help="your account's requests per minute, e.g. 300 on the CDSE free tier: "
                    "stacfetch paces itself to it (default: learn it from the first 429)")
@@ -157,7 +161,6 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--min-clear", type=str, metavar="PERCENT",
                    help="skip acquisitions with less than PERCENT clear pixels over the area "
                    "(SCL 4,5,6,11; one small request each)")
-    get.set_defaults(handler=cmd_get)
 
     prev = sub.add_parser("preview", help="draw a contact sheet PNG of the acquisitions in a folder",
                           description="Write one contact sheet PNG per area folder under OUT_DIR: every "
@@ -171,7 +174,6 @@ def build_parser() -> argparse.ArgumentParser:
     prev.add_argument("--json", action="store_true", help="print the written paths as JSON")
     prev.add_argument("-v", "--verbose", action="count", default=0, help="more detail on stderr")
     prev.add_argument("-q", "--quiet", action="store_true", help="only errors on stderr")
-    prev.set_defaults(handler=cmd_preview)
 
     check = sub.add_parser("check", help="check the configuration, credentials and service (doctor)",
                            description="Check, line by line, what `get` needs: the .env file and where "
@@ -186,7 +188,6 @@ def build_parser() -> argparse.ArgumentParser:
     check.add_argument("--json", action="store_true", help="print the checks as JSON on stdout")
     check.add_argument("-v", "--verbose", action="count", default=0, help="more detail on stderr")
     check.add_argument("-q", "--quiet", action="store_true", help="print only failed checks")
-    check.set_defaults(handler=cmd_check)
     return parser
 
 
@@ -207,10 +208,10 @@ class _StderrHandler(logging.StreamHandler):  # type: ignore[type-arg]
 
 def _redacted(text: str) -> str:
     """``text`` with every known secret and bearer token masked (error paths only)."""
-    try:
-        from .auth import _known_secrets, redact
+    try:  # lazy: the http layer is loaded only on this error path, never for --help
+        from ..http.redact import redact
 
-        return redact(text, _known_secrets())
+        return redact(text)
     except Exception:  # never let redaction hide the error itself
         return text
 
@@ -228,203 +229,28 @@ def _configure_logging(args: argparse.Namespace) -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)
+    from ..http.redact import install_redaction  # lazy: not needed for --help
+
+    install_redaction()
 
 
-def _location_from_args(args: argparse.Namespace) -> Any:
-    """Exactly one location form, as the value stacfetch.location.to_geometry accepts."""
-    from .errors import InvalidLocationError
-
-    given = [name for name in ("bbox", "location", "geojson") if getattr(args, name)]
-    if args.lon is not None or args.lat is not None:
-        given.insert(0, "lon/lat")
-    if len(given) != 1:
-        raise InvalidLocationError(
-            "give exactly one location" + (f"; got {', '.join(given)}" if given else ""),
-            hint="use --lon X --lat Y, --bbox W,S,E,N, --location '[[lon,lat],...]' or --geojson FILE",
-        )
-    from . import location
-
-    if given[0] == "lon/lat":
-        if args.lon is None or args.lat is None:
-            missing = "--lat" if args.lat is None else "--lon"
-            raise InvalidLocationError(f"{missing} is missing", hint="a point needs both --lon and --lat")
-        size = _number(args.size, "--size")
-        lon, lat = _number(args.lon, "--lon"), _number(args.lat, "--lat")
-        return location.point_geometry(lon, lat, size)
-    if given[0] == "bbox":
-        return location.to_geometry(location.parse_bbox(args.bbox))
-    if given[0] == "geojson":
-        return location.from_geojson_file(args.geojson)
-    return location.to_geometry(args.location, size=_number(args.size, "--size"))
-
-
-def _number(text: str, flag: str) -> float:
-    from .errors import InvalidOptionError
-
-    try:
-        value = float(str(text).strip())
-    except ValueError:
-        raise InvalidOptionError(f"{flag} {text!r} is not a number", hint=f"e.g. {flag} 5000") from None
-    return value
-
-
-def _interval_from_args(args: argparse.Namespace) -> Any:
-    from .dates import to_interval
-    from .errors import InvalidDateError
-
-    if not args.start:
-        raise InvalidDateError("--start is missing", hint="e.g. --start 2022-01-20 --end 2022-01-25")
-    return to_interval(args.start, args.end)
-
-
-def _settings_from_args(args: argparse.Namespace, **extra: Any) -> Any:
-    from .config import load_settings
-
-    return load_settings(env_file=args.env_file, provider=args.provider, **extra)
-
-
-def cmd_search(args: argparse.Namespace) -> int:
-    from . import api
-
-    geometry = _location_from_args(args)
-    interval = _interval_from_args(args)
-    max_cloud = None if args.max_cloud is None else _number(args.max_cloud, "--max-cloud")
-    settings = _settings_from_args(args)
-    query = api.build_query(geometry, interval, collection=args.collection, max_cloud=max_cloud)
-    _echo_query(query, args)
-    items = api.search_query(query, settings=settings, max_items=args.limit)
-    if args.plot:
-        from .preview import timeline
-
-        plot = timeline(items, Path(args.plot), start=query.interval.start, end=query.interval.end,
-                        max_cloud=max_cloud)
-        if not args.quiet:
-            print(f"timeline: {plot}", file=sys.stderr)
-    if args.json:
-        from pystac import ItemCollection
-
-        json.dump(ItemCollection(items).to_dict(transform_hrefs=False), sys.stdout)
-        sys.stdout.write("\n")
-        return 0
-    _print_table(items)
-    return 0
-
-
-def _echo_query(query: Any, args: argparse.Namespace) -> None:
-    from .location import describe_area
-
-    if args.quiet:
-        return
-    print(f"area: {describe_area(query.geometry)}", file=sys.stderr)
-    print(f"time: {query.interval}", file=sys.stderr)
-
-
-def _print_table(items: list[Any]) -> None:
-    from .catalog import describe_item
-
-    rows = [describe_item(item) for item in items]
-    headers = ["date", "time", "id", "tile", "cloud %", "platform"]
-    keys = ["date", "time", "id", "tile", "cloud", "platform"]
-    table = [[str(row.get(k, "")) for k in keys] for row in rows]
-    widths = [max([len(h)] + [len(r[i]) for r in table]) for i, h in enumerate(headers)]
-    print("  ".join(h.ljust(w) for h, w in zip(headers, widths, strict=True)))
-    for r in table:
-        print("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)))
-    days = len({row.get("date") for row in rows})
-    print(f"{len(rows)} scene(s) on {days} day(s)", file=sys.stderr)
-
-
-def cmd_get(args: argparse.Namespace) -> int:
-    from . import api
-
-    geometry = _location_from_args(args)
-    interval = _interval_from_args(args)
-    max_cloud = None if args.max_cloud is None else _number(args.max_cloud, "--max-cloud")
-    resolution = None if args.resolution is None else _number(args.resolution, "--resolution")
-    tolerance = _number(args.time_tolerance, "--time-tolerance")
-    settings = _settings_from_args(args, output_dir=args.out)
-    query = api.build_query(
-        geometry, interval, collection=args.collection, max_cloud=max_cloud, bands=args.bands,
-        resolution=resolution, crs=args.crs, dtype=args.dtype,
-    )
-    _echo_query(query, args)
-    result = api.get_query(
-        query, settings=settings, workers=args.workers, overwrite=args.overwrite,
-        dry_run=args.dry_run, time_tolerance_minutes=tolerance,
-        progress=not (args.quiet or args.json), echo=not args.quiet,
-        fmt=args.fmt, preview=args.preview,
-        min_clear=None if args.min_clear is None else _number(args.min_clear, "--min-clear"),
-        requests_per_minute=None if args.rate_limit is None else _number(args.rate_limit, "--rate-limit"),
-    )
-    if args.json:
-        json.dump(result.to_dict(), sys.stdout, indent=2)
-        sys.stdout.write("\n")
-    elif not args.quiet:
-        print(result.summary(), file=sys.stderr)
-    return result.exit_code
-
-
-def cmd_preview(args: argparse.Namespace) -> int:
-    from .errors import InvalidOptionError
-    from .preview import contact_sheet, quicklook
-
-    folder = Path(args.folder).expanduser()
-    if not folder.is_dir():
-        raise InvalidOptionError(f"{folder} is not a folder", hint="give the --out folder of a `get` run")
-    if not 32 <= args.thumb <= 1024:
-        raise InvalidOptionError(f"--thumb {args.thumb} is outside 32..1024")
-    try:
-        sheets = contact_sheet(folder, Path(args.output) if args.output else None, thumb=args.thumb)
-    except FileNotFoundError as exc:
-        raise InvalidOptionError(str(exc), hint="run `stacfetch get ... --out DIR` first") from None
-    looks = [quicklook(p) for p in sorted(folder.rglob("*.tif"))] if args.quicklooks else []
-    if args.json:
-        json.dump({"contact_sheets": [str(p) for p in sheets], "quicklooks": [str(p) for p in looks]},
-                  sys.stdout, indent=2)
-        sys.stdout.write("\n")
-    else:
-        for path in [*sheets, *looks]:
-            print(path)
-    return 0
-
-
-def cmd_check(args: argparse.Namespace) -> int:
-    from .doctor import diagnose, exit_code
-
-    checks = diagnose(env_file=args.env_file, provider=args.provider, output_dir=args.out,
-                      collection=args.collection)
-    if args.json:
-        json.dump([{"name": c.name, "ok": c.ok, "detail": c.detail, "hint": c.hint} for c in checks],
-                  sys.stdout, indent=2)
-        sys.stdout.write("\n")
-        return exit_code(checks)
-    width = max(len(c.name) for c in checks)
-    for c in checks:
-        if args.quiet and c.ok is not False:
-            continue
-        mark = {True: "\u2713", False: "\u2717", None: "-"}[c.ok]
-        first, *rest = c.detail.splitlines() or [""]
-        pad = " " * (width + 5)
-        print(f"{mark}  {c.name.ljust(width)}  {first}")
-        for line in rest:
-            print(f"{pad}{line}")
-        if c.hint and c.ok is False:
-            print(f"{pad}hint: {c.hint}")
-    failed = sum(c.ok is False for c in checks)
-    if not args.quiet:
-        print("all checks passed" if not failed else f"{failed} check(s) failed", file=sys.stderr)
-    return exit_code(checks)
+def query_args(args: argparse.Namespace) -> dict[str, Any]:
+    """The location, time window and catalog arguments, raw, as ``build_query`` keywords."""
+    return dict(location=args.location, start=args.start, end=args.end, lon=args.lon, lat=args.lat,
+                bbox=args.bbox, geojson=args.geojson, size=args.size, collection=args.collection,
+                max_cloud=args.max_cloud)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    if not getattr(args, "handler", None):
+    if not args.command:
         parser.print_help()
         return EXIT_USAGE
     _configure_logging(args)
     try:
-        return int(args.handler(args))
+        command = importlib.import_module(f"{__name__}.{args.command}")  # heavy imports: only now
+        return int(command.run(args))
     except StacfetchError as exc:
         if args.verbose >= 2:
             traceback.print_exc()
@@ -448,8 +274,6 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def entry() -> None:
     """Console-script entry point. After Ctrl-C, exit at once rather than wait for workers."""
-    import os
-
     code = main()
     if code == EXIT_INTERRUPTED:
         sys.stdout.flush()

@@ -1,0 +1,71 @@
+"""stacfetch's HTTP layer: the one session, its retries, rate limiter, tokens, URL policy
+and redaction. Public names are re-exported here, imported on first use (so that ``config``,
+which uses :mod:`.urls`, does not load requests and oauthlib)."""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+# light (standard library only), and imported eagerly so that the name ``redact`` is the
+# function, not the submodule of the same name
+from .redact import RedactingFilter, install_redaction, known_secrets, redact, register_secret
+from .urls import check_destination, is_loopback_host, origin, same_origin, strip_query
+
+_EXPORTS = {
+    "DEFAULT_TIMEOUT": "session",
+    "USER_AGENT": "session",
+    "ServiceSession": "session",
+    "open_public_session": "session",
+    "open_service": "session",
+    "open_session": "session",
+    "RetryPolicy": "retry",
+    "parse_retry_after": "retry",
+    "LimiterStats": "ratelimit",
+    "RateLimiter": "ratelimit",
+    "BearerAuth": "tokens",
+    "ClientCredentialsToken": "tokens",
+    "HeaderAuth": "tokens",
+    "ReadyToken": "tokens",
+    "deployment_hint": "tokens",
+    "jwt_claims": "tokens",
+}
+__all__ = [
+    "BearerAuth",
+    "ClientCredentialsToken",
+    "DEFAULT_TIMEOUT",
+    "HeaderAuth",
+    "LimiterStats",
+    "RateLimiter",
+    "ReadyToken",
+    "RedactingFilter",
+    "RetryPolicy",
+    "ServiceSession",
+    "USER_AGENT",
+    "check_destination",
+    "deployment_hint",
+    "install_redaction",
+    "is_loopback_host",
+    "jwt_claims",
+    "known_secrets",
+    "open_public_session",
+    "open_service",
+    "open_session",
+    "origin",
+    "parse_retry_after",
+    "redact",
+    "register_secret",
+    "same_origin",
+    "strip_query",
+]
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'stacfetch.http' has no attribute {name!r}")
+    return getattr(importlib.import_module(f"{__name__}.{module}"), name)
+
+
+def __dir__() -> list[str]:
+    return __all__

@@ -1,0 +1,229 @@
+"""Output formats and resume: which format a file is, copying into a format, completeness.
+
+A file is complete only when it carries ``STACFETCH_COMPLETE=1``, matches the expected grid,
+bands and dtype, and has its sidecar; ``complete_format`` is that one check.
+"""
+
+from __future__ import annotations
+
+import glob
+import logging
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import rasterio
+import rasterio.shutil
+from rasterio.crs import CRS
+from rasterio.windows import Window
+
+from ..plan import Grid
+from . import overviews
+from .files import cog_part_path, fsync_dir, fsync_file, part_path, sidecar_path
+from .profiles import COG_BLOCK, IO_ENV, check_format, creation_options
+from .tags import COMPLETE_TAG
+
+__all__ = [
+    "check_copy",
+    "close_transform",
+    "complete_format",
+    "convert_format",
+    "copy_as",
+    "discard_cog_part",
+    "discard_partial",
+    "file_format",
+    "format_of",
+    "is_complete",
+    "same_crs",
+]
+
+log = logging.getLogger(__name__)
+
+LARGE_COPY_PIXELS = 100_000_000  # samples above which the COG copy runs single-threaded
+SMALL_COPY_PIXELS = 16_000_000  # samples up to which a copy is single-threaded (jobs run in parallel)
+COPY_CACHE_MB = 64  # GDAL block cache while converting to COG
+
+
+# --- formats ----------------------------------------------------------------------------
+def file_format(path: Path) -> str | None:
+    """``"cog"`` (Cloud-Optimized), ``"gtiff"`` (compressed) or ``"raw"`` (uncompressed); None if no GeoTIFF."""
+    try:
+        with rasterio.Env(**IO_ENV), rasterio.open(path) as src:
+            return format_of(src)
+    except Exception:
+        return None
+
+
+def format_of(src: Any) -> str | None:
+    """The output format of an open dataset (see ``file_format``)."""
+    if src.driver != "GTiff":
+        return None
+    structure = src.tags(ns="IMAGE_STRUCTURE")
+    if structure.get("LAYOUT") == "COG":
+        return "cog"
+    return "gtiff" if structure.get("COMPRESSION") else "raw"
+
+
+def copy_as(source: Path | str, target: Path, fmt: str, bands: Sequence[str], dtype: str,
+            *, pixels: int | None = None) -> None:
+    """Copy a GeoTIFF (a path or a ``/vsimem/`` name) into ``fmt``; GDAL streams it block by block.
+
+    The COG driver first writes overviews to ``<target>.ovr.tmp`` next to the target.
+    ``pixels`` (samples of the source) saves opening it once more to count them.
+    """
+    options = creation_options(fmt, bands, dtype)
+    with rasterio.Env(GDAL_DISABLE_READDIR_ON_OPEN="EMPTY_DIR"):
+        if pixels is None:
+            with rasterio.open(source) as src:
+                pixels = src.width * src.height * src.count
+    if pixels <= SMALL_COPY_PIXELS or (fmt == "cog" and pixels > LARGE_COPY_PIXELS):
+        # small files: threads cost more than they save while other jobs use the cores;
+        # large COGs: GDAL's threaded overview/compression buffers cost ~40 MB more
+        options["num_threads"] = "1"
+    # Changing GDAL_CACHEMAX resizes (and flushes) GDAL's one global block cache: worth it
+    # to bound memory on a large copy, but it made small copies 2.5x slower.
+    large = pixels > SMALL_COPY_PIXELS
+    env = {"GDAL_CACHEMAX": COPY_CACHE_MB} if large else {}
+    with rasterio.Env(GDAL_DISABLE_READDIR_ON_OPEN="EMPTY_DIR", **env):
+        if fmt == "cog" and large:  # our own pyramid: GDAL's needs the mosaic in its cache
+            average = options["overview_resampling"] == "AVERAGE"
+            with overviews.pyramid(str(source), Path(target), COG_BLOCK, average=average) as vrt:
+                rasterio.shutil.copy(vrt, str(target), **{**options, "overviews": "FORCE_USE_EXISTING"})
+        else:
+            rasterio.shutil.copy(str(source), str(target), **options)
+        check_copy(target, pixels)
+
+
+def check_copy(target: Path, pixels: int) -> None:
+    """Raise OSError unless ``target`` is tagged complete and its last block lies in the file.
+
+    GDAL's copy and in-place tag updates only log their write errors. (A full disk or a
+    file-size limit made ``rasterio.shutil.copy`` return normally with "_tiffWriteProc: File
+    too large" on stderr and a file missing its last tiles.) The last block is written last,
+    so its offset and size, read from the TIFF directory, show a cut without decoding it
+    (decoding the last row cost 15 ms a file).
+    """
+    try:
+        with rasterio.open(target) as out:
+            if out.width * out.height * out.count != pixels:
+                raise OSError(f"{out.width} x {out.height} x {out.count} samples, expected {pixels}")
+            if out.tags().get(COMPLETE_TAG) != "1":
+                raise OSError(f"{target.name} lost its tags while being written (disk full?)")
+            rows, cols = out.block_shapes[0]
+            last = f"{-(-out.width // cols) - 1}_{-(-out.height // rows) - 1}"
+            offset = out.get_tag_item(f"BLOCK_OFFSET_{last}", "TIFF", bidx=out.count)
+            size = out.get_tag_item(f"BLOCK_SIZE_{last}", "TIFF", bidx=out.count)
+            if offset is None or size is None:  # not told: decode the last row instead
+                out.read(window=Window(0, out.height - 1, out.width, 1))
+            elif not (int(offset) > 0 and int(size) > 0
+                      and int(offset) + int(size) <= os.path.getsize(target)):
+                raise OSError(f"{target.name} is cut short: its last block is missing (disk full?)")
+    except OSError:
+        raise
+    except Exception as exc:
+        raise OSError(f"the copy written to {target.name} is incomplete (disk full?): {exc}") from exc
+
+
+def convert_format(dest: Path, fmt: str, bands: Sequence[str], dtype: str) -> Path:
+    """Rewrite a complete file in place as ``fmt`` (atomically: a temporary copy, then rename)."""
+    fmt = check_format(fmt)
+    dest = Path(dest)
+    tmp = cog_part_path(dest)
+    try:
+        copy_as(dest, tmp, fmt, bands, dtype)
+        fsync_file(tmp)
+        os.replace(tmp, dest)
+        fsync_dir(dest.parent)
+    finally:
+        discard_cog_part(dest)
+    return dest
+
+
+# --- leftovers of an interrupted run ----------------------------------------------------
+def discard_cog_part(dest: Path) -> bool:
+    """Remove ``<dest>.cog.part`` and its overview temporaries. True if any was removed."""
+    tmp = cog_part_path(dest)
+    removed = overviews.discard(tmp)
+    for leftover in (tmp, tmp.with_name(tmp.name + ".ovr.tmp"), tmp.with_name(tmp.name + ".msk.ovr.tmp")):
+        if leftover.exists():
+            leftover.unlink(missing_ok=True)
+            removed = True
+    return removed
+
+
+def discard_partial(dest: Path) -> bool:
+    """Remove ``<dest>.part`` (a leftover of an interrupted run). True if one was removed."""
+    part = part_path(Path(dest))
+    existed = part.exists()
+    part.unlink(missing_ok=True)
+    for spool in Path(dest).parent.glob(f"{glob.escape(Path(dest).name)}.*.tile.part"):
+        spool.unlink(missing_ok=True)
+        existed = True
+    return discard_cog_part(Path(dest)) or existed
+
+
+# --- completeness (resume) --------------------------------------------------------------
+def close_transform(a: Any, b: Any, tolerance: float) -> bool:
+    """Whether two affine transforms agree to ``tolerance`` in every coefficient."""
+    return all(abs(x - y) <= tolerance for x, y in zip(tuple(a)[:6], tuple(b)[:6], strict=True))
+
+
+def same_crs(a: CRS, b: CRS) -> bool:
+    """Equal CRSs, or two with the same EPSG code."""
+    if a == b:
+        return True
+    ea, eb = a.to_epsg(), b.to_epsg()
+    return ea is not None and ea == eb
+
+
+def complete_format(
+    dest: Path, grid: Grid, bands: Sequence[str], dtype: str, *, deep: bool = False
+) -> str | None:
+    """The format (``cog``/``gtiff``/``raw``) of ``dest`` if it is complete, else None: THE check.
+
+    Checks size, CRS, transform, band count and names, dtype, the completion tag and the
+    sidecar. ``deep`` also decodes every block (slow; catches damaged pixel data).
+    """
+    dest = Path(dest)
+    if not dest.is_file() or not sidecar_path(dest).is_file():
+        return None
+    try:
+        with rasterio.Env(**IO_ENV), rasterio.open(dest) as src:
+            ok = (
+                src.driver == "GTiff"
+                and (src.width, src.height) == (grid.width, grid.height)
+                and src.count == len(bands)
+                and all(d == np.dtype(dtype).name for d in src.dtypes)
+                and src.crs is not None
+                and same_crs(src.crs, CRS.from_user_input(grid.crs))
+                and close_transform(src.transform, grid.transform, 1e-6 * grid.resolution)
+                and tuple(src.descriptions) == tuple(bands)
+                and src.tags().get(COMPLETE_TAG) == "1"
+            )
+            if ok and deep:
+                for _, window in src.block_windows(1):
+                    src.read(window=window)
+            return format_of(src) if ok else None
+    except Exception:  # unreadable in any way: not complete
+        log.debug("%s is not a complete file", dest, exc_info=True)
+        return None
+
+
+def is_complete(
+    dest: Path,
+    grid: Grid,
+    bands: Sequence[str],
+    dtype: str,
+    *,
+    deep: bool = False,
+    fmt: str | None = None,
+) -> bool:
+    """True when ``dest`` is a finished stacfetch file for exactly this grid, bands and dtype.
+
+    ``complete_format`` as a yes/no: every output format is accepted unless ``fmt``
+    ("cog", "gtiff" or "raw") names one.
+    """
+    found = complete_format(dest, grid, bands, dtype, deep=deep)
+    return found is not None and (fmt is None or found == check_format(fmt))

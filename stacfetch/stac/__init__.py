@@ -1,0 +1,1 @@
+"""STAC documents: scene facts of search results, and the manifest of written files."""
