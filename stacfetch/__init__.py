@@ -5,10 +5,11 @@ from __future__ import annotations
 from typing import Any
 
 __version__ = "0.1.0"
-__all__ = ["__version__", "get", "open_dataset", "search", "stats"]
+__all__ = ["__version__", "get", "manifest_items", "open_dataset", "search", "stats"]
 
 # public name -> the module that defines it
-_LAZY = {"search": "api", "get": "api", "open_dataset": "dataset", "stats": "indices"}
+_LAZY = {"search": "api", "get": "api", "open_dataset": "dataset", "stats": "indices",
+         "manifest_items": "stac.manifest"}
 
 
 def __getattr__(name: str) -> Any:

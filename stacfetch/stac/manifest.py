@@ -3,10 +3,21 @@
 ``catalog.json`` + ``items/<id>.json`` in the area (or output) folder: one Item per GeoTIFF
 with the file as asset ``data`` carrying ``file:checksum`` (SHA-256 multihash, ``1220`` +
 hex digest) and ``file:size``.
+
+Other tools load it as they load a STAC API's items: the ``data`` asset describes every band
+(``eo:bands``: name, common name, centre wavelength; ``raster:bands``: data type, nodata,
+scale, offset, resolution), the item carries the projection (``proj:code`` and, for readers
+that know only the older field, ``proj:epsg``; ``proj:shape``, ``proj:transform``), ids have
+no ``/``, and each band is also an asset of its own (key = band name) pointing at a one-band
+VRT of the file in ``bands/`` (tools such as stackstac read one band per asset)::
+
+    odc.stac.load(pystac.Catalog.from_file("out/catalog.json").get_items(), bands=["B04", "B08"])
+    stackstac.stack(stacfetch.manifest_items("out"), assets=["B04", "B08"])
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import re
 from collections.abc import Iterable, Mapping
@@ -16,15 +27,20 @@ from pathlib import Path
 from typing import Any
 
 import pystac
+import rasterio
 from pystac.layout import CustomLayoutStrategy
 from pystac.stac_io import DefaultStacIO
 
 from .. import __version__
+from ..bands import BANDS, COMMON_NAMES, center_wavelength_um
+from ..errors import InvalidOptionError
 from ..plan import Grid, Job, sanitize
 from ..raster.files import atomic_write_text, sha256_file, sidecar_path
 from ..raster.tags import iso
+from ..raster.vrt import write_band_vrt
 
-__all__ = ["MANIFEST_NAME", "ManifestRecord", "record_for", "write_manifest"]
+__all__ = ["BANDS_DIR", "MANIFEST_NAME", "ManifestRecord", "band_metadata", "manifest_items",
+           "record_for", "write_manifest"]
 
 log = logging.getLogger(__name__)
 
@@ -32,6 +48,8 @@ MANIFEST_NAME = "catalog.json"
 _FILE_EXT = "https://stac-extensions.github.io/file/v2.1.0/schema.json"
 _PROJ_EXT = "https://stac-extensions.github.io/projection/v2.0.0/schema.json"
 _EO_EXT = "https://stac-extensions.github.io/eo/v1.1.0/schema.json"
+_RASTER_EXT = "https://stac-extensions.github.io/raster/v1.1.0/schema.json"
+BANDS_DIR = "bands"  # <root>/bands/<item>.<band>.vrt: one-band views of each file
 
 
 @dataclass(frozen=True)
@@ -112,9 +130,65 @@ def _platform_name(code: str) -> str:
     return "+".join(f"sentinel-2{p[-1].lower()}" if re.fullmatch(r"S2[A-D]", p) else p for p in code.split("-"))
 
 
+def _item_id(relative: Path | str) -> str:
+    """The item id of a file (its path relative to the root, without ``.tif``): no ``/``."""
+    text = Path(relative).with_suffix("").as_posix() if not isinstance(relative, str) else relative
+    return text.replace("/", "__")
+
+
+def _file_stem(item_id: str) -> str:
+    """The name (without suffix) of an item's JSON and of its band VRTs."""
+    return sanitize(item_id.replace("/", "__"), 200)
+
+
+def band_metadata(path: Path) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """``(eo:bands, raster:bands)`` of a GeoTIFF, from its header (names, types, masks, scaling)."""
+    with rasterio.open(path) as src:
+        names = [d or f"band{i}" for i, d in enumerate(src.descriptions, start=1)]
+        dtypes, nodata = src.dtypes, src.nodata
+        scales, offsets, resolution = src.scales, src.offsets, float(abs(src.res[0]))
+    eo_bands, raster_bands = [], []
+    for i, name in enumerate(names):
+        eo: dict[str, Any] = {"name": name}
+        if name in BANDS:
+            eo["description"] = BANDS[name].description
+        if name in COMMON_NAMES:
+            eo["common_name"] = COMMON_NAMES[name]
+            eo["center_wavelength"] = center_wavelength_um(name)
+        raster: dict[str, Any] = {"data_type": dtypes[i], "spatial_resolution": resolution,
+                                  "scale": float(scales[i]), "offset": float(offsets[i])}
+        if nodata is not None:  # else: the file's internal mask band says where data is
+            raster["nodata"] = float(nodata) if dtypes[i].startswith("float") else int(nodata)
+        eo_bands.append(eo)
+        raster_bands.append(raster)
+    return eo_bands, raster_bands
+
+
+def _describe_bands(item: pystac.Item, root: Path) -> None:
+    """Band, raster and projection fields of ``item``, and one asset (a one-band VRT) per band."""
+    data = item.assets["data"]
+    path = Path(data.get_absolute_href() or data.href)
+    eo_bands, raster_bands = band_metadata(path)
+    data.extra_fields["eo:bands"] = eo_bands
+    data.extra_fields["raster:bands"] = raster_bands
+    code = str(item.properties.get("proj:code") or "")
+    if code.upper().startswith("EPSG:") and code[5:].isdigit():
+        item.properties["proj:epsg"] = int(code[5:])  # readers that predate proj:code (stackstac)
+    for extension in (_RASTER_EXT,):
+        if extension not in item.stac_extensions:
+            item.stac_extensions.append(extension)
+    for index, (eo, raster) in enumerate(zip(eo_bands, raster_bands, strict=True), start=1):
+        vrt = root / BANDS_DIR / f"{_file_stem(item.id)}.{eo['name']}.vrt"
+        write_band_vrt(path, vrt, index)
+        item.add_asset(eo["name"], pystac.Asset(
+            href=str(vrt), roles=["data"], title=f"{eo['name']}: band {index} of {path.name} (VRT)",
+            extra_fields={"eo:bands": [eo], "raster:bands": [raster]},
+        ))
+
+
 def _item_for(record: ManifestRecord, root: Path) -> pystac.Item:
     rel = record.destination.resolve().relative_to(root)
-    item_id = rel.with_suffix("").as_posix()
+    item_id = _item_id(rel)
     grid = record.grid
     footprint = grid.footprint_4326()
     props: dict[str, Any] = {
@@ -184,7 +258,8 @@ def _existing_items(catalog_path: Path) -> dict[str, pystac.Item]:
         fresh.clear_links()
         for key, a in item.assets.items():
             fresh.assets[key].href = a.get_absolute_href() or a.href
-        kept[item.id] = fresh
+        fresh.id = _item_id(fresh.id)  # manifests before ids lost their "/" keep one entry per file
+        kept[fresh.id] = fresh
     return kept
 
 
@@ -221,10 +296,11 @@ def write_manifest(
         title=title,
     )
     for item_id in sorted(items):
+        _describe_bands(items[item_id], root)
         catalog.add_item(items[item_id])
 
     def item_href(item: pystac.Item, parent_dir: str) -> str:
-        return str(root / "items" / (sanitize(item.id.replace("/", "__"), 200) + ".json"))
+        return str(root / "items" / (_file_stem(item.id) + ".json"))
 
     catalog.normalize_hrefs(str(root), strategy=CustomLayoutStrategy(item_func=item_href))
     catalog.make_all_asset_hrefs_relative()
@@ -236,4 +312,68 @@ def write_manifest(
         for stale in items_dir.glob("*.json"):
             if stale.name not in listed:
                 stale.unlink(missing_ok=True)
+    views = {Path(a.get_absolute_href() or "").name for it in catalog.get_items()
+             for a in it.assets.values() if (a.href or "").endswith(".vrt")}
+    bands_dir = root / BANDS_DIR
+    if bands_dir.is_dir():
+        for stale in bands_dir.glob("*.vrt"):
+            if stale.name not in views:
+                stale.unlink(missing_ok=True)
     return catalog_path
+
+
+# --- reading it back ------------------------------------------------------------------------
+def _locate(source: Any) -> tuple[Path, Path | None]:
+    """``(catalog.json, area folder or None)`` of a GetResult, a catalog, an output or area folder."""
+    if hasattr(source, "manifest") and hasattr(source, "paths"):  # a GetResult
+        if source.manifest is None or not source.paths:
+            raise InvalidOptionError("this run wrote no manifest (nothing complete)",
+                                     hint="see result.summary()")
+        return Path(source.manifest), Path(source.paths[0]).resolve().parent
+    path = Path(source).expanduser().resolve()
+    if path.is_file():
+        return path, None
+    for folder in (path, *path.parents):
+        if (folder / MANIFEST_NAME).is_file():
+            return folder / MANIFEST_NAME, (None if folder == path else path)
+    raise InvalidOptionError(f"no {MANIFEST_NAME} in {path} or above it",
+                             hint="give the --out folder of a stacfetch get run")
+
+
+def manifest_items(source: Any) -> list[dict[str, Any]]:
+    """One area's manifest items as plain STAC dicts with absolute hrefs, in time order.
+
+    ``source``: a ``GetResult``, the output folder (or its ``catalog.json``) when it holds one
+    area, or an area folder. The JSON is returned as written: pystac would migrate
+    ``proj:epsg`` away, which stackstac still needs. Several areas and none named: an error
+    listing them.
+    """
+    catalog_path, area = _locate(source)
+    try:
+        catalog = json.loads(catalog_path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise InvalidOptionError(f"cannot read the manifest {catalog_path}: {exc}") from None
+    by_area: dict[Path, list[dict[str, Any]]] = {}
+    for link in catalog.get("links", []):
+        if link.get("rel") != "item":
+            continue
+        item_path = (catalog_path.parent / link["href"]).resolve()
+        item = json.loads(item_path.read_text(encoding="utf-8"))
+        for asset in item.get("assets", {}).values():
+            if "://" not in asset["href"]:
+                asset["href"] = str((item_path.parent / asset["href"]).resolve())
+        for entry in item.get("links", []):
+            if "://" not in entry.get("href", ""):
+                entry["href"] = str((item_path.parent / entry["href"]).resolve())
+        folder = Path(item["assets"]["data"]["href"]).parent
+        by_area.setdefault(folder, []).append(item)
+    if area is not None:
+        chosen = by_area.get(area, [])
+    elif len(by_area) > 1:
+        raise InvalidOptionError(
+            f"{catalog_path} lists {len(by_area)} area folders; tools stack one grid at a time",
+            hint="give one of them:\n    " + "\n    ".join(str(a) for a in sorted(by_area)),
+        )
+    else:
+        chosen = next(iter(by_area.values()), [])
+    return sorted(chosen, key=lambda it: (it["properties"].get("datetime") or "", it["id"]))
