@@ -91,7 +91,7 @@ def get_query(
     settings: Settings,
     options: GetOptions | None = None,
     executor: Executor | None = None,
-    progress: bool = False,
+    progress: bool | None = None,
     on_plan: PlanHook | None = None,
     on_screen: ScreenHook | None = None,
     **raw: Any,
@@ -189,7 +189,7 @@ def get(
     overwrite: bool = False,
     dry_run: bool = False,
     time_tolerance: timedelta | float = DEFAULT_TOLERANCE,
-    progress: bool = False,
+    progress: bool | None = None,
     format: str = "cog",  # noqa: A002 - the user-facing name of --format
     preview: bool = False,
     min_clear: float | None = None,
@@ -203,7 +203,8 @@ def get(
     quicklook PNG next to each file; ``min_clear``: minimum percentage of clear pixels (SCL)
     over the area, screened with one small request per acquisition; ``time_tolerance``: a
     ``timedelta`` or minutes; ``requests_per_minute``: the account's rate limit to pace to
-    (default: learnt from the first 429).
+    (default: learnt from the first 429); ``progress``: a progress bar (``tqdm.auto``) on a
+    terminal or in Jupyter by default, ``True`` always, ``False`` never.
     """
     query = build_query(location, start, end, size=size, collection=collection, max_cloud=max_cloud,
                         bands=bands, resolution=resolution, crs=crs, dtype=dtype)

@@ -41,7 +41,8 @@ def run(args: argparse.Namespace) -> int:
 
     if not options.dry_run:
         return_large_buffers_to_the_os()  # process-wide (mallopt): the CLI owns the process
-    result = get_query(query, settings=settings, options=options, progress=not (args.quiet or args.json),
+    progress = False if (args.quiet or args.json) else None  # None: a bar on a terminal only
+    result = get_query(query, settings=settings, options=options, progress=progress,
                        on_plan=on_plan, on_screen=on_screen)
     if args.json:
         output.print_json(result.to_dict(), indent=2)
