@@ -36,7 +36,8 @@ OLD_HUB_HINT = (
     "client at https://shapps.dataspace.copernicus.eu/dashboard/#/account/settings"
 )
 _DEFAULT_PORTS = {"https": 443, "http": 80}
-_QUERY = re.compile(r"(?i)((?:https?|s3|gs)://[^\s?#'\"]*)[?#][^\s'\")]*")
+# a URL's query and fragment end at whitespace, a quote, ")" or a list separator ("," ";")
+_QUERY = re.compile(r"(?i)\b((?:https?|s3|gs)://[^\s?#'\"]*)[?#][^\s'\"),;]*")
 _PLAIN_HTTP_HINT = "use https://, or a loopback address (127.0.0.1, localhost) for a local emulator"
 
 

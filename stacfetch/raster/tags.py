@@ -16,6 +16,7 @@ import numpy as np
 
 from .. import __version__
 from ..bands import BANDS
+from ..http.urls import strip_query
 from ..plan import Acquisition
 
 __all__ = [
@@ -30,7 +31,6 @@ __all__ = [
 ]
 
 COMPLETE_TAG = "STACFETCH_COMPLETE"
-_URL_QUERY = re.compile(r"(?i)\b((?:https?|s3|gs)://[^\s?#]*)[?#][^\s,;]*")
 _TAG_KEY = re.compile(r"[^A-Za-z0-9_]+")
 _TIFF_DATETIME = "%Y:%m:%d %H:%M:%S"
 
@@ -54,7 +54,7 @@ def clean_value(value: Any) -> str:
         text = "true" if value else "false"
     else:
         text = str(value)
-    return _URL_QUERY.sub(r"\1", text.replace("\x00", ""))
+    return strip_query(text.replace("\x00", ""))
 
 
 def strip_href_queries(value: Any) -> Any:
