@@ -1,8 +1,8 @@
 """The ``stacfetch`` command line: parse, call the library, print (data on stdout, the rest on stderr).
 
 This package is what ``stacfetch --help`` imports, so it stays light: the parser is built
-here and each command lives in its own module (``search``, ``get``, ``preview``, ``check``),
-imported only when that command runs. Arguments reach ``query.build_query`` and
+here and each command lives in its own module (``search``, ``get``, ``preview``, ``stats``,
+``check``), imported only when that command runs. Arguments reach ``query.build_query`` and
 ``query.build_options`` as the raw text the user typed; they validate it.
 """
 
@@ -49,6 +49,14 @@ with a sidecar .json (the STAC items) and a catalog.json manifest. A re-run skip
 {AXIS_NOTE}
 exit codes: 0 ok, 2 bad input, 3 configuration/credentials, 4 service/network,
 5 some acquisitions failed (the others were written), 130 interrupted.
+"""
+
+EPILOG_STATS = """\
+examples:
+  stacfetch get --provider sandbox --lon 34.665 --lat 31.625 --start 2022-01-01 --end 2022-02-28 \\
+      --bands B04,B08,SCL --resolution 20 --out out
+  stacfetch stats out                      # NDVI per acquisition
+  stacfetch stats out --index ndwi --csv ndwi.csv
 """
 
 EPILOG_CHECK = """\
@@ -174,6 +182,22 @@ def build_parser() -> argparse.ArgumentParser:
     prev.add_argument("--json", action="store_true", help="print the written paths as JSON")
     prev.add_argument("-v", "--verbose", action="count", default=0, help="more detail on stderr")
     prev.add_argument("-q", "--quiet", action="store_true", help="only errors on stderr")
+
+    stats = sub.add_parser("stats", help="per-acquisition statistics of a spectral index (NDVI, ...)",
+                           description="For each acquisition in a `get` output folder: date, platform, "
+                           "clear share over the area (when the files have SCL) and the mean, median "
+                           "and standard deviation of a spectral index over the pixels with data "
+                           "(and, with SCL, clear: classes 4, 5, 6, 11). Needs the xarray extra: "
+                           "pip install 'stacfetch[xarray]'.",
+                           epilog=EPILOG_STATS, formatter_class=argparse.RawDescriptionHelpFormatter)
+    stats.add_argument("folder", metavar="OUT_DIR",
+                       help="a `get` output folder, one area folder in it, or its catalog.json")
+    stats.add_argument("--index", default="ndvi", metavar="NAME",
+                       help="ndvi (default), ndwi, ndmi, nbr, ndre, ndsi or ndbi")
+    stats.add_argument("--csv", metavar="FILE", help="also write the table as CSV to FILE")
+    stats.add_argument("--json", action="store_true", help="print the rows as JSON on stdout")
+    stats.add_argument("-v", "--verbose", action="count", default=0, help="more detail on stderr")
+    stats.add_argument("-q", "--quiet", action="store_true", help="only errors on stderr")
 
     check = sub.add_parser("check", help="check the configuration, credentials and service (doctor)",
                            description="Check, line by line, what `get` needs: the .env file and where "
