@@ -22,7 +22,7 @@ from typing import Any
 from pystac import Item, ItemCollection
 
 from .catalog import search as catalog_search
-from .clouds import ClearShare, screen
+from .clouds import ClearShare, screen, screen_assets
 from .config import Settings, load_settings
 from .http import RateLimiter, open_service, open_session
 from .plan import Job, plan_jobs
@@ -141,8 +141,12 @@ def _screen(jobs: list[Job], session: Any, settings: Settings, query: Query,
     assert options.min_clear is not None
     todo = [j for j in jobs
             if options.overwrite or not is_complete(j.destination, j.grid, j.bands, j.dtype)]
-    _, shares = screen(todo, session, settings.process_url, options.min_clear,
-                       geometry=query.geometry, workers=options.workers)
+    if settings.source == "assets":  # a STAC API's COGs: read each item's SCL asset over the area
+        _, shares = screen_assets(todo, settings, options.min_clear, session=session,
+                                  geometry=query.geometry, workers=options.workers)
+    else:
+        _, shares = screen(todo, session, settings.process_url, options.min_clear,
+                           geometry=query.geometry, workers=options.workers)
     cloudy = {id(s.job) for s in shares if not s.keep(options.min_clear)}
     return [j for j in jobs if id(j) not in cloudy], shares
 

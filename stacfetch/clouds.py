@@ -1,19 +1,23 @@
 """``--min-clear``: skip acquisitions that are cloudy over the area, even when the tile is not.
 
 An item's ``eo:cloud_cover`` describes its whole 110 km MGRS tile; a small area can be under
-a cloud on a 5 % day or clear on a 60 % day. For each acquisition, one small Process API
-request (the Scene Classification band, at most ``MAX_SIDE`` pixels a side, nearest
-neighbour) tells the share of clear pixels over the area: SCL classes 4 vegetation, 5 not
+a cloud on a 5 % day or clear on a 60 % day. For each acquisition the Scene Classification
+band over the area tells the share of clear pixels: SCL classes 4 vegetation, 5 not
 vegetated, 6 water and 11 snow are clear; every other class (cloud, shadow, cirrus,
 saturated, dark, unclassified) is not; class 0 and pixels outside the area are not counted.
+
+Process API providers: one small request (SCL, at most ``MAX_SIDE`` pixels a side, nearest
+neighbour) per acquisition. COG providers (a STAC API's assets): the SCL asset's windows
+over the job's own tiles, read exactly as the bands are (:class:`~stacfetch.sources.assets.
+CogReader`, nearest), counted tile by tile; no Process API, no processing units.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -24,15 +28,18 @@ from rasterio.features import geometry_mask
 from rasterio.transform import from_bounds
 
 from .bands import SCL_CLEAR
+from .config import Settings
 from .errors import StacfetchError
 from .plan import Grid, Job
+from .sources.assets import CogReader
 from .sources.process import fetch_tile, request_body
 
 log = logging.getLogger(__name__)
 
 MAX_SIDE = 128  # pixels of the screening image's longer side
 
-__all__ = ["MAX_SIDE", "ClearShare", "clear_percent", "screen", "screening_size"]
+__all__ = ["MAX_SIDE", "ClearShare", "clear_percent", "measure_assets", "screen", "screen_assets",
+           "screening_size"]
 
 
 @dataclass(frozen=True)
@@ -82,14 +89,18 @@ def clear_percent(scl: np.ndarray, inside: np.ndarray | None = None) -> tuple[fl
     return float(clear.sum()) * 100.0 / count, count
 
 
-def _inside_mask(geometry: Any, grid: Grid, width: int, height: int) -> np.ndarray | None:
-    """True for screening pixels whose centre is inside ``geometry`` (EPSG:4326); None for a box."""
+def _inside_mask(geometry: Any, grid: Grid, width: int, height: int,
+                 bounds: tuple[float, float, float, float] | None = None) -> np.ndarray | None:
+    """True for pixels (``width`` x ``height`` over ``bounds``, default the grid's) whose centre is
+    inside ``geometry`` (EPSG:4326); None for no geometry."""
     if geometry is None:
         return None
     to_grid = Transformer.from_crs("EPSG:4326", grid.crs, always_xy=True)
     shape = shapely.transform(geometry, to_grid.transform, interleaved=False)
-    transform = from_bounds(*grid.bounds, width, height)
+    transform = from_bounds(*(bounds or grid.bounds), width, height)
     mask = geometry_mask([shape], out_shape=(height, width), transform=transform, invert=True)
+    if bounds is not None:
+        return mask  # one tile of several: an empty mask means "nothing of the area here"
     return mask if mask.any() else None
 
 
@@ -117,6 +128,37 @@ def measure(job: Job, session: Any, process_url: str, geometry: Any = None) -> C
     return ClearShare(job, clear, count)
 
 
+def measure_assets(job: Job, settings: Settings, session: Any = None, geometry: Any = None) -> ClearShare:
+    """The SCL asset's windows over ``job``'s tiles (as the bands are read); never raises for read errors."""
+    acq = job.acquisition
+    clear_pixels = data_pixels = 0.0
+    try:
+        reader = CogReader(replace(job, bands=("SCL",), dtype="uint8"), settings, session)
+        for tile in job.tiles:
+            scl = reader.read_tile(tile)[0]
+            inside = _inside_mask(geometry, job.grid, tile.width, tile.height, bounds=tile.bounds)
+            clear, count = clear_percent(scl, inside)
+            data_pixels += count
+            clear_pixels += (clear or 0.0) * count / 100.0
+    except StacfetchError as exc:
+        log.warning("screening %s failed: %s", acq.key, exc.message)
+        return ClearShare(job, None, error=exc.message)
+    if data_pixels == 0:
+        return ClearShare(job, None, 0)
+    return ClearShare(job, clear_pixels * 100.0 / data_pixels, int(data_pixels))
+
+
+def _screen_with(measure_one: Callable[[Job], ClearShare], jobs: Sequence[Job], min_clear: float,
+                 workers: int) -> tuple[list[Job], list[ClearShare]]:
+    if not jobs:
+        return [], []
+    with ThreadPoolExecutor(max_workers=max(1, min(workers, len(jobs))),
+                            thread_name_prefix="stacfetch-scl") as pool:
+        shares = list(pool.map(measure_one, jobs))
+    kept = [s.job for s in shares if s.keep(min_clear)]
+    return kept, shares
+
+
 def screen(
     jobs: Sequence[Job],
     session: Any,
@@ -126,11 +168,19 @@ def screen(
     geometry: Any = None,
     workers: int = 4,
 ) -> tuple[list[Job], list[ClearShare]]:
-    """Measure every job; return the jobs to download (in order) and every measurement."""
-    if not jobs:
-        return [], []
-    with ThreadPoolExecutor(max_workers=max(1, min(workers, len(jobs))),
-                            thread_name_prefix="stacfetch-scl") as pool:
-        shares = list(pool.map(lambda job: measure(job, session, process_url, geometry), jobs))
-    kept = [s.job for s in shares if s.keep(min_clear)]
-    return kept, shares
+    """Measure every job with the Process API; return the jobs to download (in order) and every measurement."""
+    return _screen_with(lambda job: measure(job, session, process_url, geometry), jobs, min_clear, workers)
+
+
+def screen_assets(
+    jobs: Sequence[Job],
+    settings: Settings,
+    min_clear: float,
+    *,
+    session: Any = None,
+    geometry: Any = None,
+    workers: int = 4,
+) -> tuple[list[Job], list[ClearShare]]:
+    """Measure every job from its items' SCL assets (COG providers); as :func:`screen`."""
+    return _screen_with(lambda job: measure_assets(job, settings, session, geometry), jobs, min_clear,
+                        workers)

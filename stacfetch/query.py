@@ -207,11 +207,6 @@ def build_options(
     if min_clear is not None:
         min_clear = _percent(min_clear, "--min-clear",
                              hint="give a percentage of clear pixels, e.g. --min-clear 70")
-        if settings.source != "process":
-            raise InvalidOptionError(
-                f"--min-clear needs the Sentinel Hub Process API; the {settings.provider} provider has none",
-                hint="use --max-cloud with this provider, or a sentinelhub/cdse/sandbox provider",
-            )
     workers = _whole(workers, "workers", hint="e.g. --workers 4")
     if not 1 <= workers <= MAX_WORKERS:
         raise InvalidOptionError(f"workers={workers!r} must be a whole number from 1 to {MAX_WORKERS}")

@@ -168,7 +168,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="also write a small true-colour PNG quicklook next to each GeoTIFF")
     g.add_argument("--min-clear", type=str, metavar="PERCENT",
                    help="skip acquisitions with less than PERCENT clear pixels over the area "
-                   "(SCL 4,5,6,11; one small request each)")
+                   "(SCL 4,5,6,11; one small Process request each, or the SCL asset's windows "
+                   "with a COG provider)")
 
     prev = sub.add_parser("preview", help="draw a contact sheet PNG of the acquisitions in a folder",
                           description="Write one contact sheet PNG per area folder under OUT_DIR: every "

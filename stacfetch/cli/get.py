@@ -33,7 +33,7 @@ def run(args: argparse.Namespace) -> int:
         print(output.summarize(jobs, query=query, item_count=item_count, source=settings.source),
               file=sys.stderr)
         if options.dry_run and options.min_clear is not None:
-            print(output.dry_run_screening_note(options.min_clear), file=sys.stderr)
+            print(output.dry_run_screening_note(options.min_clear, settings.source), file=sys.stderr)
 
     def on_screen(shares: Sequence[ClearShare]) -> None:
         if echo and options.min_clear is not None:

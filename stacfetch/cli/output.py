@@ -110,9 +110,10 @@ def screening_text(shares: Sequence[ClearShare], min_clear: float) -> str:
     return "\n".join(lines)
 
 
-def dry_run_screening_note(min_clear: float) -> str:
-    return (f"--min-clear {min_clear:g}: a real run screens each acquisition first "
-            "(one small SCL request each)")
+def dry_run_screening_note(min_clear: float, source: str = "process") -> str:
+    how = ("reads its SCL asset over the area" if source == "assets"
+           else "one small SCL request each")
+    return f"--min-clear {min_clear:g}: a real run screens each acquisition first ({how})"
 
 
 def print_checks(checks: Sequence[Any], *, quiet: bool) -> None:
