@@ -21,6 +21,7 @@ from typing import Any
 
 from pystac import Item, ItemCollection
 
+from .budget import check_budget
 from .catalog import search as catalog_search
 from .clouds import ClearShare, screen, screen_assets
 from .config import Settings, load_settings
@@ -100,7 +101,7 @@ def get_query(
 
     ``options``: validated run options; or give their raw values as keywords (``fmt``,
     ``workers``, ``overwrite``, ``dry_run``, ``time_tolerance``, ``min_clear``,
-    ``requests_per_minute``, ``preview``: see ``query.build_options``).
+    ``requests_per_minute``, ``preview``, ``max_pu``: see ``query.build_options``).
     """
     if options is None:
         options = build_options(settings, **raw)
@@ -114,11 +115,16 @@ def get_query(
             jobs = plan_jobs(query, items, options.out_dir, tolerance=options.tolerance)
             if on_plan is not None:
                 on_plan(jobs, len(items))
+            todo = [j for j in jobs
+                    if options.overwrite or not is_complete(j.destination, j.grid, j.bands, j.dtype)]
+            # before any Process request (screening included): --max-pu, disk space, free tier
+            check_budget(todo, source=live.source, provider=live.provider, out_dir=options.out_dir,
+                         max_pu=options.max_pu, screening=options.min_clear is not None)
             if options.dry_run:
                 return GetResult(jobs=jobs, dry_run=True)
             screened: list[ClearShare] = []
             if options.min_clear is not None:
-                jobs, screened = _screen(jobs, session, live, query, options)
+                jobs, screened = _screen(jobs, todo, session, live, query, options)
                 if on_screen is not None and screened:
                     on_screen(screened)
             tags = {"SYNTHETIC": "true"} if settings.is_sandbox else {}
@@ -135,12 +141,10 @@ def get_query(
             session.close()
 
 
-def _screen(jobs: list[Job], session: Any, settings: Settings, query: Query,
+def _screen(jobs: list[Job], todo: list[Job], session: Any, settings: Settings, query: Query,
             options: GetOptions) -> tuple[list[Job], list[ClearShare]]:
-    """Jobs left after --min-clear; complete files are kept without a screening request."""
+    """Jobs left after --min-clear; only ``todo`` (not yet complete) are screened."""
     assert options.min_clear is not None
-    todo = [j for j in jobs
-            if options.overwrite or not is_complete(j.destination, j.grid, j.bands, j.dtype)]
     if settings.source == "assets":  # a STAC API's COGs: read each item's SCL asset over the area
         _, shares = screen_assets(todo, settings, options.min_clear, session=session,
                                   geometry=query.geometry, workers=options.workers)
@@ -198,6 +202,7 @@ def get(
     preview: bool = False,
     min_clear: float | None = None,
     requests_per_minute: float | None = None,
+    max_pu: float | None = None,
 ) -> GetResult:
     """Download every acquisition over ``location`` between ``start`` and ``end`` (inclusive).
 
@@ -208,7 +213,9 @@ def get(
     over the area, screened with one small request per acquisition; ``time_tolerance``: a
     ``timedelta`` or minutes; ``requests_per_minute``: the account's rate limit to pace to
     (default: learnt from the first 429); ``progress``: a progress bar (``tqdm.auto``) on a
-    terminal or in Jupyter by default, ``True`` always, ``False`` never.
+    terminal or in Jupyter by default, ``True`` always, ``False`` never; ``max_pu``: refuse,
+    before any Process request, a plan estimated above this many processing units. A plan
+    larger than the output folder's free space is refused too.
     """
     query = build_query(location, start, end, size=size, collection=collection, max_cloud=max_cloud,
                         bands=bands, resolution=resolution, crs=crs, dtype=dtype)
@@ -217,5 +224,5 @@ def get(
         live = replace(settings, output_dir=Path(out))
     options = build_options(live, fmt=format, workers=workers, overwrite=overwrite, dry_run=dry_run,
                             time_tolerance=time_tolerance, min_clear=min_clear,
-                            requests_per_minute=requests_per_minute, preview=preview)
+                            requests_per_minute=requests_per_minute, preview=preview, max_pu=max_pu)
     return get_query(query, settings=live, options=options, executor=executor, progress=progress)

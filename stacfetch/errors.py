@@ -58,6 +58,10 @@ class InvalidOptionError(UsageError):
     """Any other option with a bad value (bands, resolution, CRS, paths ...)."""
 
 
+class BudgetError(UsageError):
+    """A plan that does not fit: above ``--max-pu``, or larger than the free disk space."""
+
+
 class MissingExtraError(UsageError):
     """A feature needs an optional extra that is not installed (e.g. ``stacfetch[xarray]``)."""
 

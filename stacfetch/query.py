@@ -96,6 +96,7 @@ class GetOptions:
     min_clear: float | None = None  # percent of clear pixels (SCL) an acquisition needs
     requests_per_minute: float | None = None  # the account's rate limit (None: learn it)
     preview: bool = False  # a quicklook PNG next to each file
+    max_pu: float | None = None  # refuse a plan estimated above this many processing units
 
 
 # --- the query --------------------------------------------------------------------------
@@ -189,6 +190,7 @@ def build_options(
     min_clear: Any = None,
     requests_per_minute: Any = None,
     preview: bool = False,
+    max_pu: Any = None,
 ) -> GetOptions:
     """Validate the options of a run once; the output folder is ``settings.output_dir``.
 
@@ -218,11 +220,16 @@ def build_options(
                 f"rate limit {requests_per_minute:g} requests/minute is outside 1..100000",
                 hint="give your account's limit, e.g. --rate-limit 300 for the CDSE free tier",
             )
+    if max_pu is not None:
+        max_pu = number(max_pu, "--max-pu", hint="give a number of processing units, e.g. --max-pu 500")
+        if max_pu <= 0:
+            raise InvalidOptionError(f"--max-pu {max_pu:g} must be above 0",
+                                     hint="give a number of processing units, e.g. --max-pu 500")
     return GetOptions(
         out_dir=prepare_output_dir(settings.output_dir, create=not dry_run),
         fmt=fmt, workers=workers, overwrite=bool(overwrite), dry_run=bool(dry_run),
         tolerance=tolerance, min_clear=min_clear, requests_per_minute=requests_per_minute,
-        preview=bool(preview),
+        preview=bool(preview), max_pu=max_pu,
     )
 
 

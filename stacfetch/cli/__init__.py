@@ -166,6 +166,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "(least CPU, largest files)")
     g.add_argument("--preview", action="store_true",
                    help="also write a small true-colour PNG quicklook next to each GeoTIFF")
+    g.add_argument("--max-pu", type=str, metavar="N",
+                   help="refuse, before any request, a plan estimated above N Sentinel Hub "
+                   "processing units (the dry run shows the estimate)")
     g.add_argument("--min-clear", type=str, metavar="PERCENT",
                    help="skip acquisitions with less than PERCENT clear pixels over the area "
                    "(SCL 4,5,6,11; one small Process request each, or the SCL asset's windows "

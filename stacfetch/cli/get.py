@@ -22,7 +22,7 @@ def run(args: argparse.Namespace) -> int:
     options = build_options(settings, fmt=args.fmt, workers=args.workers, overwrite=args.overwrite,
                             dry_run=args.dry_run, time_tolerance=args.time_tolerance,
                             min_clear=args.min_clear, requests_per_minute=args.rate_limit,
-                            preview=args.preview)
+                            preview=args.preview, max_pu=args.max_pu)
     echo = not args.quiet
     if echo:
         output.echo_query(query)

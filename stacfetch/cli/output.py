@@ -12,6 +12,7 @@ from typing import Any
 
 from pystac import Item
 
+from ..budget import size_text
 from ..catalog import describe_item
 from ..clouds import ClearShare
 from ..location import describe_area
@@ -43,15 +44,6 @@ def print_items(items: Sequence[Item]) -> None:
         print("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)))
     days = len({row.get("date") for row in rows})
     print(f"{len(rows)} scene(s) on {days} day(s)", file=sys.stderr)
-
-
-def size_text(n: float) -> str:
-    """``1234567`` -> ``"1.2 MB"`` (decimal units)."""
-    for unit in ("B", "kB", "MB", "GB", "TB"):
-        if n < 1000 or unit == "TB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1000
-    return f"{n:.1f} TB"
 
 
 def summarize(
