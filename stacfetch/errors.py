@@ -6,6 +6,8 @@ Exit codes: 0 ok, 2 bad input/usage, 3 auth/config, 4 service/network,
 
 from __future__ import annotations
 
+import difflib
+from collections.abc import Iterable
 from typing import Any
 
 EXIT_OK = 0
@@ -157,6 +159,16 @@ class Interrupted(StacfetchError):
     """The run was interrupted (Ctrl-C); what finished is kept."""
 
     exit_code = EXIT_INTERRUPTED
+
+
+def closest(value: Any, choices: Iterable[str]) -> str | None:
+    """The valid choice nearest to a mistyped ``value`` (difflib), for "did you mean" hints."""
+    options = list(choices)
+    text = str(value).strip().lower()
+    found = difflib.get_close_matches(text, options, n=1, cutoff=0.6)
+    if not found:  # a prefix ("planetary" -> "planetary-computer")
+        found = [o for o in options if text and o.startswith(text)][:1]
+    return found[0] if found else None
 
 
 def decode_error_body(response: Any) -> tuple[str | None, str]:

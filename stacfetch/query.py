@@ -20,7 +20,7 @@ from shapely.geometry.base import BaseGeometry
 from .bands import output_dtype, parse_bands
 from .config import Settings
 from .crs import canonical_crs, check_resolution, is_geographic
-from .errors import InvalidLocationError, InvalidOptionError
+from .errors import InvalidLocationError, InvalidOptionError, closest
 from .location import DEFAULT_SIZE_M, from_geojson_file, parse_bbox, point_geometry, to_geometry
 
 DEFAULT_COLLECTION = "sentinel-2-l2a"
@@ -199,12 +199,13 @@ def build_options(
     used fails before any request.
     """
     # raster/ imports plan, which imports this module: importing it at the top is a cycle
-    from .raster.profiles import check_format
+    from .raster.profiles import FORMATS, check_format
 
     try:
         fmt = check_format(fmt)
     except ValueError:
-        raise InvalidOptionError(f"unknown output format {fmt!r}",
+        near = closest(fmt, FORMATS)
+        raise InvalidOptionError(f"unknown output format {fmt!r}" + (f"; did you mean {near!r}?" if near else ""),
                                  hint="use --format cog (default), gtiff or raw") from None
     if min_clear is not None:
         min_clear = _percent(min_clear, "--min-clear",

@@ -105,9 +105,11 @@ def _add_common(parser: argparse.ArgumentParser) -> None:
                       help="keep scenes whose cloud cover is at most PERCENT (0-100)")
 
     conf = parser.add_argument_group("configuration")
-    conf.add_argument("--provider",
-                      choices=("sentinelhub", "cdse", "sandbox", "earth-search", "planetary-computer", "stac"),
-                      help="overrides STACFETCH_PROVIDER; 'sandbox' runs a local emulator (synthetic data); "
+    # no argparse choices for --provider/--format: the library checks them and suggests the
+    # nearest valid name ("sandbx" -> did you mean 'sandbox'?)
+    conf.add_argument("--provider", metavar="NAME",
+                      help="sentinelhub, cdse, sandbox, earth-search, planetary-computer or stac; "
+                      "overrides STACFETCH_PROVIDER; 'sandbox' runs a local emulator (synthetic data); "
                       "earth-search, planetary-computer and stac (STACFETCH_STAC_URL) read the archived "
                       "COG assets, no Sentinel Hub account needed")
     conf.add_argument("--env-file", metavar="PATH", help="read settings from PATH instead of ./.env")
@@ -160,7 +162,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="items this close in time are one acquisition (default 60)")
     g.add_argument("--dry-run", action="store_true", help="print the plan and estimated cost; download nothing")
     g.add_argument("--overwrite", action="store_true", help="download again even if a complete file exists")
-    g.add_argument("--format", dest="fmt", choices=("cog", "gtiff", "raw"), default="cog",
+    g.add_argument("--format", dest="fmt", default="cog", metavar="FORMAT",
                    help="cog: Cloud-Optimized GeoTIFF with overviews, DEFLATE (default); gtiff: tiled "
                         "DEFLATE GeoTIFF; raw: the service's GeoTIFF as sent, tags added, uncompressed "
                         "(least CPU, largest files)")
