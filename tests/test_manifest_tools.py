@@ -123,3 +123,34 @@ def test_manifest_items_needs_one_area(run, tmp_path: Path) -> None:
     area = Path(run.paths[0]).parent.name
     items = stacfetch.manifest_items(next(out.rglob(area)))
     assert len(items) == len(run.paths) and all(Path(it["assets"]["B04"]["href"]).is_file() for it in items)
+
+
+def test_band_views_keep_an_internal_mask_band(tmp_path: Path) -> None:
+    """Files masked by a per-dataset mask band (nodata None): each band's VRT has the same mask."""
+    from rasterio.transform import from_origin
+
+    from stacfetch.raster.vrt import write_band_vrt
+
+    tif = tmp_path / "area" / "x.tif"
+    tif.parent.mkdir()
+    data = np.arange(2 * 64 * 48, dtype="uint16").reshape(2, 64, 48)
+    mask = np.zeros((64, 48), dtype="uint8")
+    mask[:, :30] = 255
+    profile = dict(driver="GTiff", width=48, height=64, count=2, dtype="uint16", crs="EPSG:32636",
+                   transform=from_origin(600000, 3500000, 20, 20), nodata=None, tiled=True,
+                   blockxsize=16, blockysize=16)
+    with rasterio.Env(GDAL_TIFF_INTERNAL_MASK=True), rasterio.open(tif, "w", **profile) as dst:
+        dst.write(data)
+        dst.write_mask(mask)
+        dst.descriptions = ("B04", "B08")
+        dst.scales = (0.0001, 0.0001)
+    vrt = write_band_vrt(tif, tmp_path / "bands" / "x.B08.vrt", 2)
+    with rasterio.open(vrt) as view:
+        assert view.count == 1 and view.nodata is None and view.descriptions == ("B08",)
+        assert view.scales == (0.0001,) and view.crs.to_epsg() == 32636
+        np.testing.assert_array_equal(view.read(1), data[1])
+        np.testing.assert_array_equal(view.read_masks(1), mask)
+    from stacfetch.stac.manifest import band_metadata
+
+    eo, raster = band_metadata(tif)
+    assert [b["name"] for b in eo] == ["B04", "B08"] and "nodata" not in raster[0]
