@@ -48,11 +48,15 @@ def test_items_carry_band_projection_and_raster_metadata(run) -> None:
         assert raw["properties"]["proj:shape"] == [src.height, src.width]
         assert raw["properties"]["proj:transform"] == list(src.transform)[:6]
     assert "file:checksum" in data and "file:size" in data
-    for name in BANDS:
-        one = raw["assets"][name]
+    assert set(raw["assets"]) == {"data", "source-items"}  # no extra files: bands live in the data asset
+    (first, *_) = stacfetch.manifest_items(run)
+    assert first["id"] == raw["id"] and Path(first["assets"]["data"]["href"]) == Path(run.paths[0]).resolve()
+    for index, name in enumerate(BANDS, start=1):
+        one = first["assets"][name]  # one band of the file, for one-band-per-asset readers
+        assert one["href"] == f"vrt://{Path(run.paths[0]).resolve()}?bands={index}"
         assert one["eo:bands"][0]["name"] == name and len(one["raster:bands"]) == 1
-        with rasterio.open(Path(items[0].get_self_href()).parent / one["href"]) as vrt:
-            assert vrt.count == 1 and vrt.descriptions == (name,)
+        with rasterio.open(one["href"]) as view:
+            assert view.count == 1 and view.descriptions == (name,)
 
 
 def test_odc_stac_loads_the_bands_by_name(run) -> None:
@@ -85,8 +89,8 @@ def test_stackstac_stacks_the_band_assets(run) -> None:
         np.testing.assert_array_equal(np.nan_to_num(scl, nan=0), want["SCL"])
 
 
-def test_rewriting_keeps_one_item_per_file_and_no_stale_views(run, tmp_path: Path) -> None:
-    """An older manifest (ids with "/", no band assets) is upgraded in place; views follow files."""
+def test_rewriting_upgrades_an_older_manifest_one_item_per_file(run, tmp_path: Path) -> None:
+    """An older manifest (ids with "/", no band metadata) is upgraded in place."""
     import shutil
 
     from stacfetch.stac.manifest import write_manifest
@@ -96,17 +100,19 @@ def test_rewriting_keeps_one_item_per_file_and_no_stale_views(run, tmp_path: Pat
     for path in (out / "items").glob("*.json"):  # as written before issue 13
         raw = json.loads(path.read_text())
         raw["id"] = raw["id"].replace("__", "/")
-        raw["assets"] = {k: v for k, v in raw["assets"].items() if k in ("data", "source-items")}
+        for key in ("eo:bands", "raster:bands"):
+            raw["assets"]["data"].pop(key)
+        del raw["properties"]["proj:epsg"]
         path.write_text(json.dumps(raw))
-    shutil.rmtree(out / "bands")
     victim = sorted(out.rglob("*.tif"))[0]
     victim.unlink()
     write_manifest(out, [])
     items = stacfetch.manifest_items(out)
     assert len(items) == len(run.paths) - 1 and all("/" not in it["id"] for it in items)
-    assert all(set(BANDS) <= set(it["assets"]) for it in items)
-    views = sorted(p.name for p in (out / "bands").glob("*.vrt"))
-    assert len(views) == len(items) * len(BANDS) and not [v for v in views if victim.stem in v]
+    assert len(list((out / "items").glob("*.json"))) == len(items)
+    for it in items:
+        assert [b["name"] for b in it["assets"]["data"]["eo:bands"]] == list(BANDS)
+        assert it["properties"]["proj:epsg"] == 32637 and set(BANDS) <= set(it["assets"])
 
 
 def test_manifest_items_needs_one_area(run, tmp_path: Path) -> None:
@@ -122,14 +128,14 @@ def test_manifest_items_needs_one_area(run, tmp_path: Path) -> None:
         stacfetch.manifest_items(out)
     area = Path(run.paths[0]).parent.name
     items = stacfetch.manifest_items(next(out.rglob(area)))
-    assert len(items) == len(run.paths) and all(Path(it["assets"]["B04"]["href"]).is_file() for it in items)
+    assert len(items) == len(run.paths) and all(Path(it["assets"]["data"]["href"]).is_file() for it in items)
 
 
 def test_band_views_keep_an_internal_mask_band(tmp_path: Path) -> None:
-    """Files masked by a per-dataset mask band (nodata None): each band's VRT has the same mask."""
+    """Files masked by a per-dataset mask band (nodata None): each band's view has the same mask."""
     from rasterio.transform import from_origin
 
-    from stacfetch.raster.vrt import write_band_vrt
+    from stacfetch.stac.manifest import _band_assets, band_metadata
 
     tif = tmp_path / "area" / "x.tif"
     tif.parent.mkdir()
@@ -144,13 +150,12 @@ def test_band_views_keep_an_internal_mask_band(tmp_path: Path) -> None:
         dst.write_mask(mask)
         dst.descriptions = ("B04", "B08")
         dst.scales = (0.0001, 0.0001)
-    vrt = write_band_vrt(tif, tmp_path / "bands" / "x.B08.vrt", 2)
-    with rasterio.open(vrt) as view:
+    eo, raster = band_metadata(tif)
+    assert [b["name"] for b in eo] == ["B04", "B08"] and "nodata" not in raster[0]
+    item = {"assets": {"data": {"href": str(tif), "eo:bands": eo, "raster:bands": raster}}}
+    _band_assets(item)
+    with rasterio.open(item["assets"]["B08"]["href"]) as view:
         assert view.count == 1 and view.nodata is None and view.descriptions == ("B08",)
         assert view.scales == (0.0001,) and view.crs.to_epsg() == 32636
         np.testing.assert_array_equal(view.read(1), data[1])
         np.testing.assert_array_equal(view.read_masks(1), mask)
-    from stacfetch.stac.manifest import band_metadata
-
-    eo, raster = band_metadata(tif)
-    assert [b["name"] for b in eo] == ["B04", "B08"] and "nodata" not in raster[0]

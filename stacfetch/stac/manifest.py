@@ -7,9 +7,10 @@ hex digest) and ``file:size``.
 Other tools load it as they load a STAC API's items: the ``data`` asset describes every band
 (``eo:bands``: name, common name, centre wavelength; ``raster:bands``: data type, nodata,
 scale, offset, resolution), the item carries the projection (``proj:code`` and, for readers
-that know only the older field, ``proj:epsg``; ``proj:shape``, ``proj:transform``), ids have
-no ``/``, and each band is also an asset of its own (key = band name) pointing at a one-band
-VRT of the file in ``bands/`` (tools such as stackstac read one band per asset)::
+that know only the older field, ``proj:epsg``; ``proj:shape``, ``proj:transform``), and ids
+have no ``/``. odc-stac finds each band by its ``eo:bands`` name; :func:`manifest_items` gives
+one area's items as plain dicts with absolute hrefs and one asset per band (GDAL's
+``vrt://file.tif?bands=N``, one band of the file) for tools that read one band per asset::
 
     odc.stac.load(pystac.Catalog.from_file("out/catalog.json").get_items(), bands=["B04", "B08"])
     stackstac.stack(stacfetch.manifest_items("out"), assets=["B04", "B08"])
@@ -37,9 +38,8 @@ from ..errors import InvalidOptionError
 from ..plan import Grid, Job, sanitize
 from ..raster.files import atomic_write_text, sha256_file, sidecar_path
 from ..raster.tags import iso
-from ..raster.vrt import write_band_vrt
 
-__all__ = ["BANDS_DIR", "MANIFEST_NAME", "ManifestRecord", "band_metadata", "manifest_items",
+__all__ = ["MANIFEST_NAME", "ManifestRecord", "band_metadata", "manifest_items",
            "record_for", "write_manifest"]
 
 log = logging.getLogger(__name__)
@@ -49,7 +49,6 @@ _FILE_EXT = "https://stac-extensions.github.io/file/v2.1.0/schema.json"
 _PROJ_EXT = "https://stac-extensions.github.io/projection/v2.0.0/schema.json"
 _EO_EXT = "https://stac-extensions.github.io/eo/v1.1.0/schema.json"
 _RASTER_EXT = "https://stac-extensions.github.io/raster/v1.1.0/schema.json"
-BANDS_DIR = "bands"  # <root>/bands/<item>.<band>.vrt: one-band views of each file
 
 
 @dataclass(frozen=True)
@@ -164,26 +163,19 @@ def band_metadata(path: Path) -> tuple[list[dict[str, Any]], list[dict[str, Any]
     return eo_bands, raster_bands
 
 
-def _describe_bands(item: pystac.Item, root: Path) -> None:
-    """Band, raster and projection fields of ``item``, and one asset (a one-band VRT) per band."""
-    data = item.assets["data"]
-    path = Path(data.get_absolute_href() or data.href)
-    eo_bands, raster_bands = band_metadata(path)
-    data.extra_fields["eo:bands"] = eo_bands
-    data.extra_fields["raster:bands"] = raster_bands
+def _describe_bands(item: pystac.Item) -> None:
+    """The band, raster and projection fields other STAC tools need (header read once per file)."""
     code = str(item.properties.get("proj:code") or "")
     if code.upper().startswith("EPSG:") and code[5:].isdigit():
         item.properties["proj:epsg"] = int(code[5:])  # readers that predate proj:code (stackstac)
-    for extension in (_RASTER_EXT,):
-        if extension not in item.stac_extensions:
-            item.stac_extensions.append(extension)
-    for index, (eo, raster) in enumerate(zip(eo_bands, raster_bands, strict=True), start=1):
-        vrt = root / BANDS_DIR / f"{_file_stem(item.id)}.{eo['name']}.vrt"
-        write_band_vrt(path, vrt, index)
-        item.add_asset(eo["name"], pystac.Asset(
-            href=str(vrt), roles=["data"], title=f"{eo['name']}: band {index} of {path.name} (VRT)",
-            extra_fields={"eo:bands": [eo], "raster:bands": [raster]},
-        ))
+    if _RASTER_EXT not in item.stac_extensions:
+        item.stac_extensions.append(_RASTER_EXT)
+    data = item.assets["data"]
+    if data.extra_fields.get("eo:bands") and data.extra_fields.get("raster:bands"):
+        return  # an unchanged entry of an earlier run: already described
+    eo_bands, raster_bands = band_metadata(Path(data.get_absolute_href() or data.href))
+    data.extra_fields["eo:bands"] = eo_bands
+    data.extra_fields["raster:bands"] = raster_bands
 
 
 def _item_for(record: ManifestRecord, root: Path) -> pystac.Item:
@@ -296,7 +288,7 @@ def write_manifest(
         title=title,
     )
     for item_id in sorted(items):
-        _describe_bands(items[item_id], root)
+        _describe_bands(items[item_id])
         catalog.add_item(items[item_id])
 
     def item_href(item: pystac.Item, parent_dir: str) -> str:
@@ -311,13 +303,6 @@ def write_manifest(
     if items_dir.is_dir():
         for stale in items_dir.glob("*.json"):
             if stale.name not in listed:
-                stale.unlink(missing_ok=True)
-    views = {Path(a.get_absolute_href() or "").name for it in catalog.get_items()
-             for a in it.assets.values() if (a.href or "").endswith(".vrt")}
-    bands_dir = root / BANDS_DIR
-    if bands_dir.is_dir():
-        for stale in bands_dir.glob("*.vrt"):
-            if stale.name not in views:
                 stale.unlink(missing_ok=True)
     return catalog_path
 
@@ -340,13 +325,26 @@ def _locate(source: Any) -> tuple[Path, Path | None]:
                              hint="give the --out folder of a stacfetch get run")
 
 
+def _band_assets(item: dict[str, Any]) -> None:
+    """One asset per band (key = band name): that band of the file, ``vrt://<file>?bands=N``."""
+    data = item["assets"]["data"]
+    for index, (eo, raster) in enumerate(zip(data.get("eo:bands") or [], data.get("raster:bands") or [],
+                                             strict=False), start=1):
+        item["assets"].setdefault(eo["name"], {
+            "href": f"vrt://{data['href']}?bands={index}", "roles": ["data"],
+            "title": f"{eo['name']}: band {index} of {Path(data['href']).name}",
+            "eo:bands": [eo], "raster:bands": [raster],
+        })
+
+
 def manifest_items(source: Any) -> list[dict[str, Any]]:
     """One area's manifest items as plain STAC dicts with absolute hrefs, in time order.
 
     ``source``: a ``GetResult``, the output folder (or its ``catalog.json``) when it holds one
-    area, or an area folder. The JSON is returned as written: pystac would migrate
-    ``proj:epsg`` away, which stackstac still needs. Several areas and none named: an error
-    listing them.
+    area, or an area folder. The JSON is returned as written (pystac would migrate
+    ``proj:epsg`` away, which stackstac still needs), plus one asset per band named after it:
+    GDAL's ``vrt://<file>?bands=N``, a one-band view of the file for tools that read one band
+    per asset. Several areas and none named: an error listing them.
     """
     catalog_path, area = _locate(source)
     try:
@@ -365,6 +363,7 @@ def manifest_items(source: Any) -> list[dict[str, Any]]:
         for entry in item.get("links", []):
             if "://" not in entry.get("href", ""):
                 entry["href"] = str((item_path.parent / entry["href"]).resolve())
+        _band_assets(item)
         folder = Path(item["assets"]["data"]["href"]).parent
         by_area.setdefault(folder, []).append(item)
     if area is not None:
