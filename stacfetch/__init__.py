@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from importlib import import_module
 from typing import Any
 
 __version__ = "0.1.0"
@@ -15,7 +16,5 @@ _LAZY = {"search": "api", "get": "api", "open_dataset": "dataset", "stats": "ind
 def __getattr__(name: str) -> Any:
     # Heavy imports (rasterio, pystac-client, xarray) stay lazy so `stacfetch --help` is fast.
     if name in _LAZY:
-        from importlib import import_module
-
         return getattr(import_module(f".{_LAZY[name]}", __name__), name)
     raise AttributeError(f"module 'stacfetch' has no attribute {name!r}")

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pystac
 import rasterio
 from rasterio.windows import Window
 
@@ -89,8 +90,6 @@ def _area_folders(folder: Path) -> list[Path]:
 
 def _manifest_files(catalog: Path) -> list[Path]:
     """The GeoTIFFs a manifest's items point at (every ``data`` asset, each file once)."""
-    import pystac
-
     try:
         root = pystac.Catalog.from_file(str(catalog))
         items = list(root.get_items(recursive=True))
