@@ -129,14 +129,13 @@ def _platform_name(code: str) -> str:
     return "+".join(f"sentinel-2{p[-1].lower()}" if re.fullmatch(r"S2[A-D]", p) else p for p in code.split("-"))
 
 
-def _item_id(relative: Path | str) -> str:
-    """The item id of a file (its path relative to the root, without ``.tif``): no ``/``."""
-    text = Path(relative).with_suffix("").as_posix() if not isinstance(relative, str) else relative
-    return text.replace("/", "__")
+def _item_id(relative: Path) -> str:
+    """The item id of a file: its path relative to the root, without ``.tif``, ``__`` for ``/``."""
+    return relative.with_suffix("").as_posix().replace("/", "__")
 
 
 def _file_stem(item_id: str) -> str:
-    """The name (without suffix) of an item's JSON and of its band VRTs."""
+    """The name (without ``.json``) of an item's file."""
     return sanitize(item_id.replace("/", "__"), 200)
 
 
@@ -250,7 +249,7 @@ def _existing_items(catalog_path: Path) -> dict[str, pystac.Item]:
         fresh.clear_links()
         for key, a in item.assets.items():
             fresh.assets[key].href = a.get_absolute_href() or a.href
-        fresh.id = _item_id(fresh.id)  # manifests before ids lost their "/" keep one entry per file
+        fresh.id = fresh.id.replace("/", "__")  # an older manifest's ids: still one entry per file
         kept[fresh.id] = fresh
     return kept
 
