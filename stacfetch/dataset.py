@@ -121,7 +121,8 @@ def _one_area(files: Sequence[Path], where: Path) -> list[Path]:
 
 
 def area_files(source: Any) -> list[Path]:
-    """The GeoTIFFs of one area: from a GetResult, an output or area folder, a catalog.json or a .tif."""
+    """The GeoTIFFs of one area: from a GetResult, an output or area folder, a catalog.json, a .tif
+    or a list of .tif paths."""
     if _is_result(source):
         if getattr(source, "dry_run", False):
             raise InvalidOptionError("a dry run downloaded nothing to open",
@@ -130,6 +131,12 @@ def area_files(source: Any) -> list[Path]:
         if not files:
             raise InvalidOptionError("this run has no complete files to open",
                                      hint="see result.summary() for what failed or was skipped")
+        return _one_area(files, files[0].parent)
+    if isinstance(source, (list, tuple)) and source and all(isinstance(p, (str, Path)) for p in source):
+        files = [Path(p).expanduser().resolve() for p in source]
+        missing = [p for p in files if not p.is_file()]
+        if missing:
+            raise InvalidOptionError(f"{missing[0]} does not exist", hint="give existing GeoTIFFs")
         return _one_area(files, files[0].parent)
     if not isinstance(source, (str, Path)):
         raise InvalidOptionError(
@@ -303,7 +310,7 @@ def open_dataset(source: Any, *, bands: Any = None, chunks: Any = None, mask: bo
     """Open one area's GeoTIFFs as a lazy ``xarray.Dataset`` (see the module docstring).
 
     ``source``: a ``GetResult``, an output folder (with one area folder), an area folder, a
-    manifest ``catalog.json`` or one ``.tif``. ``bands``: names or a preset (default: every
+    manifest ``catalog.json``, one ``.tif`` or a list of them (of one area). ``bands``: names or a preset (default: every
     band of the files). ``chunks``: pixels a side of a dask chunk (int or ``{"x", "y"}``).
     ``mask=False``: no NaN/0 for masked pixels, only the scaled stored values.
     """

@@ -18,7 +18,7 @@ import numpy as np
 
 from .bands import SCL_CLEAR
 from .clouds import clear_percent
-from .dataset import open_dataset, require_extra
+from .dataset import area_files, open_dataset, read_scene, require_extra
 from .errors import InvalidOptionError
 
 try:  # part of the stacfetch[xarray] extra (xarray requires it); stats() says how to install it
@@ -26,7 +26,9 @@ try:  # part of the stacfetch[xarray] extra (xarray requires it); stats() says h
 except ImportError:  # pragma: no cover - exercised in a subprocess by the tests
     pd = None  # type: ignore[assignment]
 
-__all__ = ["INDICES", "compute_index", "index_bands", "stats"]
+__all__ = ["BATCH_PIXELS", "INDICES", "compute_index", "index_bands", "stats"]
+
+BATCH_PIXELS = 8_000_000  # pixels of one computed batch of acquisitions (~100 MB of float64 + SCL)
 
 # name -> (a, b, what it shows): index = (a - b) / (a + b)
 INDICES: dict[str, tuple[str, str, str]] = {
@@ -83,21 +85,27 @@ def stats(source: Any, *, index: str = "ndvi", clear_classes: Sequence[int] = SC
     """
     require_extra("stats")  # xarray needs pandas: with the extra, pd is there
     name = str(index).strip().lower()
-    index_bands(name)
-    ds = open_dataset(source, chunks=chunks)
+    a, b = index_bands(name)
+    files = area_files(source)
+    available = read_scene(files[0]).bands
+    # only the bands the index needs: every chunk read decodes all the bands it is asked for
+    wanted = [band for band in (a, b, "SCL") if band in available]
+    ds = open_dataset(files, bands=wanted or None, chunks=chunks)
     values = compute_index(ds, name, dtype="float64")
     lazy = values.to_dataset(name="value")
     has_scl = "SCL" in ds.data_vars
     if has_scl:
         lazy["scl"] = ds["SCL"]
     rows = []
+    per_batch = max(1, BATCH_PIXELS // max(1, ds.sizes["y"] * ds.sizes["x"]))
     for t in range(ds.sizes["time"]):
-        computed = lazy.isel(time=t).compute()  # one read of each chunk of this file
-        step = computed["value"].values
+        if t % per_batch == 0:  # a few acquisitions at once: one dask compute, bounded memory
+            batch = lazy.isel(time=slice(t, t + per_batch)).compute()
+        step = batch["value"].values[t % per_batch]
         counted = np.isfinite(step)
         clear = None
         if has_scl:
-            scl = computed["scl"].values
+            scl = batch["scl"].values[t % per_batch]
             clear, _ = clear_percent(scl)
             counted &= np.isin(scl, list(clear_classes))
         picked = step[counted]

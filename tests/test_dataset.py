@@ -113,7 +113,7 @@ def test_every_kind_of_source_gives_the_same_cube(run) -> None:
     area = run.paths[0].parent
     out = area.parent.parent
     reference = stacfetch.open_dataset(run, bands="B04,SCL")
-    for source in (area, out, str(out / "catalog.json"), str(area)):
+    for source in (area, out, str(out / "catalog.json"), str(area), [str(p) for p in run.paths]):
         ds = stacfetch.open_dataset(source, bands=["B04", "SCL"], chunks=64)
         assert list(ds.data_vars) == ["B04", "SCL"]
         assert ds.B04.data.chunksize[1:] == (64, 64)
