@@ -38,6 +38,7 @@ from .query import (
 )
 from .raster import is_complete
 from .run import GetResult, RunContext, execute
+from .sources.process import check_crs
 
 __all__ = ["build_query", "get", "get_query", "open_service", "search", "search_query"]
 
@@ -107,6 +108,8 @@ def get_query(
         options = build_options(settings, **raw)
     elif raw:
         raise TypeError(f"give either options= or raw option values, not both: {sorted(raw)}")
+    if settings.source == "process" and query.crs is not None:
+        check_crs(query.crs)  # refused before any request, with the list in the hint
     with open_service(settings) as live:
         limiter = RateLimiter(requests_per_minute=options.requests_per_minute)
         session = open_session(live, limiter=limiter, pool_size=max(options.workers, 4))
@@ -147,7 +150,7 @@ def _screen(jobs: list[Job], todo: list[Job], session: Any, settings: Settings, 
     assert options.min_clear is not None
     if settings.source == "assets":  # a STAC API's COGs: read each item's SCL asset over the area
         _, shares = screen_assets(todo, settings, options.min_clear, session=session,
-                                  geometry=query.geometry, workers=options.workers)
+                                  workers=options.workers)
     else:
         _, shares = screen(todo, session, settings.process_url, options.min_clear,
                            geometry=query.geometry, workers=options.workers)
@@ -192,6 +195,7 @@ def get(
     resolution: float | None = None,
     crs: str | None = None,
     dtype: str = "uint16",
+    harmonize: bool = True,
     workers: int = 4,
     executor: Executor | None = None,
     overwrite: bool = False,
@@ -212,13 +216,15 @@ def get(
     quicklook PNG next to each file; ``min_clear``: minimum percentage of clear pixels (SCL)
     over the area, screened with one small request per acquisition; ``time_tolerance``: a
     ``timedelta`` or minutes; ``requests_per_minute``: the account's rate limit to pace to
-    (default: learnt from the first 429); ``progress``: a progress bar (``tqdm.auto``) on a
-    terminal or in Jupyter by default, ``True`` always, ``False`` never; ``max_pu``: refuse,
-    before any Process request, a plan estimated above this many processing units. A plan
-    larger than the output folder's free space is refused too.
+    (default: learnt from the first 429); ``harmonize=False``: the archive's own values
+    (Process API ``harmonizeValues`` false; the band offset in the file's metadata);
+    ``progress``: a progress bar (``tqdm.auto``) on a terminal or in Jupyter by default,
+    ``True`` always, ``False`` never; ``max_pu``: refuse, before any Process request, a plan
+    estimated above this many processing units. A plan larger than the output folder's free
+    space is refused too.
     """
     query = build_query(location, start, end, size=size, collection=collection, max_cloud=max_cloud,
-                        bands=bands, resolution=resolution, crs=crs, dtype=dtype)
+                        bands=bands, resolution=resolution, crs=crs, dtype=dtype, harmonize=harmonize)
     live = _settings(settings, provider, env_file, output_dir=out)
     if settings is not None and out is not None:
         live = replace(settings, output_dir=Path(out))

@@ -9,8 +9,8 @@ already complete cost nothing and are not counted.
 * disk: the plan's uncompressed size (the upper bound the dry run shows) must fit in the free
   space of the output folder, or the run is refused with both figures.
 
-The estimates are ``plan.estimate_processing_units`` (one rule, used everywhere) and
-``Plan.estimated_bytes``.
+The estimates are ``Plan.processing_units`` and ``clouds.screening_units`` (both
+``plan.estimate_processing_units``, the one rule) and ``Plan.estimated_bytes``.
 """
 
 from __future__ import annotations
@@ -21,9 +21,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from .clouds import screening_size
+from .clouds import screening_units
 from .errors import BudgetError
-from .plan import Job, Plan, estimate_processing_units
+from .plan import Job, Plan
 
 __all__ = ["CDSE_FREE_TIER_PU", "Budget", "check_budget", "estimate", "size_text"]
 
@@ -57,7 +57,7 @@ def estimate(todo: Sequence[Job], *, source: str, screening: bool, out_dir: Path
     if source == "process":
         pu = plan.processing_units
         if screening:
-            pu += sum(estimate_processing_units(*screening_size(j.grid), 1, "uint8") for j in todo)
+            pu += screening_units(todo)
     return Budget(pu, plan.estimated_bytes, _free_bytes(out_dir))
 
 

@@ -7,9 +7,13 @@ vegetated, 6 water and 11 snow are clear; every other class (cloud, shadow, cirr
 saturated, dark, unclassified) is not; class 0 and pixels outside the area are not counted.
 
 Process API providers: one small request (SCL, at most ``MAX_SIDE`` pixels a side, nearest
-neighbour) per acquisition. COG providers (a STAC API's assets): the SCL asset's windows
-over the job's own tiles, read exactly as the bands are (:class:`~stacfetch.sources.assets.
-CogReader`, nearest), counted tile by tile; no Process API, no processing units.
+neighbour) per acquisition. "Outside the area" is the service's own mask: a polygon area is
+sent as ``bounds.geometry`` exactly as for the download, and the answer's ``dataMask`` band
+says which pixels count. Its cost is :func:`screening_units` (THE PU estimate of ``plan``).
+
+COG providers (a STAC API's assets): the SCL asset's windows over the job's own tiles, read
+exactly as the bands are (:class:`~stacfetch.sources.assets.CogReader`, nearest), counted
+tile by tile inside the area's polygon; no Process API, no processing units.
 """
 
 from __future__ import annotations
@@ -29,17 +33,17 @@ from rasterio.transform import from_bounds
 
 from .bands import SCL_CLEAR
 from .config import Settings
-from .errors import StacfetchError
-from .plan import Grid, Job
+from .errors import QuotaExhaustedError, StacfetchError
+from .plan import Grid, Job, estimate_processing_units
 from .sources.assets import CogReader
-from .sources.process import fetch_tile, request_body
+from .sources.process import area_in, fetch_tile, request_body
 
 log = logging.getLogger(__name__)
 
 MAX_SIDE = 128  # pixels of the screening image's longer side
 
 __all__ = ["MAX_SIDE", "ClearShare", "clear_percent", "measure_assets", "screen", "screen_assets",
-           "screening_size"]
+           "screening_size", "screening_units"]
 
 
 @dataclass(frozen=True)
@@ -77,6 +81,11 @@ def screening_size(grid: Grid, max_side: int = MAX_SIDE) -> tuple[int, int]:
     return max(1, round(grid.width / factor)), max(1, round(grid.height / factor))
 
 
+def screening_units(jobs: Sequence[Job]) -> float:
+    """Processing units the screening requests of ``jobs`` cost (one SCL request each)."""
+    return sum(estimate_processing_units(*screening_size(j.grid), ["SCL"], "uint8") for j in jobs)
+
+
 def clear_percent(scl: np.ndarray, inside: np.ndarray | None = None) -> tuple[float | None, int]:
     """``(clear %, data pixels)`` of an SCL array; pixels with class 0 or outside ``inside`` do not count."""
     data = scl != 0
@@ -89,18 +98,14 @@ def clear_percent(scl: np.ndarray, inside: np.ndarray | None = None) -> tuple[fl
     return float(clear.sum()) * 100.0 / count, count
 
 
-def _inside_mask(geometry: Any, grid: Grid, width: int, height: int,
-                 bounds: tuple[float, float, float, float] | None = None) -> np.ndarray | None:
-    """True for pixels (``width`` x ``height`` over ``bounds``, default the grid's) whose centre is
-    inside ``geometry`` (EPSG:4326); None for no geometry."""
+def _inside_mask(geometry: Any, grid: Grid, width: int, height: int) -> np.ndarray | None:
+    """True for screening pixels whose centre is inside ``geometry`` (EPSG:4326); None for a box."""
     if geometry is None:
         return None
     to_grid = Transformer.from_crs("EPSG:4326", grid.crs, always_xy=True)
     shape = shapely.transform(geometry, to_grid.transform, interleaved=False)
-    transform = from_bounds(*(bounds or grid.bounds), width, height)
+    transform = from_bounds(*grid.bounds, width, height)
     mask = geometry_mask([shape], out_shape=(height, width), transform=transform, invert=True)
-    if bounds is not None:
-        return mask  # one tile of several: an empty mask means "nothing of the area here"
     return mask if mask.any() else None
 
 
@@ -109,35 +114,41 @@ def measure(job: Job, session: Any, process_url: str, geometry: Any = None) -> C
     grid = job.grid
     width, height = screening_size(grid)
     acq = job.acquisition
+    area = area_in(job.geometry, grid.crs)  # the download's own polygon: the same mask
     body = request_body(
         collection=acq.collection, bounds=grid.bounds,
         crs=grid.crs, width=width, height=height, start=acq.start, end=acq.end,
-        bands=("SCL",), dtype="uint8",
+        bands=("SCL",), dtype="uint8", geometry=area, harmonize=job.harmonize,
     )
     try:
         data = fetch_tile(session, process_url, body)
         with rasterio.MemoryFile(data) as mem, mem.open() as src:
             scl = src.read(1)
+            inside = src.read(src.count) != 0 if src.count > 1 else None  # dataMask, the last band
+    except QuotaExhaustedError:
+        raise  # every further request would be refused too: the run stops
     except StacfetchError as exc:
         log.warning("screening %s failed: %s", acq.key, exc.message)
         return ClearShare(job, None, error=exc.message)
     except Exception as exc:  # an undecodable answer: do not lose the acquisition over it
         log.warning("screening %s: unreadable SCL answer (%s)", acq.key, exc)
         return ClearShare(job, None, error=f"unreadable SCL answer: {exc}")
-    clear, count = clear_percent(scl, _inside_mask(geometry, grid, width, height))
+    if inside is None:
+        inside = _inside_mask(geometry, grid, width, height)
+    clear, count = clear_percent(scl, inside)
     return ClearShare(job, clear, count)
 
 
-def measure_assets(job: Job, settings: Settings, session: Any = None, geometry: Any = None) -> ClearShare:
-    """The SCL asset's windows over ``job``'s tiles (as the bands are read); never raises for read errors."""
+def measure_assets(job: Job, settings: Settings, session: Any = None) -> ClearShare:
+    """The SCL asset's windows over ``job``'s tiles, read as the bands are (with the data mask:
+    no data and outside a polygon area do not count); never raises for read errors."""
     acq = job.acquisition
     clear_pixels = data_pixels = 0.0
     try:
         reader = CogReader(replace(job, bands=("SCL",), dtype="uint8"), settings, session)
         for tile in job.tiles:
-            scl = reader.read_tile(tile)[0]
-            inside = _inside_mask(geometry, job.grid, tile.width, tile.height, bounds=tile.bounds)
-            clear, count = clear_percent(scl, inside)
+            scl, data_mask = reader.read_tile(tile)  # SCL, then the data mask (1 = data)
+            clear, count = clear_percent(scl, data_mask != 0)
             data_pixels += count
             clear_pixels += (clear or 0.0) * count / 100.0
     except StacfetchError as exc:
@@ -178,9 +189,7 @@ def screen_assets(
     min_clear: float,
     *,
     session: Any = None,
-    geometry: Any = None,
     workers: int = 4,
 ) -> tuple[list[Job], list[ClearShare]]:
     """Measure every job from its items' SCL assets (COG providers); as :func:`screen`."""
-    return _screen_with(lambda job: measure_assets(job, settings, session, geometry), jobs, min_clear,
-                        workers)
+    return _screen_with(lambda job: measure_assets(job, settings, session), jobs, min_clear, workers)

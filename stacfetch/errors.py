@@ -7,7 +7,9 @@ Exit codes: 0 ok, 2 bad input/usage, 3 auth/config, 4 service/network,
 from __future__ import annotations
 
 import difflib
+import re
 from collections.abc import Iterable
+from datetime import datetime, timezone
 from typing import Any
 
 EXIT_OK = 0
@@ -126,11 +128,43 @@ class ServiceError(StacfetchError):
         klass: type[ServiceError] = cls
         if status == 429 and cls is ServiceError:
             klass = RateLimitError
+        if status == 403 and cls is ServiceError and _QUOTA_WORDS.search(words):
+            return QuotaExhaustedError.from_words(message, status=status, code=code, url=url)
         return klass(message, hint=hint, status=status, code=code, url=url)
 
 
 class RateLimitError(ServiceError):
     """HTTP 429 persisted after every allowed retry."""
+
+
+_QUOTA_WORDS = re.compile(r"quota|monthly|limits", re.IGNORECASE)
+
+
+class QuotaExhaustedError(ServiceError):
+    """403: the account's monthly quota (requests or processing units) is used up.
+
+    Sentinel Hub's monthly quotas reset on the 1st of every month (CDSE ``Quotas.qmd``); the
+    run stops at once (every further request would be refused too) and keeps what it wrote.
+    """
+
+    @classmethod
+    def from_words(cls, service_message: str, *, status: int | None, code: str | None,
+                   url: str | None, now: datetime | None = None) -> QuotaExhaustedError:
+        reset = next_monthly_reset(now)
+        return cls(
+            "the account's monthly quota is used up (requests or processing units): "
+            f"{service_message}; monthly quotas reset on the 1st of each month, next reset "
+            f"{reset:%Y-%m-%d %H:%M} UTC",
+            hint="files already written are kept: run the same command again after the reset "
+            "(complete files are skipped), or raise the account's quota (top-up, higher plan)",
+            status=status, code=code, url=url)
+
+
+def next_monthly_reset(now: datetime | None = None) -> datetime:
+    """The next 1st of a month, 00:00 UTC, after ``now``."""
+    now = (now or datetime.now(timezone.utc)).astimezone(timezone.utc)
+    year, month = (now.year + 1, 1) if now.month == 12 else (now.year, now.month + 1)
+    return datetime(year, month, 1, tzinfo=timezone.utc)
 
 
 class NetworkError(ServiceError):

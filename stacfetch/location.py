@@ -929,3 +929,16 @@ def _fmt_area(km2: float) -> str:
 def _show(value: Any, limit: int = 80) -> str:
     text = repr(value)
     return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def is_rectangle(geometry: BaseGeometry) -> bool:
+    """True for a bbox or a point's square, which need no polygon mask: an axis-aligned
+    rectangle in lon/lat (a bbox) or in the area's UTM zone (``point_geometry``'s square)."""
+    if geometry.geom_type != "Polygon" or list(geometry.interiors):  # type: ignore[attr-defined]
+        return False
+    if len(geometry.exterior.coords) == 5 and geometry.equals(box(*geometry.bounds)):  # type: ignore[attr-defined]
+        return True
+    to_utm, _ = _transformers(utm_epsg(geometry))
+    projected = shapely.transform(geometry, to_utm.transform, interleaved=False)
+    envelope = box(*projected.bounds)
+    return bool(envelope.area > 0 and projected.area / envelope.area > 0.99999)

@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 import rasterio
 from PIL import Image, ImageDraw, ImageFont
-from rasterio.enums import Resampling
+from rasterio.enums import MaskFlags, Resampling
 
 from .stac.items import scene_facts
 
@@ -132,23 +132,26 @@ def read_picture(path: Path, max_side: int = QUICKLOOK_SIDE) -> Picture:
         h, w = _out_shape(src.width, src.height, max_side)
         tags = src.tags()
         nodata = src.nodata
+        # stacfetch's files mark no data with a per-dataset mask band (valid zeros stay valid)
+        masked = MaskFlags.per_dataset in src.mask_flag_enums[0]
+        known = (src.read_masks(1, out_shape=(h, w), resampling=Resampling.nearest) > 0) if masked else None
         scl = None
         if "SCL" in names:
             scl = src.read(names.index("SCL") + 1, out_shape=(h, w), resampling=Resampling.nearest)
         if all(b in names for b in RGB):
             idx = [names.index(b) + 1 for b in RGB]
             data = src.read(idx, out_shape=(3, h, w), resampling=Resampling.average)
-            valid = ~np.all(data == (nodata if nodata is not None else 0), axis=0)
+            valid = known if known is not None else ~np.all(data == (nodata if nodata is not None else 0), axis=0)
             rgb = stretch(data, valid)
         elif scl is not None and len(names) == 1:
-            valid = scl != 0
+            valid = (scl != 0) if known is None else known
             lut = np.zeros((256, 3), dtype=np.uint8)
             for cls, colour in SCL_COLOURS.items():
                 lut[cls] = colour
             rgb = np.moveaxis(lut[scl], -1, 0)
         else:
             data = src.read(1, out_shape=(h, w), resampling=Resampling.average)
-            valid = data != (nodata if nodata is not None else 0)
+            valid = known if known is not None else data != (nodata if nodata is not None else 0)
             grey = stretch(data[np.newaxis], valid)[0]
             rgb = np.stack([grey, grey, grey])
     alpha = np.where(valid, 255, 0).astype(np.uint8)
@@ -156,7 +159,7 @@ def read_picture(path: Path, max_side: int = QUICKLOOK_SIDE) -> Picture:
     cloud_mask = None if scl is None else np.isin(scl, SCL_CLOUD)
     clear = None
     if scl is not None:
-        counted = scl != 0
+        counted = (scl != 0) if known is None else (scl != 0) & known
         if counted.any():
             clear = float(np.isin(scl, SCL_CLEAR)[counted].mean() * 100)
     when = None

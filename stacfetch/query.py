@@ -76,6 +76,7 @@ class Query:
     resolution: float = 10.0
     crs: str | None = None
     dtype: str = "uint16"
+    harmonize: bool = True  # Process API harmonizeValues: comparable values across baselines
 
     @property
     def bbox(self) -> tuple[float, float, float, float]:
@@ -116,12 +117,14 @@ def build_query(
     resolution: Any = None,
     crs: Any = None,
     dtype: Any = "uint16",
+    harmonize: Any = True,
 ) -> Query:
     """Validate every input once and return the canonical Query (raises UsageError subclasses).
 
     The area is ``location`` (anything ``location.to_geometry`` accepts) or exactly one of the
     CLI's forms: ``lon`` + ``lat`` (+ ``size``), ``bbox`` (``"W,S,E,N"``) or ``geojson`` (a
-    file path). Numbers may be given as text. ``start`` may be an ``Interval``.
+    file path). Numbers may be given as text. ``start`` may be an ``Interval``. ``harmonize``
+    False asks for the archive's own values (see the README, "Harmonised values").
     """
     # dates builds its Interval from this module: importing it at the top would be a cycle
     from .dates import to_interval
@@ -133,6 +136,8 @@ def build_query(
     if not isinstance(collection, str) or not collection.strip():
         raise InvalidOptionError("the collection id is empty", hint="e.g. --collection sentinel-2-l2a")
     band_tuple = parse_bands(bands)
+    if not isinstance(harmonize, bool):
+        raise InvalidOptionError(f"harmonize must be True or False, got {harmonize!r}")
     output_crs, output_resolution = _crs_and_resolution(crs, resolution)
     return Query(
         geometry=geometry,
@@ -143,6 +148,7 @@ def build_query(
         resolution=output_resolution,
         crs=output_crs,
         dtype=output_dtype(band_tuple, dtype),
+        harmonize=harmonize,
     )
 
 

@@ -35,10 +35,11 @@ from .errors import (
     Interrupted,
     InvalidOptionError,
     InvalidResponseError,
+    QuotaExhaustedError,
     StacfetchError,
 )
 from .http import open_session
-from .plan import Job
+from .plan import Job, Plan
 from .preview import contact_sheet
 from .raster import (
     PartFile,
@@ -144,8 +145,10 @@ class GetResult:
         return "\n".join(lines)
 
     def to_dict(self) -> dict[str, Any]:
+        plan = {"plan": Plan(tuple(self.jobs)).summary()} if self.dry_run else {}
         return {
             "dry_run": self.dry_run,
+            **plan,
             "written": [str(p) for p in self.written],
             "skipped": [str(p) for p in self.skipped],
             "failed": [
@@ -246,6 +249,7 @@ class RunContext:
         self.session_options = dict(session_options or {})
         self._session = session
         self.stop = threading.Event()
+        self.quota: QuotaExhaustedError | None = None  # set when the monthly quota stops the run
         self.tile_workers = 1  # threads for the tiles of one acquisition (set by execute)
         # at most this many Process requests in flight (set by execute; None: no bound)
         self.request_slots: threading.BoundedSemaphore | None = None
@@ -287,7 +291,7 @@ def run_job(job: Job, context: RunContext) -> Outcome:
         session = context.session()
         acq = job.acquisition
         reader = context.source.open(job, session)
-        with PartFile(job.destination, job.grid, job.bands, job.dtype, fmt=fmt) as part:
+        with PartFile(job.destination, job.grid, job.bands, job.dtype, fmt=fmt, masked=True) as part:
             if not context.source.concurrent_tiles:  # a STAC API's COG assets (sources.assets)
                 for tile in job.tiles:
                     _check_stop(context)
@@ -315,6 +319,9 @@ def run_job(job: Job, context: RunContext) -> Outcome:
         size = job.destination.stat().st_size
         return Outcome(job, "written", bytes=size, requests=requests_made,
                        sha256=part.sha256 or sha256_file(job.destination))
+    except QuotaExhaustedError as exc:
+        _quota_stop(context, exc)
+        raise
     except Interrupted:
         raise
     except StacfetchError as exc:
@@ -345,6 +352,12 @@ def return_large_buffers_to_the_os() -> None:
         ctypes.CDLL(name).mallopt(-3, 1 << 20)  # M_MMAP_THRESHOLD
 
 
+def _quota_stop(context: RunContext, exc: QuotaExhaustedError) -> None:
+    """The monthly quota is used up: the whole run stops (see _execute), no worker sends more."""
+    context.quota = exc
+    context.stop.set()
+
+
 def _check_stop(context: RunContext) -> None:
     if context.stop is not None and context.stop.is_set():
         raise Interrupted("stopped before this acquisition was complete")
@@ -363,7 +376,12 @@ def _process_tile(job: Job, tile: Any, part: Any, reader: Any, context: RunConte
         _check_stop(context)
         try:  # a 200 that is no GeoTIFF, or a wrong/truncated one: ask again
             with context.request_slots or contextlib.nullcontext():
-                data = reader.read_tile(tile, spool=spool)
+                _check_stop(context)  # stopped while waiting for a slot: send nothing more
+                try:
+                    data = reader.read_tile(tile, spool=spool)
+                except QuotaExhaustedError as exc:
+                    _quota_stop(context, exc)  # before the slot is released to a waiting job
+                    raise
             try:
                 part.write_tile(tile, data)
             finally:
@@ -450,27 +468,15 @@ def _execute(
                 bar.set_postfix_str(f"{result.bytes / 1e6:.1f} MB, {len(result.failed)} failed")
             elif outcome.status == "failed":
                 log.warning("%s failed: %s", outcome.job.acquisition.key, outcome.error)
-    except (KeyboardInterrupt, Interrupted):
-        context.stop.set()
-        for future in futures:
-            future.cancel()
-        deadline = time.monotonic() + 1.5
-        for future in futures:
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                break
-            try:
-                outcome = future.result(timeout=remaining)
-                if outcome not in result.outcomes:
-                    result.outcomes.append(outcome)
-            except Exception:  # cancelled, interrupted or still running
-                continue
-        done = {o.job.destination for o in result.outcomes if o.status in ("written", "skipped")}
-        for job in jobs:
-            if job.destination not in done:
-                discard_partial(job.destination)
-        result.seconds = time.monotonic() - started
-        result.manifest = _write_manifest(result, manifest_root)
+    except (KeyboardInterrupt, Interrupted, QuotaExhaustedError) as exc:
+        done = _stop(jobs, futures, context, result, started, manifest_root)
+        quota = exc if isinstance(exc, QuotaExhaustedError) else context.quota
+        if quota is not None:  # every further request would be refused: stopped at once
+            raise QuotaExhaustedError(
+                f"{quota.message}; {len(done)} of {len(jobs)} acquisitions complete"
+                + (f" (manifest {result.manifest})" if result.manifest else ""),
+                hint=quota.hint, status=quota.status, code=quota.code, url=quota.url,
+            ) from None
         raise Interrupted(
             f"interrupted: {len(done)} of {len(jobs)} acquisitions complete"
             + (f"; manifest {result.manifest}" if result.manifest else ""),
@@ -486,6 +492,33 @@ def _execute(
     result.seconds = time.monotonic() - started
     result.manifest = _write_manifest(result, manifest_root)
     return result
+
+
+def _stop(jobs: list[Job], futures: dict[Future[Outcome], Job], context: RunContext, result: GetResult,
+          started: float, manifest_root: Path | None) -> set[Path]:
+    """Stop every worker, keep what is complete, remove the rest's ``.part`` files, write the
+    manifest; returns the complete files."""
+    context.stop.set()
+    for future in futures:
+        future.cancel()
+    deadline = time.monotonic() + 1.5
+    for future in futures:
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            break
+        try:
+            outcome = future.result(timeout=remaining)
+            if outcome not in result.outcomes:
+                result.outcomes.append(outcome)
+        except Exception:  # cancelled, interrupted, stopped by the quota or still running
+            continue
+    done = {o.job.destination for o in result.outcomes if o.status in ("written", "skipped")}
+    for job in jobs:
+        if job.destination not in done:
+            discard_partial(job.destination)
+    result.seconds = time.monotonic() - started
+    result.manifest = _write_manifest(result, manifest_root)
+    return done
 
 
 def _write_manifest(result: GetResult, root: Path | None) -> Path | None:

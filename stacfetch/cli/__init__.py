@@ -147,13 +147,16 @@ def build_parser() -> argparse.ArgumentParser:
     g = get.add_argument_group("download")
     g.add_argument("--out", metavar="DIR", help="output folder (overrides STACFETCH_OUTPUT_DIR)")
     g.add_argument("--bands", default="all", metavar="LIST",
-                   help="comma list (B01..B12, B8A, SCL, AOT, dataMask) or a preset: truecolor, "
+                   help="comma list (B01..B12, B8A, SCL, CLD, SNW, CLP, CLM, AOT, dataMask) or a preset: truecolor, "
                    "all (12 spectral bands, default), all+scl")
     g.add_argument("--resolution", type=str, default=None, metavar="R",
                    help="pixel size in CRS units (default 10 m; degrees with --crs EPSG:4326)")
     g.add_argument("--crs", metavar="EPSG:NNNN", help="output CRS (default: UTM zone of the area)")
     g.add_argument("--dtype", choices=("uint16", "float32"), default="uint16",
                    help="uint16 digital numbers (reflectance x 10000, default) or float32 reflectance")
+    g.add_argument("--no-harmonize", dest="harmonize", action="store_false",
+                   help="the archive's own values (baseline 04.00+ DNs keep their +1000; the band "
+                   "offset -0.1 is written in the file) instead of harmonised ones (default)")
     g.add_argument("--workers", type=str, default="4", metavar="N", help="concurrent requests (default 4)")
     g.add_argument("--rate-limit", type=str, default=None, metavar="RPM",
                    help="your account's requests per minute, e.g. 300 on the CDSE free tier: "

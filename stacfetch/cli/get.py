@@ -17,7 +17,7 @@ from . import output, query_args
 
 def run(args: argparse.Namespace) -> int:
     query = build_query(**query_args(args), bands=args.bands, resolution=args.resolution,
-                        crs=args.crs, dtype=args.dtype)
+                        crs=args.crs, dtype=args.dtype, harmonize=args.harmonize)
     settings = load_settings(env_file=args.env_file, provider=args.provider, output_dir=args.out)
     options = build_options(settings, fmt=args.fmt, workers=args.workers, overwrite=args.overwrite,
                             dry_run=args.dry_run, time_tolerance=args.time_tolerance,
@@ -33,7 +33,8 @@ def run(args: argparse.Namespace) -> int:
         print(output.summarize(jobs, query=query, item_count=item_count, source=settings.source),
               file=sys.stderr)
         if options.dry_run and options.min_clear is not None:
-            print(output.dry_run_screening_note(options.min_clear, settings.source), file=sys.stderr)
+            print(output.dry_run_screening_note(options.min_clear, jobs, settings.source),
+                  file=sys.stderr)
 
     def on_screen(shares: Sequence[ClearShare]) -> None:
         if echo and options.min_clear is not None:

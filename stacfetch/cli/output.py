@@ -14,7 +14,7 @@ from pystac import Item
 
 from ..budget import size_text
 from ..catalog import describe_item
-from ..clouds import ClearShare
+from ..clouds import ClearShare, screening_units
 from ..location import describe_area
 from ..plan import Job, Plan
 from ..query import Query
@@ -79,7 +79,7 @@ def summarize(
     else:
         work = (f"{head}{plan.acquisitions} acquisitions, {plan.tiles_per_acquisition} tile(s) each, "
                 f"{plan.requests} Process API requests")
-        cost = (f"estimate: {plan.processing_units:.1f} processing units, "
+        cost = (f"estimate: {plan.processing_units:.2f} processing units, "
                 f"at most {size_text(plan.estimated_bytes)} uncompressed")
     lines = [
         work,
@@ -102,10 +102,13 @@ def screening_text(shares: Sequence[ClearShare], min_clear: float) -> str:
     return "\n".join(lines)
 
 
-def dry_run_screening_note(min_clear: float, source: str = "process") -> str:
-    how = ("reads its SCL asset over the area" if source == "assets"
-           else "one small SCL request each")
-    return f"--min-clear {min_clear:g}: a real run screens each acquisition first ({how})"
+def dry_run_screening_note(min_clear: float, jobs: Sequence[Any] = (), source: str = "process") -> str:
+    if source == "assets":
+        return (f"--min-clear {min_clear:g}: a real run screens each acquisition first "
+                "(reads its SCL asset over the area; no processing units)")
+    cost = f", about {screening_units(jobs):.3f} processing units" if jobs else ""
+    return (f"--min-clear {min_clear:g}: a real run screens each acquisition first "
+            f"(one small SCL request each{cost})")
 
 
 def print_checks(checks: Sequence[Any], *, quiet: bool) -> None:

@@ -17,6 +17,7 @@ import numpy as np
 import rasterio
 import rasterio.shutil
 from rasterio.crs import CRS
+from rasterio.enums import MaskFlags
 from rasterio.windows import Window
 
 from ..plan import Grid
@@ -74,10 +75,12 @@ def copy_as(source: Path | str, target: Path, fmt: str, bands: Sequence[str], dt
     ``pixels`` (samples of the source) saves opening it once more to count them.
     """
     options = creation_options(fmt, bands, dtype)
-    with rasterio.Env(GDAL_DISABLE_READDIR_ON_OPEN="EMPTY_DIR"):
+    with rasterio.Env(GDAL_DISABLE_READDIR_ON_OPEN="EMPTY_DIR"), rasterio.open(source) as src:
         if pixels is None:
-            with rasterio.open(source) as src:
-                pixels = src.width * src.height * src.count
+            pixels = src.width * src.height * src.count
+        # a per-dataset mask (no-data marking, see part.py) must reach the copy: GDAL's own
+        # overview builder keeps it, the VRT pyramid below does not
+        masked = MaskFlags.per_dataset in src.mask_flag_enums[0]
     if pixels <= SMALL_COPY_PIXELS or (fmt == "cog" and pixels > LARGE_COPY_PIXELS):
         # small files: threads cost more than they save while other jobs use the cores;
         # large COGs: GDAL's threaded overview/compression buffers cost ~40 MB more
@@ -87,7 +90,7 @@ def copy_as(source: Path | str, target: Path, fmt: str, bands: Sequence[str], dt
     large = pixels > SMALL_COPY_PIXELS
     env = {"GDAL_CACHEMAX": COPY_CACHE_MB} if large else {}
     with rasterio.Env(GDAL_DISABLE_READDIR_ON_OPEN="EMPTY_DIR", **env):
-        if fmt == "cog" and large:  # our own pyramid: GDAL's needs the mosaic in its cache
+        if fmt == "cog" and large and not masked:  # our own pyramid: GDAL's needs the mosaic in its cache
             average = options["overview_resampling"] == "AVERAGE"
             with overviews.pyramid(str(source), Path(target), COG_BLOCK, average=average) as vrt:
                 rasterio.shutil.copy(vrt, str(target), **{**options, "overviews": "FORCE_USE_EXISTING"})

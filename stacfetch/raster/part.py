@@ -6,6 +6,14 @@ whole tile nor the mosaic is ever held decoded in memory. ``commit`` adds the ba
 and tags (including ``STACFETCH_COMPLETE=1``), flushes and fsyncs, writes the sidecar
 ``<dest>.json`` (the source STAC items as a FeatureCollection) atomically, then renames the
 ``.part`` over ``<dest>``.
+
+No data is marked by a **per-dataset mask band** (GDAL's internal ``.msk``-style mask,
+``GDAL_TIFF_INTERNAL_MASK``), never by a nodata value: with ``masked=True`` every tile
+carries one band more than the file, the ``dataMask`` (non-zero = data), which becomes the
+mask (255 data, 0 no data) and is not stored as a band. So a valid 0 (dark water, 0 % cloud)
+stays valid; ``rasterio``'s ``read(masked=True)``/``read_masks()``, GDAL, QGIS and the COG
+driver honour it. The same for every format: ``raw`` is then rewritten (uncompressed, tiled)
+too, since the service's bytes cannot carry a GDAL mask.
 """
 
 from __future__ import annotations
@@ -83,8 +91,12 @@ class PartFile:
         nodata: float | None = 0,
         allow_missing_georef: bool = True,
         fmt: str = "gtiff",
+        masked: bool = False,
     ) -> None:
         self.destination = Path(destination)
+        self.masked = masked  # tiles carry dataMask as one more, last band (see the module docstring)
+        if masked:
+            nodata = None
         self.fmt = check_format(fmt)
         self.part = part_path(self.destination)
         self.grid = grid
@@ -125,9 +137,17 @@ class PartFile:
             if self._dst is None:
                 if self._whole is not None:
                     raise RuntimeError("a whole-grid tile was written already")
-                with rasterio.Env(**IO_ENV):
+                with rasterio.Env(**IO_ENV, GDAL_TIFF_INTERNAL_MASK=True):
                     self._dst = rasterio.open(self.part, "w", **self.profile)
         return self._dst
+
+    def _put(self, block: np.ndarray, window: Window) -> None:
+        """Write one block of the tile's bands (the mask band last when ``masked``); locked by the caller."""
+        if not self.masked:
+            self._dst.write(block, window=window)
+            return
+        self._dst.write(block[:-1], window=window)
+        self._dst.write_mask(np.where(block[-1] != 0, 255, 0).astype("uint8"), window=window)
 
     def _abort(self) -> None:
         try:
@@ -157,7 +177,7 @@ class PartFile:
         if isinstance(data, np.ndarray):
             self._open_part()
             self._write_array(tile, data)
-        elif whole and self._dst is None:
+        elif whole and self._dst is None and not self.masked:
             self._adopt_whole(tile, data)
         elif isinstance(data, Path):
             self._open_part()
@@ -170,8 +190,13 @@ class PartFile:
                 self._written.add(key)
                 self._pixels_written += tile.width * tile.height
 
+    @property
+    def _count(self) -> int:
+        """Bands a tile carries: the file's, plus the mask band when ``masked``."""
+        return len(self.bands) + int(self.masked)
+
     def _write_array(self, tile: Tile, data: np.ndarray) -> None:
-        expected = (len(self.bands), tile.height, tile.width)
+        expected = (self._count, tile.height, tile.width)
         if data.shape != expected:
             raise ValueError(f"tile {tile.name}: array shape {data.shape}, expected {expected}")
         if data.dtype != np.dtype(self.dtype):
@@ -180,7 +205,7 @@ class PartFile:
         for row, h in _strips(tile.window):
             part = data[:, row - row0 : row - row0 + h, :]
             with self._lock, rasterio.Env(**IO_ENV):
-                self._dst.write(part, window=Window(col0, row, tile.width, h))
+                self._put(part, Window(col0, row, tile.width, h))
 
     def _write_bytes(self, tile: Tile, data: bytes) -> None:
         if not data:
@@ -206,7 +231,7 @@ class PartFile:
                         raise _undecodable(what, size, exc) from exc
                     # errors writing our own file (disk full ...) propagate unchanged
                     with self._lock:
-                        self._dst.write(block, window=Window(col0, row, tile.width, h))
+                        self._put(block, Window(col0, row, tile.width, h))
 
     def _adopt_whole(self, tile: Tile, data: bytes | Path) -> None:
         """Keep a whole-grid response as it is (validated, not decoded) for ``commit`` to tag."""
@@ -247,8 +272,9 @@ class PartFile:
         problems = []
         if (src.width, src.height) != (tile.width, tile.height):
             problems.append(f"size {src.width}x{src.height} px, expected {tile.width}x{tile.height}")
-        if src.count != len(self.bands):
-            problems.append(f"{src.count} bands, expected {len(self.bands)} ({','.join(self.bands)})")
+        if src.count != self._count:
+            names = ",".join(self.bands) + (",dataMask" if self.masked else "")
+            problems.append(f"{src.count} bands, expected {self._count} ({names})")
         if any(d != self.dtype for d in src.dtypes):
             problems.append(f"data type {','.join(sorted(set(src.dtypes)))}, expected {self.dtype}")
         no_georef = src.crs is None and src.transform.is_identity
@@ -328,7 +354,7 @@ class PartFile:
             check_copy(self.part, samples)
             return self.part
         copy_as(self.part, cog_part_path(self.destination), "cog", self.bands, self.dtype,
-                pixels=samples)
+                pixels=samples)  # (the copy keeps the mask: see formats.copy_as)
         self.part.unlink()
         return cog_part_path(self.destination)
 
