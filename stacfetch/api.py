@@ -21,8 +21,9 @@ from typing import Any
 
 from pystac import Item, ItemCollection
 
+from .budget import check_budget
 from .catalog import search as catalog_search
-from .clouds import ClearShare, screen
+from .clouds import ClearShare, screen, screen_assets
 from .config import Settings, check_timeout, load_settings
 from .http import RateLimiter, open_service, open_session
 from .plan import Job, plan_jobs
@@ -96,7 +97,7 @@ def get_query(
     settings: Settings,
     options: GetOptions | None = None,
     executor: Executor | None = None,
-    progress: bool = False,
+    progress: bool | None = None,
     on_plan: PlanHook | None = None,
     on_screen: ScreenHook | None = None,
     **raw: Any,
@@ -105,7 +106,7 @@ def get_query(
 
     ``options``: validated run options; or give their raw values as keywords (``fmt``,
     ``workers``, ``overwrite``, ``dry_run``, ``time_tolerance``, ``min_clear``,
-    ``requests_per_minute``, ``preview``: see ``query.build_options``).
+    ``requests_per_minute``, ``preview``, ``max_pu``: see ``query.build_options``).
     """
     if options is None:
         options = build_options(settings, **raw)
@@ -121,11 +122,16 @@ def get_query(
             jobs = plan_jobs(query, items, options.out_dir, tolerance=options.tolerance)
             if on_plan is not None:
                 on_plan(jobs, len(items))
+            todo = [j for j in jobs
+                    if options.overwrite or not is_complete(j.destination, j.grid, j.bands, j.dtype)]
+            # before any Process request (screening included): --max-pu, disk space, free tier
+            check_budget(todo, source=live.source, provider=live.provider, out_dir=options.out_dir,
+                         max_pu=options.max_pu, screening=options.min_clear is not None)
             if options.dry_run:
                 return GetResult(jobs=jobs, dry_run=True)
             screened: list[ClearShare] = []
             if options.min_clear is not None:
-                jobs, screened = _screen(jobs, session, live, query, options)
+                jobs, screened = _screen(jobs, todo, session, live, query, options)
                 if on_screen is not None and screened:
                     on_screen(screened)
             tags = {"SYNTHETIC": "true"} if settings.is_sandbox else {}
@@ -142,14 +148,16 @@ def get_query(
             session.close()
 
 
-def _screen(jobs: list[Job], session: Any, settings: Settings, query: Query,
+def _screen(jobs: list[Job], todo: list[Job], session: Any, settings: Settings, query: Query,
             options: GetOptions) -> tuple[list[Job], list[ClearShare]]:
-    """Jobs left after --min-clear; complete files are kept without a screening request."""
+    """Jobs left after --min-clear; only ``todo`` (not yet complete) are screened."""
     assert options.min_clear is not None
-    todo = [j for j in jobs
-            if options.overwrite or not is_complete(j.destination, j.grid, j.bands, j.dtype)]
-    _, shares = screen(todo, session, settings.process_url, options.min_clear,
-                       geometry=query.geometry, workers=options.workers)
+    if settings.source == "assets":  # a STAC API's COGs: read each item's SCL asset over the area
+        _, shares = screen_assets(todo, settings, options.min_clear, session=session,
+                                  workers=options.workers)
+    else:
+        _, shares = screen(todo, session, settings.process_url, options.min_clear,
+                           geometry=query.geometry, workers=options.workers)
     cloudy = {id(s.job) for s in shares if not s.keep(options.min_clear)}
     return [j for j in jobs if id(j) not in cloudy], shares
 
@@ -197,11 +205,12 @@ def get(
     overwrite: bool = False,
     dry_run: bool = False,
     time_tolerance: timedelta | float = DEFAULT_TOLERANCE,
-    progress: bool = False,
+    progress: bool | None = None,
     format: str = "cog",  # noqa: A002 - the user-facing name of --format
     preview: bool = False,
     min_clear: float | None = None,
     requests_per_minute: float | None = None,
+    max_pu: float | None = None,
     timeout: float | None = None,
 ) -> GetResult:
     """Download every acquisition over ``location`` between ``start`` and ``end`` (inclusive).
@@ -214,8 +223,11 @@ def get(
     ``timedelta`` or minutes; ``requests_per_minute``: the account's rate limit to pace to
     (default: learnt from the first 429); ``harmonize=False``: the archive's own values
     (Process API ``harmonizeValues`` false; the band offset in the file's metadata);
-    ``timeout``: seconds a request may wait for the service's answer to start (default 120; a
-    silent service is asked twice, then the run says so).
+    ``progress``: a progress bar (``tqdm.auto``) on a terminal or in Jupyter by default,
+    ``True`` always, ``False`` never; ``max_pu``: refuse, before any Process request, a plan
+    estimated above this many processing units. A plan larger than the output folder's free
+    space is refused too. ``timeout``: seconds a request may wait for the service's answer to
+    start (default 120; a silent service is asked twice, then the run says so).
     """
     query = build_query(location, start, end, size=size, collection=collection, max_cloud=max_cloud,
                         bands=bands, resolution=resolution, crs=crs, dtype=dtype, harmonize=harmonize)
@@ -224,5 +236,5 @@ def get(
         live = replace(live, output_dir=Path(out))
     options = build_options(live, fmt=format, workers=workers, overwrite=overwrite, dry_run=dry_run,
                             time_tolerance=time_tolerance, min_clear=min_clear,
-                            requests_per_minute=requests_per_minute, preview=preview)
+                            requests_per_minute=requests_per_minute, preview=preview, max_pu=max_pu)
     return get_query(query, settings=live, options=options, executor=executor, progress=progress)

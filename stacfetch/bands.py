@@ -125,3 +125,20 @@ def output_dtype(bands: tuple[str, ...], dtype: str) -> str:
     if only_classes:
         return "uint8"
     return dtype
+
+
+# STAC ``eo`` common names of the spectral bands (the manifest's eo:bands, xarray attributes).
+COMMON_NAMES: dict[str, str] = {
+    "B01": "coastal", "B02": "blue", "B03": "green", "B04": "red", "B05": "rededge",
+    "B06": "rededge", "B07": "rededge", "B08": "nir", "B8A": "nir08", "B09": "nir09",
+    "B11": "swir16", "B12": "swir22",
+}
+
+
+def center_wavelength_um(name: str) -> float | None:
+    """Centre wavelength in micrometres (from the band's description), None for non-spectral bands."""
+    band = BANDS.get(name)
+    if band is None or band.kind != "reflectance":
+        return None
+    nanometres = float(band.description.rsplit(" ", 2)[-2])
+    return round(nanometres / 1000.0, 5)

@@ -22,7 +22,7 @@ from urllib.parse import urlsplit
 
 from dotenv import dotenv_values
 
-from .errors import ConfigError, InvalidOptionError
+from .errors import ConfigError, InvalidOptionError, closest
 from .http.urls import (  # noqa: F401  (OLD_HUB_*, is_loopback_host, old_hub_host: re-exported)
     OLD_HUB_HINT,
     OLD_HUB_HOSTS,
@@ -373,8 +373,10 @@ def _resolve(
                 "at the end of October 2023",
                 hint="set STACFETCH_PROVIDER=cdse (its successor) or sentinelhub",
             )
+        near = closest(provider_name, PROVIDERS)
         raise ConfigError(
-            f"unknown provider {provider_name!r} (from {sources.get('STACFETCH_PROVIDER')})",
+            f"unknown provider {provider_name!r} (from {sources.get('STACFETCH_PROVIDER')})"
+            + (f"; did you mean {near!r}?" if near else ""),
             hint=f"set STACFETCH_PROVIDER (or --provider) to one of: {hint}",
         )
     profile = PROVIDERS[provider_name]

@@ -7,7 +7,9 @@ written), 130 interrupted.
 
 from __future__ import annotations
 
+import difflib
 import re
+from collections.abc import Iterable
 from datetime import datetime, timezone
 from typing import Any
 
@@ -51,12 +53,24 @@ class InvalidLocationError(UsageError):
     """Coordinates, rings or GeoJSON that do not describe a usable area."""
 
 
+class AreaTooLargeError(InvalidLocationError):
+    """A valid area above the size limit (never a decimal-comma typo: its hint says split it)."""
+
+
 class InvalidDateError(UsageError):
     """A date or date range that cannot be used."""
 
 
 class InvalidOptionError(UsageError):
     """Any other option with a bad value (bands, resolution, CRS, paths ...)."""
+
+
+class BudgetError(UsageError):
+    """A plan that does not fit: above ``--max-pu``, or larger than the free disk space."""
+
+
+class MissingExtraError(UsageError):
+    """A feature needs an optional extra that is not installed (e.g. ``stacfetch[xarray]``)."""
 
 
 # --- configuration and authentication (exit 3) ------------------------------------------
@@ -186,6 +200,16 @@ class Interrupted(StacfetchError):
     """The run was interrupted (Ctrl-C); what finished is kept."""
 
     exit_code = EXIT_INTERRUPTED
+
+
+def closest(value: Any, choices: Iterable[str]) -> str | None:
+    """The valid choice nearest to a mistyped ``value`` (difflib), for "did you mean" hints."""
+    options = list(choices)
+    text = str(value).strip().lower()
+    found = difflib.get_close_matches(text, options, n=1, cutoff=0.6)
+    if not found:  # a prefix ("planetary" -> "planetary-computer")
+        found = [o for o in options if text and o.startswith(text)][:1]
+    return found[0] if found else None
 
 
 def decode_error_body(response: Any) -> tuple[str | None, str]:

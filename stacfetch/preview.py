@@ -13,6 +13,8 @@ Drawn with Pillow only; reading uses the files' overviews, so even large COGs ar
 
 from __future__ import annotations
 
+import base64
+import html
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -27,7 +29,8 @@ from rasterio.enums import MaskFlags, Resampling
 
 from .stac.items import scene_facts
 
-__all__ = ["QUICKLOOK_SIDE", "contact_sheet", "quicklook", "quicklook_path", "read_picture", "timeline"]
+__all__ = ["QUICKLOOK_SIDE", "PngPath", "PngPaths", "contact_sheet", "quicklook", "quicklook_path",
+           "read_picture", "timeline"]
 
 QUICKLOOK_SIDE = 512
 CONTACT_SHEET_NAME = "contact-sheet.png"
@@ -45,6 +48,26 @@ SCL_COLOURS = {
 SCL_CLEAR = (4, 5, 6, 11)
 SCL_CLOUD = (3, 8, 9, 10)  # cloud shadow, cloud medium/high probability, thin cirrus
 CLOUD_TINT = (235, 40, 60)
+
+
+class PngPath(type(Path())):  # type: ignore[misc]  # PosixPath or WindowsPath
+    """The path of a PNG stacfetch wrote; in a notebook it shows as the picture itself."""
+
+    def _repr_png_(self) -> bytes:
+        return self.read_bytes()
+
+
+class PngPaths(list):  # type: ignore[type-arg]
+    """A list of PNG paths; in a notebook every picture shows inline above its file name."""
+
+    def _repr_html_(self) -> str:
+        figures = []
+        for path in self:
+            data = base64.b64encode(Path(path).read_bytes()).decode("ascii")
+            figures.append(f'<figure style="margin:4px 0"><img src="data:image/png;base64,{data}" '
+                           f'style="max-width:100%"/><figcaption><code>{html.escape(str(path))}</code>'
+                           "</figcaption></figure>")
+        return "".join(figures) or "<i>no pictures</i>"
 
 
 def _font(size: int) -> Any:
@@ -154,14 +177,17 @@ def read_picture(path: Path, max_side: int = QUICKLOOK_SIDE) -> Picture:
                    tags.get("SYNTHETIC") == "true", names, cloud_mask)
 
 
-def quicklook(tif: Path, dest: Path | None = None, *, max_side: int = QUICKLOOK_SIDE) -> Path:
-    """Write a small PNG of ``tif`` (default ``<name>.png`` next to it); returns its path."""
+def quicklook(tif: Path, dest: Path | None = None, *, max_side: int = QUICKLOOK_SIDE) -> PngPath:
+    """Write a small PNG of ``tif`` (default ``<name>.png`` next to it); returns its path.
+
+    The path (a ``PngPath``) shows as the picture in a notebook.
+    """
     picture = read_picture(Path(tif), max_side)
     dest = Path(dest) if dest is not None else quicklook_path(Path(tif))
     tmp = dest.with_name(dest.name + ".tmp")
     Image.fromarray(picture.rgba, "RGBA").save(tmp, format="PNG", optimize=True)
     tmp.replace(dest)
-    return dest
+    return PngPath(dest)
 
 
 # --- contact sheet ------------------------------------------------------------------------
@@ -186,8 +212,10 @@ def _checkerboard(w: int, h: int, cell: int = 8) -> Any:
 
 def contact_sheet(
     folder: Path, dest: Path | None = None, *, thumb: int = 220, columns: int | None = None
-) -> list[Path]:
+) -> PngPaths:
     """One contact sheet PNG per area folder under ``folder``; returns their paths.
+
+    The list (a ``PngPaths``) shows every sheet inline in a notebook.
 
     ``dest`` is used when there is exactly one area (default ``<area>/contact-sheet.png``).
     Nodata shows as a checkerboard.
@@ -251,8 +279,8 @@ def contact_sheet(
         tmp = out.with_name(out.name + ".tmp")
         sheet.save(tmp, format="PNG", optimize=True)
         tmp.replace(out)
-        written.append(out)
-    return written
+        written.append(PngPath(out))
+    return PngPaths(written)
 
 
 # --- timeline -----------------------------------------------------------------------------
@@ -295,7 +323,7 @@ def timeline(
     max_cloud: float | None = None,
     title: str | None = None,
     size: tuple[int, int] = (960, 400),
-) -> Path:
+) -> PngPath:
     """Plot ``items`` (pystac Items) over time against ``eo:cloud_cover``; write a PNG to ``dest``."""
     facts = [scene_facts(it) for it in items]
     points = [(f.sensing_time(), f.cloud_cover, f.platform or "S2") for f in facts]
@@ -354,4 +382,4 @@ def timeline(
     dest = Path(dest)
     dest.parent.mkdir(parents=True, exist_ok=True)
     img.save(dest, format="PNG", optimize=True)
-    return dest
+    return PngPath(dest)

@@ -20,7 +20,7 @@ from shapely.geometry.base import BaseGeometry
 from .bands import output_dtype, parse_bands
 from .config import Settings
 from .crs import canonical_crs, check_resolution, is_geographic
-from .errors import InvalidLocationError, InvalidOptionError
+from .errors import InvalidLocationError, InvalidOptionError, closest
 from .location import DEFAULT_SIZE_M, from_geojson_file, parse_bbox, point_geometry, to_geometry
 
 DEFAULT_COLLECTION = "sentinel-2-l2a"
@@ -97,6 +97,7 @@ class GetOptions:
     min_clear: float | None = None  # percent of clear pixels (SCL) an acquisition needs
     requests_per_minute: float | None = None  # the account's rate limit (None: learn it)
     preview: bool = False  # a quicklook PNG next to each file
+    max_pu: float | None = None  # refuse a plan estimated above this many processing units
 
 
 # --- the query --------------------------------------------------------------------------
@@ -195,6 +196,7 @@ def build_options(
     min_clear: Any = None,
     requests_per_minute: Any = None,
     preview: bool = False,
+    max_pu: Any = None,
 ) -> GetOptions:
     """Validate the options of a run once; the output folder is ``settings.output_dir``.
 
@@ -203,21 +205,17 @@ def build_options(
     used fails before any request.
     """
     # raster/ imports plan, which imports this module: importing it at the top is a cycle
-    from .raster.profiles import check_format
+    from .raster.profiles import FORMATS, check_format
 
     try:
         fmt = check_format(fmt)
     except ValueError:
-        raise InvalidOptionError(f"unknown output format {fmt!r}",
+        near = closest(fmt, FORMATS)
+        raise InvalidOptionError(f"unknown output format {fmt!r}" + (f"; did you mean {near!r}?" if near else ""),
                                  hint="use --format cog (default), gtiff or raw") from None
     if min_clear is not None:
         min_clear = _percent(min_clear, "--min-clear",
                              hint="give a percentage of clear pixels, e.g. --min-clear 70")
-        if settings.source != "process":
-            raise InvalidOptionError(
-                f"--min-clear needs the Sentinel Hub Process API; the {settings.provider} provider has none",
-                hint="use --max-cloud with this provider, or a sentinelhub/cdse/sandbox provider",
-            )
     workers = _whole(workers, "workers", hint="e.g. --workers 4")
     if not 1 <= workers <= MAX_WORKERS:
         raise InvalidOptionError(f"workers={workers!r} must be a whole number from 1 to {MAX_WORKERS}")
@@ -229,11 +227,16 @@ def build_options(
                 f"rate limit {requests_per_minute:g} requests/minute is outside 1..100000",
                 hint="give your account's limit, e.g. --rate-limit 300 for the CDSE free tier",
             )
+    if max_pu is not None:
+        max_pu = number(max_pu, "--max-pu", hint="give a number of processing units, e.g. --max-pu 500")
+        if max_pu <= 0:
+            raise InvalidOptionError(f"--max-pu {max_pu:g} must be above 0",
+                                     hint="give a number of processing units, e.g. --max-pu 500")
     return GetOptions(
         out_dir=prepare_output_dir(settings.output_dir, create=not dry_run),
         fmt=fmt, workers=workers, overwrite=bool(overwrite), dry_run=bool(dry_run),
         tolerance=tolerance, min_clear=min_clear, requests_per_minute=requests_per_minute,
-        preview=bool(preview),
+        preview=bool(preview), max_pu=max_pu,
     )
 
 

@@ -11,10 +11,12 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import ctypes.util
+import html
 import logging
 import sys
 import threading
 import time
+import warnings
 from concurrent.futures import Executor, Future, ThreadPoolExecutor, as_completed
 from concurrent.futures import wait as wait_for
 from dataclasses import dataclass, field
@@ -25,7 +27,7 @@ import numpy as np
 import rasterio
 from rasterio._err import CPLE_BaseError
 from rasterio.errors import RasterioError
-from tqdm import tqdm
+from tqdm import TqdmWarning
 
 from .config import Settings
 from .errors import (
@@ -33,12 +35,14 @@ from .errors import (
     EXIT_OK,
     EXIT_PARTIAL,
     Interrupted,
+    InvalidOptionError,
     InvalidResponseError,
     QuotaExhaustedError,
     StacfetchError,
 )
 from .http import open_session, redact
 from .plan import Job, Plan
+from .preview import contact_sheet
 from .raster import (
     PartFile,
     complete_format,
@@ -52,6 +56,10 @@ from .raster import (
 from .raster.profiles import gdal_options
 from .sources import source_for
 from .stac.manifest import write_manifest
+
+with warnings.catch_warnings():  # without ipywidgets, tqdm.auto falls back to the text bar
+    warnings.simplefilter("ignore", TqdmWarning)
+    from tqdm.auto import tqdm
 
 log = logging.getLogger(__name__)
 
@@ -164,6 +172,66 @@ class GetResult:
             "previews": [str(p) for p in self.previews],
             "stats": self.stats,
         }
+
+    # -- in a notebook ----------------------------------------------------------------------
+    @property
+    def folder(self) -> Path | None:
+        """The area folder of this run's files (None without jobs)."""
+        return self.jobs[0].area_dir if self.jobs else None
+
+    def rows(self) -> list[dict[str, Any]]:
+        """One row per acquisition: time, platform, status, scene cloud %, area clear % (when screened)."""
+        words = {"written": "downloaded", "skipped": "already complete", "failed": "failed"}
+        status = {o.job.destination: words.get(o.status, o.status) for o in self.outcomes}
+        shares = {s.job.destination: s for s in self.screened}
+        cloudy = [s.job for s in self.cloudy if s.job.destination not in status]
+        rows = []
+        for job in sorted([*self.jobs, *cloudy], key=lambda j: j.acquisition.datetime):
+            share = shares.get(job.destination)
+            state = status.get(job.destination) or ("planned" if self.dry_run else
+                                                    "skipped: cloudy" if job in cloudy else "not run")
+            rows.append({"time": job.acquisition.datetime, "platform": job.acquisition.platform,
+                         "status": state, "cloud_cover": job.acquisition.cloud_cover,
+                         "clear_percent": None if share is None else share.clear,
+                         "file": job.destination.name})
+        return rows
+
+    def __repr__(self) -> str:
+        where = f", folder {self.folder}" if self.folder else ""
+        if self.dry_run:
+            return f"GetResult(dry run: {len(self.jobs)} acquisition(s) planned{where})"
+        cloudy = f", {len(self.cloudy)} skipped as cloudy" if self.cloudy else ""
+        return (f"GetResult({len(self.written)} downloaded, {len(self.skipped)} already complete, "
+                f"{len(self.failed)} failed{cloudy}; {self.bytes / 1e6:.1f} MB in {self.seconds:.1f} s{where})")
+
+    def _repr_html_(self) -> str:
+        def cell(value: Any, fmt: str = "{}") -> str:
+            return "" if value is None else html.escape(fmt.format(value))
+
+        body = "".join(
+            f"<tr><td>{cell(r['time'], '{:%Y-%m-%d %H:%M:%S}')}</td><td>{cell(r['platform'])}</td>"
+            f"<td>{cell(r['status'])}</td><td style='text-align:right'>{cell(r['cloud_cover'], '{:.1f}')}</td>"
+            f"<td style='text-align:right'>{cell(r['clear_percent'], '{:.0f}')}</td>"
+            f"<td><code>{cell(r['file'])}</code></td></tr>" for r in self.rows())
+        head = "".join(f"<th>{h}</th>" for h in ("acquired (UTC)", "platform", "status",
+                                                  "scene cloud %", "area clear %", "file"))
+        lines = "<br>".join(html.escape(line) for line in self.summary().splitlines()[:1])
+        where = f"<br>folder: <code>{html.escape(str(self.folder))}</code>" if self.folder else ""
+        return (f"<div><b>stacfetch GetResult</b>: {lines}{where}"
+                f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table></div>")
+
+    def to_xarray(self, **options: Any) -> Any:
+        """The files as one lazy ``xarray.Dataset`` (``stacfetch.open_dataset``; the xarray extra)."""
+        # the optional extra: imported only when asked for (stacfetch[xarray] may be missing)
+        from .dataset import open_dataset
+
+        return open_dataset(self, **options)
+
+    def contact_sheet(self, **options: Any) -> Any:
+        """Draw this run's area as one contact sheet PNG; a notebook shows it inline (``PngPath``)."""
+        if self.folder is None or not self.paths:
+            raise InvalidOptionError("this run has no files to draw", hint="see result.summary()")
+        return contact_sheet(self.folder, **options)[0]
 
 
 class RunContext:
@@ -359,8 +427,21 @@ def _process_tile(job: Job, tile: Any, part: Any, reader: Any, context: RunConte
     raise AssertionError("unreachable")
 
 
-def _progress(total: int, enabled: bool) -> Any:
-    if not enabled or not sys.stderr.isatty():
+def in_jupyter() -> bool:
+    """True inside a Jupyter (ipykernel) shell: no terminal, but a progress bar still shows."""
+    ipython = sys.modules.get("IPython")
+    shell = getattr(ipython, "get_ipython", lambda: None)() if ipython is not None else None
+    return type(shell).__name__ == "ZMQInteractiveShell"
+
+
+def _progress(total: int, enabled: bool | None) -> Any:
+    """The acquisitions' progress bar (``tqdm.auto``: a widget in Jupyter, text on a terminal).
+
+    ``enabled``: True always, False never, None (default) on a terminal or in Jupyter only.
+    """
+    if enabled is False or total == 0:
+        return None
+    if enabled is None and not (sys.stderr.isatty() or in_jupyter()):
         return None
     return tqdm(total=total, unit="file", file=sys.stderr, dynamic_ncols=True, desc="acquisitions")
 
@@ -371,7 +452,7 @@ def execute(
     *,
     executor: Executor | None = None,
     workers: int = 4,
-    progress: bool = False,
+    progress: bool | None = None,
     manifest_root: Path | None = None,
 ) -> GetResult:
     """Run every job; write the manifest of what is complete; return the result.

@@ -1,8 +1,8 @@
 """The ``stacfetch`` command line: parse, call the library, print (data on stdout, the rest on stderr).
 
 This package is what ``stacfetch --help`` imports, so it stays light: the parser is built
-here and each command lives in its own module (``search``, ``get``, ``preview``, ``check``),
-imported only when that command runs. Arguments reach ``query.build_query`` and
+here and each command lives in its own module (``search``, ``get``, ``preview``, ``stats``,
+``check``), imported only when that command runs. Arguments reach ``query.build_query`` and
 ``query.build_options`` as the raw text the user typed; they validate it.
 """
 
@@ -53,6 +53,14 @@ exit codes: 0 ok, 2 bad input, 3 configuration/credentials, 4 service/network,
 6 acquisitions failed and none was written (no complete file), 130 interrupted.
 """
 
+EPILOG_STATS = """\
+examples:
+  stacfetch get --provider sandbox --lon 34.665 --lat 31.625 --start 2022-01-01 --end 2022-02-28 \\
+      --bands B04,B08,SCL --resolution 20 --out out
+  stacfetch stats out                      # NDVI per acquisition
+  stacfetch stats out --index ndwi --csv ndwi.csv
+"""
+
 EPILOG_CHECK = """\
 examples:
   stacfetch check
@@ -99,9 +107,11 @@ def _add_common(parser: argparse.ArgumentParser) -> None:
                       help="keep scenes whose cloud cover is at most PERCENT (0-100)")
 
     conf = parser.add_argument_group("configuration")
-    conf.add_argument("--provider",
-                      choices=("sentinelhub", "cdse", "sandbox", "earth-search", "planetary-computer", "stac"),
-                      help="overrides STACFETCH_PROVIDER; 'sandbox' runs a local emulator (synthetic data); "
+    # no argparse choices for --provider/--format: the library checks them and suggests the
+    # nearest valid name ("sandbx" -> did you mean 'sandbox'?)
+    conf.add_argument("--provider", metavar="NAME",
+                      help="sentinelhub, cdse, sandbox, earth-search, planetary-computer or stac; "
+                      "overrides STACFETCH_PROVIDER; 'sandbox' runs a local emulator (synthetic data); "
                       "earth-search, planetary-computer and stac (STACFETCH_STAC_URL) read the archived "
                       "COG assets, no Sentinel Hub account needed")
     conf.add_argument("--env-file", metavar="PATH", help="read settings from PATH instead of ./.env")
@@ -160,15 +170,19 @@ def build_parser() -> argparse.ArgumentParser:
                    help="items this close in time are one acquisition (default 60)")
     g.add_argument("--dry-run", action="store_true", help="print the plan and estimated cost; download nothing")
     g.add_argument("--overwrite", action="store_true", help="download again even if a complete file exists")
-    g.add_argument("--format", dest="fmt", choices=("cog", "gtiff", "raw"), default="cog",
+    g.add_argument("--format", dest="fmt", default="cog", metavar="FORMAT",
                    help="cog: Cloud-Optimized GeoTIFF with overviews, DEFLATE (default); gtiff: tiled "
                         "DEFLATE GeoTIFF; raw: the service's GeoTIFF as sent, tags added, uncompressed "
                         "(least CPU, largest files)")
     g.add_argument("--preview", action="store_true",
                    help="also write a small true-colour PNG quicklook next to each GeoTIFF")
+    g.add_argument("--max-pu", type=str, metavar="N",
+                   help="refuse, before any request, a plan estimated above N Sentinel Hub "
+                   "processing units (the dry run shows the estimate)")
     g.add_argument("--min-clear", type=str, metavar="PERCENT",
                    help="skip acquisitions with less than PERCENT clear pixels over the area "
-                   "(SCL 4,5,6,11; one small request each)")
+                   "(SCL 4,5,6,11; one small Process request each, or the SCL asset's windows "
+                   "with a COG provider)")
 
     prev = sub.add_parser("preview", help="draw a contact sheet PNG of the acquisitions in a folder",
                           description="Write one contact sheet PNG per area folder under OUT_DIR: every "
@@ -182,6 +196,22 @@ def build_parser() -> argparse.ArgumentParser:
     prev.add_argument("--json", action="store_true", help="print the written paths as JSON")
     prev.add_argument("-v", "--verbose", action="count", default=0, help="more detail on stderr")
     prev.add_argument("-q", "--quiet", action="store_true", help="only errors on stderr")
+
+    stats = sub.add_parser("stats", help="per-acquisition statistics of a spectral index (NDVI, ...)",
+                           description="For each acquisition in a `get` output folder: date, platform, "
+                           "clear share over the area (when the files have SCL) and the mean, median "
+                           "and standard deviation of a spectral index over the pixels with data "
+                           "(and, with SCL, clear: classes 4, 5, 6, 11). Needs the xarray extra: "
+                           "pip install 'stacfetch[xarray]'.",
+                           epilog=EPILOG_STATS, formatter_class=argparse.RawDescriptionHelpFormatter)
+    stats.add_argument("folder", metavar="OUT_DIR",
+                       help="a `get` output folder, one area folder in it, or its catalog.json")
+    stats.add_argument("--index", default="ndvi", metavar="NAME",
+                       help="ndvi (default), ndwi, ndmi, nbr, ndre, ndsi or ndbi")
+    stats.add_argument("--csv", metavar="FILE", help="also write the table as CSV to FILE")
+    stats.add_argument("--json", action="store_true", help="print the rows as JSON on stdout")
+    stats.add_argument("-v", "--verbose", action="count", default=0, help="more detail on stderr")
+    stats.add_argument("-q", "--quiet", action="store_true", help="only errors on stderr")
 
     check = sub.add_parser("check", help="check the configuration, credentials and service (doctor)",
                            description="Check, line by line, what `get` needs: the .env file and where "

@@ -23,7 +23,7 @@ def run(args: argparse.Namespace) -> int:
     options = build_options(settings, fmt=args.fmt, workers=args.workers, overwrite=args.overwrite,
                             dry_run=args.dry_run, time_tolerance=args.time_tolerance,
                             min_clear=args.min_clear, requests_per_minute=args.rate_limit,
-                            preview=args.preview)
+                            preview=args.preview, max_pu=args.max_pu)
     echo = not args.quiet
     if echo:
         output.echo_query(query)
@@ -34,7 +34,8 @@ def run(args: argparse.Namespace) -> int:
         print(output.summarize(jobs, query=query, item_count=item_count, source=settings.source),
               file=sys.stderr)
         if options.dry_run and options.min_clear is not None:
-            print(output.dry_run_screening_note(options.min_clear, jobs), file=sys.stderr)
+            print(output.dry_run_screening_note(options.min_clear, jobs, settings.source),
+                  file=sys.stderr)
 
     def on_screen(shares: Sequence[ClearShare]) -> None:
         if echo and options.min_clear is not None:
@@ -42,7 +43,8 @@ def run(args: argparse.Namespace) -> int:
 
     if not options.dry_run:
         return_large_buffers_to_the_os()  # process-wide (mallopt): the CLI owns the process
-    result = get_query(query, settings=settings, options=options, progress=not (args.quiet or args.json),
+    progress = False if (args.quiet or args.json) else None  # None: a bar on a terminal only
+    result = get_query(query, settings=settings, options=options, progress=progress,
                        on_plan=on_plan, on_screen=on_screen)
     if args.json:
         output.print_json(result.to_dict(), indent=2)

@@ -9,6 +9,17 @@ lock ``.catalog.json.lock`` in the folder. A damaged ``catalog.json`` or item fi
 entry: the entries are rebuilt from the GeoTIFFs and their sidecars on disk. The clean-up
 removes only item files an earlier manifest listed (never a user's own file), and nothing is
 written or removed through an ``items`` folder that links out of the folder.
+
+Other tools load it as they load a STAC API's items: the ``data`` asset describes every band
+(``eo:bands``: name, common name, centre wavelength; ``raster:bands``: data type, nodata,
+scale, offset, resolution), the item carries the projection (``proj:code`` and, for readers
+that know only the older field, ``proj:epsg``; ``proj:shape``, ``proj:transform``), and ids
+have no ``/``. odc-stac finds each band by its ``eo:bands`` name; :func:`manifest_items` gives
+one area's items as plain dicts with absolute hrefs and one asset per band (GDAL's
+``vrt://file.tif?bands=N``, one band of the file) for tools that read one band per asset::
+
+    odc.stac.load(pystac.Catalog.from_file("out/catalog.json").get_items(), bands=["B04", "B08"])
+    stackstac.stack(stacfetch.manifest_items("out"), assets=["B04", "B08"])
 """
 
 from __future__ import annotations
@@ -29,11 +40,14 @@ from pystac.layout import CustomLayoutStrategy
 from pystac.stac_io import DefaultStacIO
 
 from .. import __version__
+from ..bands import BANDS, COMMON_NAMES, center_wavelength_um
+from ..errors import InvalidOptionError
 from ..plan import Acquisition, Grid, Job, sanitize
 from ..raster.files import atomic_write_text, recorded_file, sha256_file, sidecar_path
 from ..raster.tags import COMPLETE_TAG, iso
 
-__all__ = ["MANIFEST_NAME", "ManifestRecord", "record_for", "record_from_file", "write_manifest"]
+__all__ = ["MANIFEST_NAME", "ManifestRecord", "band_metadata", "manifest_items",
+           "record_for", "record_from_file", "write_manifest"]
 
 log = logging.getLogger(__name__)
 
@@ -44,6 +58,7 @@ ITEMS_DIR = "items"
 _FILE_EXT = "https://stac-extensions.github.io/file/v2.1.0/schema.json"
 _PROJ_EXT = "https://stac-extensions.github.io/projection/v2.0.0/schema.json"
 _EO_EXT = "https://stac-extensions.github.io/eo/v1.1.0/schema.json"
+_RASTER_EXT = "https://stac-extensions.github.io/raster/v1.1.0/schema.json"
 
 
 @dataclass(frozen=True)
@@ -124,9 +139,57 @@ def _platform_name(code: str) -> str:
     return "+".join(f"sentinel-2{p[-1].lower()}" if re.fullmatch(r"S2[A-D]", p) else p for p in code.split("-"))
 
 
+def _item_id(relative: Path) -> str:
+    """The item id of a file: its path relative to the root, without ``.tif``, ``__`` for ``/``."""
+    return relative.with_suffix("").as_posix().replace("/", "__")
+
+
+def _file_stem(item_id: str) -> str:
+    """The name (without ``.json``) of an item's file."""
+    return sanitize(item_id.replace("/", "__"), 200)
+
+
+def band_metadata(path: Path) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """``(eo:bands, raster:bands)`` of a GeoTIFF, from its header (names, types, masks, scaling)."""
+    with rasterio.open(path) as src:
+        names = [d or f"band{i}" for i, d in enumerate(src.descriptions, start=1)]
+        dtypes, nodata = src.dtypes, src.nodata
+        scales, offsets, resolution = src.scales, src.offsets, float(abs(src.res[0]))
+    eo_bands, raster_bands = [], []
+    for i, name in enumerate(names):
+        eo: dict[str, Any] = {"name": name}
+        if name in BANDS:
+            eo["description"] = BANDS[name].description
+        if name in COMMON_NAMES:
+            eo["common_name"] = COMMON_NAMES[name]
+            eo["center_wavelength"] = center_wavelength_um(name)
+        raster: dict[str, Any] = {"data_type": dtypes[i], "spatial_resolution": resolution,
+                                  "scale": float(scales[i]), "offset": float(offsets[i])}
+        if nodata is not None:  # else: the file's internal mask band says where data is
+            raster["nodata"] = float(nodata) if dtypes[i].startswith("float") else int(nodata)
+        eo_bands.append(eo)
+        raster_bands.append(raster)
+    return eo_bands, raster_bands
+
+
+def _describe_bands(item: pystac.Item) -> None:
+    """The band, raster and projection fields other STAC tools need (header read once per file)."""
+    code = str(item.properties.get("proj:code") or "")
+    if code.upper().startswith("EPSG:") and code[5:].isdigit():
+        item.properties["proj:epsg"] = int(code[5:])  # readers that predate proj:code (stackstac)
+    if _RASTER_EXT not in item.stac_extensions:
+        item.stac_extensions.append(_RASTER_EXT)
+    data = item.assets["data"]
+    if data.extra_fields.get("eo:bands") and data.extra_fields.get("raster:bands"):
+        return  # an unchanged entry of an earlier run: already described
+    eo_bands, raster_bands = band_metadata(Path(data.get_absolute_href() or data.href))
+    data.extra_fields["eo:bands"] = eo_bands
+    data.extra_fields["raster:bands"] = raster_bands
+
+
 def _item_for(record: ManifestRecord, root: Path) -> pystac.Item:
     rel = record.destination.resolve().relative_to(root)
-    item_id = rel.with_suffix("").as_posix()
+    item_id = _item_id(rel)
     grid = record.grid
     footprint = grid.footprint_4326()
     props: dict[str, Any] = {
@@ -260,7 +323,8 @@ def _existing_items(root: Path) -> tuple[dict[str, pystac.Item], set[Path], bool
         fresh.clear_links()
         for key, a in item.assets.items():
             fresh.assets[key].href = a.get_absolute_href() or a.href
-        kept[item.id] = fresh
+        fresh.id = fresh.id.replace("/", "__")  # an older manifest's ids: still one entry per file
+        kept[fresh.id] = fresh
     return kept, files, damaged
 
 
@@ -320,10 +384,11 @@ def _write_locked(root: Path, items_dir: Path, records: list[ManifestRecord], ti
         title=title,
     )
     for item_id in sorted(items):
+        _describe_bands(items[item_id])
         catalog.add_item(items[item_id])
 
     def item_href(item: pystac.Item, parent_dir: str) -> str:
-        return str(items_dir / (sanitize(item.id.replace("/", "__"), 200) + ".json"))
+        return str(items_dir / (_file_stem(item.id) + ".json"))
 
     catalog.normalize_hrefs(str(root), strategy=CustomLayoutStrategy(item_func=item_href))
     catalog.make_all_asset_hrefs_relative()
@@ -335,3 +400,74 @@ def _write_locked(root: Path, items_dir: Path, records: list[ManifestRecord], ti
         if _inside(stale, items_dir.resolve()) and stale.suffix == ".json":
             stale.unlink(missing_ok=True)
     return catalog_path
+
+
+# --- reading it back ------------------------------------------------------------------------
+def _locate(source: Any) -> tuple[Path, Path | None]:
+    """``(catalog.json, area folder or None)`` of a GetResult, a catalog, an output or area folder."""
+    if hasattr(source, "manifest") and hasattr(source, "paths"):  # a GetResult
+        if source.manifest is None or not source.paths:
+            raise InvalidOptionError("this run wrote no manifest (nothing complete)",
+                                     hint="see result.summary()")
+        return Path(source.manifest), Path(source.paths[0]).resolve().parent
+    path = Path(source).expanduser().resolve()
+    if path.is_file():
+        return path, None
+    for folder in (path, *path.parents):
+        if (folder / MANIFEST_NAME).is_file():
+            return folder / MANIFEST_NAME, (None if folder == path else path)
+    raise InvalidOptionError(f"no {MANIFEST_NAME} in {path} or above it",
+                             hint="give the --out folder of a stacfetch get run")
+
+
+def _band_assets(item: dict[str, Any]) -> None:
+    """One asset per band (key = band name): that band of the file, ``vrt://<file>?bands=N``."""
+    data = item["assets"]["data"]
+    for index, (eo, raster) in enumerate(zip(data.get("eo:bands") or [], data.get("raster:bands") or [],
+                                             strict=False), start=1):
+        item["assets"].setdefault(eo["name"], {
+            "href": f"vrt://{data['href']}?bands={index}", "roles": ["data"],
+            "title": f"{eo['name']}: band {index} of {Path(data['href']).name}",
+            "eo:bands": [eo], "raster:bands": [raster],
+        })
+
+
+def manifest_items(source: Any) -> list[dict[str, Any]]:
+    """One area's manifest items as plain STAC dicts with absolute hrefs, in time order.
+
+    ``source``: a ``GetResult``, the output folder (or its ``catalog.json``) when it holds one
+    area, or an area folder. The JSON is returned as written (pystac would migrate
+    ``proj:epsg`` away, which stackstac still needs), plus one asset per band named after it:
+    GDAL's ``vrt://<file>?bands=N``, a one-band view of the file for tools that read one band
+    per asset. Several areas and none named: an error listing them.
+    """
+    catalog_path, area = _locate(source)
+    try:
+        catalog = json.loads(catalog_path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise InvalidOptionError(f"cannot read the manifest {catalog_path}: {exc}") from None
+    by_area: dict[Path, list[dict[str, Any]]] = {}
+    for link in catalog.get("links", []):
+        if link.get("rel") != "item":
+            continue
+        item_path = (catalog_path.parent / link["href"]).resolve()
+        item = json.loads(item_path.read_text(encoding="utf-8"))
+        for asset in item.get("assets", {}).values():
+            if "://" not in asset["href"]:
+                asset["href"] = str((item_path.parent / asset["href"]).resolve())
+        for entry in item.get("links", []):
+            if "://" not in entry.get("href", ""):
+                entry["href"] = str((item_path.parent / entry["href"]).resolve())
+        _band_assets(item)
+        folder = Path(item["assets"]["data"]["href"]).parent
+        by_area.setdefault(folder, []).append(item)
+    if area is not None:
+        chosen = by_area.get(area, [])
+    elif len(by_area) > 1:
+        raise InvalidOptionError(
+            f"{catalog_path} lists {len(by_area)} area folders; tools stack one grid at a time",
+            hint="give one of them:\n    " + "\n    ".join(str(a) for a in sorted(by_area)),
+        )
+    else:
+        chosen = next(iter(by_area.values()), [])
+    return sorted(chosen, key=lambda it: (it["properties"].get("datetime") or "", it["id"]))
