@@ -12,7 +12,7 @@ nothing: the CLI passes ``on_plan``/``on_screen`` callbacks to show the plan and
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import Executor
 from dataclasses import replace
 from datetime import timedelta
@@ -22,12 +22,12 @@ from typing import Any
 from pystac import Item, ItemCollection
 
 from .bands import PRESETS, output_dtype
-from .catalog import iter_pages, sort_key
+from .budget import check_budget, max_px_for_budget
 from .catalog import search as catalog_search
-from .clouds import ClearShare, screen
-from .config import Settings, load_settings
+from .clouds import ClearShare, screen, screen_assets
+from .config import Settings, check_timeout, load_settings
 from .http import LimitMemory, RateLimiter, open_service, open_session
-from .plan import Job, max_px_for_budget, plan_jobs
+from .plan import Job, plan_jobs
 from .preview import quicklook, quicklook_path
 from .query import (
     DEFAULT_COLLECTION,
@@ -39,7 +39,7 @@ from .query import (
 )
 from .raster import is_complete
 from .run import GetResult, RunContext, execute
-from .stream import PagePlanner
+from .sources.process import check_crs
 
 __all__ = ["build_query", "get", "get_query", "open_service", "search", "search_query"]
 
@@ -49,10 +49,11 @@ PlanHook = Callable[[Sequence[Job], int], None]  # (jobs, number of items found)
 ScreenHook = Callable[[Sequence[ClearShare]], None]  # the --min-clear measurements
 
 
-def _settings(settings: Settings | None, provider: str | None, env_file: Any, **extra: Any) -> Settings:
+def _settings(settings: Settings | None, provider: str | None, env_file: Any, *,
+              timeout: float | None = None, **extra: Any) -> Settings:
     if settings is not None:
-        return settings
-    return load_settings(env_file=env_file, provider=provider, **extra)
+        return settings if timeout is None else replace(settings, timeout=check_timeout(timeout))
+    return load_settings(env_file=env_file, provider=provider, timeout=timeout, **extra)
 
 
 def search_query(query: Query, *, settings: Settings, max_items: int | None = None) -> list[Item]:
@@ -77,14 +78,17 @@ def search(
     collection: str = DEFAULT_COLLECTION,
     max_cloud: float | None = None,
     max_items: int | None = None,
+    timeout: float | None = None,
 ) -> ItemCollection:
     """Search Sentinel-2 L2A scenes; returns a ``pystac.ItemCollection`` in time order.
 
     ``location``: [lon, lat], [W, S, E, N], a ring of [lon, lat] pairs, a GeoJSON dict or a
     shapely geometry (longitude first). ``start``/``end``: dates; the end day is inclusive.
+    ``timeout``: seconds a request may wait for the service's answer to start (default 120).
     """
     query = build_query(location, start, end, size=size, collection=collection, max_cloud=max_cloud)
-    items = search_query(query, settings=_settings(settings, provider, env_file), max_items=max_items)
+    items = search_query(query, settings=_settings(settings, provider, env_file, timeout=timeout),
+                         max_items=max_items)
     return ItemCollection(items)
 
 
@@ -94,7 +98,7 @@ def get_query(
     settings: Settings,
     options: GetOptions | None = None,
     executor: Executor | None = None,
-    progress: bool = False,
+    progress: bool | None = None,
     on_plan: PlanHook | None = None,
     on_screen: ScreenHook | None = None,
     **raw: Any,
@@ -103,74 +107,63 @@ def get_query(
 
     ``options``: validated run options; or give their raw values as keywords (``fmt``,
     ``workers``, ``overwrite``, ``dry_run``, ``time_tolerance``, ``min_clear``,
-    ``requests_per_minute``, ``preview``: see ``query.build_options``).
+    ``requests_per_minute``, ``preview``, ``max_pu``: see ``query.build_options``).
     """
     if options is None:
         options = build_options(settings, **raw)
     elif raw:
         raise TypeError(f"give either options= or raw option values, not both: {sorted(raw)}")
+    if settings.source == "process" and query.crs is not None:
+        check_crs(query.crs)  # refused before any request, with the list in the hint
     with open_service(settings) as live:
         memory = LimitMemory.for_service(live.base_url or live.stac_url or "", live.client_id)
         limiter = RateLimiter(requests_per_minute=options.requests_per_minute,
                               pu_per_minute=options.pu_limit, memory=memory)
         session = open_session(live, limiter=limiter, pool_size=max(options.workers, 4))
         try:
+            items = catalog_search(session, live.catalog_url, query)
+            # no request costs more PU than the (configured or remembered) budget holds
             bands = tuple(query.bands) or PRESETS["all"]
             max_px = max_px_for_budget(limiter.pu_capacity, len(bands), output_dtype(bands, query.dtype))
-            pages = iter_pages(session, live.catalog_url, query)
-            first, more = next(pages, ([], False))
-            tags = {"SYNTHETIC": "true"} if settings.is_sandbox else {}
-            context = RunContext(live, session=session, overwrite=options.overwrite, tags=tags,
-                                 session_options={"pool_size": 2}, fmt=options.fmt)
-            if more and not options.dry_run and options.min_clear is None:
-                # several pages: the first acquisitions download while the search goes on
-                planner = PagePlanner(query, options.out_dir, tolerance=options.tolerance, max_px=max_px)
-
-                def stream() -> Iterator[Job]:
-                    yield from planner.add(first)
-                    yield from planner.jobs_of(page for page, _ in pages)
-                    if on_plan is not None:  # the totals, once the search has ended
-                        on_plan(planner.plan(), len(planner.items))
-
-                result = execute(stream(), context, executor=executor, workers=options.workers,
-                                 progress=progress, manifest_root=options.out_dir)
-                return _finish(result, session, options, [])
-            items = sorted([*first, *(item for page, _ in pages for item in page)], key=sort_key)
             jobs = plan_jobs(query, items, options.out_dir, tolerance=options.tolerance, max_px=max_px)
             if on_plan is not None:
                 on_plan(jobs, len(items))
+            todo = [j for j in jobs
+                    if options.overwrite or not is_complete(j.destination, j.grid, j.bands, j.dtype)]
+            # before any Process request (screening included): --max-pu, disk space, free tier
+            check_budget(todo, source=live.source, provider=live.provider, out_dir=options.out_dir,
+                         max_pu=options.max_pu, screening=options.min_clear is not None)
             if options.dry_run:
                 return GetResult(jobs=jobs, dry_run=True)
             screened: list[ClearShare] = []
             if options.min_clear is not None:
-                jobs, screened = _screen(jobs, session, live, query, options)
+                jobs, screened = _screen(jobs, todo, session, live, query, options)
                 if on_screen is not None and screened:
                     on_screen(screened)
+            tags = {"SYNTHETIC": "true"} if settings.is_sandbox else {}
+            context = RunContext(live, session=session, overwrite=options.overwrite, tags=tags,
+                                 session_options={"pool_size": 2}, fmt=options.fmt)
             result = execute(jobs, context, executor=executor, workers=options.workers,
                              progress=progress, manifest_root=options.out_dir)
-            return _finish(result, session, options, screened)
+            result.min_clear, result.screened = options.min_clear, screened
+            if options.preview:
+                result.previews = _previews(result.paths, overwrite=options.overwrite)
+            result.stats = {**_session_stats(session), **result.stats}  # and a cluster's counters
+            return result
         finally:
             session.close()
 
 
-def _finish(result: GetResult, session: Any, options: GetOptions,
-            screened: list[ClearShare]) -> GetResult:
-    """Quicklooks and counters after the downloads."""
-    result.min_clear, result.screened = options.min_clear, screened
-    if options.preview:
-        result.previews = _previews(result.paths, overwrite=options.overwrite)
-    result.stats = {**_session_stats(session), **result.stats}  # and a cluster's own counters
-    return result
-
-
-def _screen(jobs: list[Job], session: Any, settings: Settings, query: Query,
+def _screen(jobs: list[Job], todo: list[Job], session: Any, settings: Settings, query: Query,
             options: GetOptions) -> tuple[list[Job], list[ClearShare]]:
-    """Jobs left after --min-clear; complete files are kept without a screening request."""
+    """Jobs left after --min-clear; only ``todo`` (not yet complete) are screened."""
     assert options.min_clear is not None
-    todo = [j for j in jobs
-            if options.overwrite or not is_complete(j.destination, j.grid, j.bands, j.dtype)]
-    _, shares = screen(todo, session, settings.process_url, options.min_clear,
-                       geometry=query.geometry, workers=options.workers)
+    if settings.source == "assets":  # a STAC API's COGs: read each item's SCL asset over the area
+        _, shares = screen_assets(todo, settings, options.min_clear, session=session,
+                                  workers=options.workers)
+    else:
+        _, shares = screen(todo, session, settings.process_url, options.min_clear,
+                           geometry=query.geometry, workers=options.workers)
     cloudy = {id(s.job) for s in shares if not s.keep(options.min_clear)}
     return [j for j in jobs if id(j) not in cloudy], shares
 
@@ -212,16 +205,19 @@ def get(
     resolution: float | None = None,
     crs: str | None = None,
     dtype: str = "uint16",
+    harmonize: bool = True,
     workers: int = 4,
     executor: Executor | None = None,
     overwrite: bool = False,
     dry_run: bool = False,
     time_tolerance: timedelta | float = DEFAULT_TOLERANCE,
-    progress: bool = False,
+    progress: bool | None = None,
     format: str = "cog",  # noqa: A002 - the user-facing name of --format
     preview: bool = False,
     min_clear: float | None = None,
     requests_per_minute: float | None = None,
+    max_pu: float | None = None,
+    timeout: float | None = None,
 ) -> GetResult:
     """Download every acquisition over ``location`` between ``start`` and ``end`` (inclusive).
 
@@ -231,14 +227,20 @@ def get(
     quicklook PNG next to each file; ``min_clear``: minimum percentage of clear pixels (SCL)
     over the area, screened with one small request per acquisition; ``time_tolerance``: a
     ``timedelta`` or minutes; ``requests_per_minute``: the account's rate limit to pace to
-    (default: learnt from the first 429).
+    (default: learnt from the first 429); ``harmonize=False``: the archive's own values
+    (Process API ``harmonizeValues`` false; the band offset in the file's metadata);
+    ``progress``: a progress bar (``tqdm.auto``) on a terminal or in Jupyter by default,
+    ``True`` always, ``False`` never; ``max_pu``: refuse, before any Process request, a plan
+    estimated above this many processing units. A plan larger than the output folder's free
+    space is refused too. ``timeout``: seconds a request may wait for the service's answer to
+    start (default 120; a silent service is asked twice, then the run says so).
     """
     query = build_query(location, start, end, size=size, collection=collection, max_cloud=max_cloud,
-                        bands=bands, resolution=resolution, crs=crs, dtype=dtype)
-    live = _settings(settings, provider, env_file, output_dir=out)
+                        bands=bands, resolution=resolution, crs=crs, dtype=dtype, harmonize=harmonize)
+    live = _settings(settings, provider, env_file, timeout=timeout, output_dir=out)
     if settings is not None and out is not None:
-        live = replace(settings, output_dir=Path(out))
+        live = replace(live, output_dir=Path(out))
     options = build_options(live, fmt=format, workers=workers, overwrite=overwrite, dry_run=dry_run,
                             time_tolerance=time_tolerance, min_clear=min_clear,
-                            requests_per_minute=requests_per_minute, preview=preview)
+                            requests_per_minute=requests_per_minute, preview=preview, max_pu=max_pu)
     return get_query(query, settings=live, options=options, executor=executor, progress=progress)

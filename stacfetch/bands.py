@@ -1,4 +1,11 @@
-"""Sentinel-2 L2A bands: names, presets, native resolutions and data types."""
+"""Sentinel-2 L2A bands: names, presets, native resolutions, data types and the units the
+Process API accepts for each.
+
+Units (sentinelhub-py ``data_collections_bands.py``; CDSE S2L2A "Units"): spectral bands
+``REFLECTANCE`` or ``DN`` (DN = 10000 x reflectance); ``AOT`` ``OPTICAL_DEPTH`` or ``DN``
+(AOT = DN / 1000); ``SCL``, ``CLP``, ``CLM`` and ``dataMask`` only ``DN``; ``CLD`` and ``SNW`` only
+``PERCENT``. Asking a band in another unit is a 400 from the service.
+"""
 
 from __future__ import annotations
 
@@ -14,6 +21,22 @@ class Band:
     description: str
     native_resolution: float  # metres
     kind: str  # "reflectance" | "classification" | "mask" | "aot" | "percent"
+
+    @property
+    def units(self) -> tuple[str, ...]:
+        """The Process API units of this band, the float (physical) one first."""
+        return _UNITS[self.kind]
+
+    def request_units(self, dtype: str) -> str:
+        """The units to ask for: the physical unit for float32 output, DN (or the only unit) else."""
+        units = self.units
+        if dtype == "float32" or "DN" not in units:
+            return units[0]
+        return "DN"
+
+
+_UNITS = {"reflectance": ("REFLECTANCE", "DN"), "aot": ("OPTICAL_DEPTH", "DN"),
+          "classification": ("DN",), "mask": ("DN",), "percent": ("PERCENT",)}
 
 
 _BANDS = [
@@ -33,6 +56,8 @@ _BANDS = [
     Band("SCL", "scene classification", 20, "classification"),
     Band("SNW", "snow probability", 20, "percent"),
     Band("CLD", "cloud probability", 20, "percent"),
+    Band("CLP", "cloud probability (s2cloudless, 0-255)", 160, "classification"),
+    Band("CLM", "cloud mask (s2cloudless: 0 clear, 1 cloud, 255 no data)", 160, "classification"),
     Band("dataMask", "1 = data, 0 = no data", 10, "mask"),
 ]
 BANDS: dict[str, Band] = {b.name: b for b in _BANDS}
@@ -100,3 +125,20 @@ def output_dtype(bands: tuple[str, ...], dtype: str) -> str:
     if only_classes:
         return "uint8"
     return dtype
+
+
+# STAC ``eo`` common names of the spectral bands (the manifest's eo:bands, xarray attributes).
+COMMON_NAMES: dict[str, str] = {
+    "B01": "coastal", "B02": "blue", "B03": "green", "B04": "red", "B05": "rededge",
+    "B06": "rededge", "B07": "rededge", "B08": "nir", "B8A": "nir08", "B09": "nir09",
+    "B11": "swir16", "B12": "swir22",
+}
+
+
+def center_wavelength_um(name: str) -> float | None:
+    """Centre wavelength in micrometres (from the band's description), None for non-spectral bands."""
+    band = BANDS.get(name)
+    if band is None or band.kind != "reflectance":
+        return None
+    nanometres = float(band.description.rsplit(" ", 2)[-2])
+    return round(nanometres / 1000.0, 5)

@@ -3,12 +3,24 @@
 ``search(session, settings_or_url, query)`` returns every matching ``pystac.Item`` exactly
 once, sorted by datetime then id. Paging follows the service's POST ``next`` links (the body
 is merged by pystac-client); the page size is at most 100 (the service's maximum).
+
+Every item keeps the feature exactly as the service sent it (:func:`service_dict`), which
+``search --json`` prints: pystac would rewrite it to STAC 1.1 (``proj:epsg`` -> ``proj:code``,
+``eo:gsd`` -> ``gsd``, an added ``root`` link). Real answers come in several shapes
+(``reference/real-responses``): items without ``geometry``/``stac_version``/``type`` (a
+``fields``-filtered page, the commercial OpenAPI example), STAC 0.9.0 items, items with and
+without ``collection``; those are completed to parse. What cannot be items — a ``distinct``
+answer (date strings), items of another collection, an item without a datetime — is refused
+with a ServiceError that says what the service sent. pystac-client's warnings are logged,
+never printed.
 """
 
 from __future__ import annotations
 
+import copy
 import json
 import logging
+import re
 import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -21,29 +33,38 @@ from pystac_client.conformance import ConformanceClasses
 from pystac_client.exceptions import APIError
 from pystac_client.stac_api_io import StacApiIO
 from pystac_client.warnings import PystacClientWarning
-from shapely.geometry import box, mapping
+from shapely.geometry import mapping
 
 from .config import Settings
-from .errors import ServiceError, StacfetchError, decode_error_body
+from .errors import InvalidResponseError, ServiceError, StacfetchError, decode_error_body
+from .http import body_limit
+from .http.urls import strip_query
+from .location import is_rectangle
 from .query import Query
 from .stac.items import scene_facts
 
 log = logging.getLogger(__name__)
 
 MAX_PAGE_SIZE = 100  # CatalogItemSearchLimit: 1..100 (larger values are clamped by the service)
+# bounds on what one search may cost: a Catalog that pages forever or sends huge pages is
+# stopped with a message, not followed until memory or patience runs out
+MAX_PAGES = 1000  # 100,000 items at 100 a page: years of a large area
+MAX_ITEMS = 50_000
+MAX_PAGE_BYTES = 16 * 1000 * 1000  # decoded; a full page of real Sentinel Hub items is ~1-2 MB
 
 __all__ = [
+    "MAX_ITEMS",
+    "MAX_PAGES",
+    "MAX_PAGE_BYTES",
     "MAX_PAGE_SIZE",
     "UnknownCollectionError",
     "cloud_filter",
     "describe_item",
-    "iter_pages",
     "iter_search",
     "list_collections",
     "open_catalog",
     "search",
     "search_parameters",
-    "sort_key",
 ]
 
 
@@ -67,14 +88,35 @@ def open_catalog(session: Any, settings_or_url: Settings | str) -> Client:
     although both work; they are added when missing.
     """
     url = _catalog_url(settings_or_url)
-    stac_io = StacApiIO(max_retries=None)  # retries belong to our session, not urllib3
+    stac_io = _CatalogIO(max_retries=None)  # retries belong to our session, not urllib3
     stac_io.session = session
-    with _mapped_errors(url):
+    with _mapped_errors(url), warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")  # e.g. a STAC 0.9.0 landing page: logged, not printed
         client = Client.open(url, stac_io=stac_io)
+    _log_warnings(caught)
     for name in ("ITEM_SEARCH", "FILTER"):
         if not client.conforms_to(ConformanceClasses[name]):
             client.add_conforms_to(name)
     return client
+
+
+class _CatalogIO(StacApiIO):
+    """pystac-client's IO, refusing a 200 that is an HTML page (a login, proxy or maintenance
+    page) with words that say so, instead of a JSON decoding error."""
+
+    def request(self, href: str, method: str | None = None, headers: dict[str, str] | None = None,
+                parameters: dict[str, Any] | None = None) -> str:
+        text = super().request(href, method=method, headers=headers, parameters=parameters)
+        if text.lstrip()[:1] == "<":
+            title = re.search(r"(?is)<title[^>]*>(.*?)</title>", text[:4000])
+            shown = f" (titled {' '.join(title.group(1).split())[:80]!r})" if title else ""
+            raise InvalidResponseError(
+                f"the catalog at {href.split('?', 1)[0]} answered HTML, not JSON{shown}",
+                hint="a login page, a proxy or a maintenance page answered instead of the STAC API: "
+                "check SH_BASE_URL (or STACFETCH_STAC_URL) and any HTTPS_PROXY, or try again later",
+                status=200, url=href.split("?", 1)[0],
+            )
+        return text
 
 
 # -----------------------------------------------------------------------------------------
@@ -93,14 +135,6 @@ def cloud_filter(max_cloud: float) -> dict[str, Any]:
     return {"op": "<=", "args": [{"property": "eo:cloud_cover"}, number]}
 
 
-def _is_rectangle(geometry: Any) -> bool:
-    if geometry.geom_type != "Polygon" or list(geometry.interiors):
-        return False
-    if len(geometry.exterior.coords) != 5:
-        return False
-    return bool(geometry.equals(box(*geometry.bounds)))
-
-
 def search_parameters(query: Query, *, limit: int = MAX_PAGE_SIZE) -> dict[str, Any]:
     """Keyword arguments for ``Client.search`` from a Query (useful to log or test)."""
     params: dict[str, Any] = {
@@ -109,7 +143,7 @@ def search_parameters(query: Query, *, limit: int = MAX_PAGE_SIZE) -> dict[str, 
         "datetime": query.interval.to_stac(),
         "limit": max(1, min(int(limit), MAX_PAGE_SIZE)),
     }
-    if _is_rectangle(query.geometry):
+    if is_rectangle(query.geometry):
         params["bbox"] = [float(v) for v in query.geometry.bounds]
     else:
         params["intersects"] = mapping(query.geometry)
@@ -122,39 +156,65 @@ def search_parameters(query: Query, *, limit: int = MAX_PAGE_SIZE) -> dict[str, 
 # -----------------------------------------------------------------------------------------
 # Searching
 # -----------------------------------------------------------------------------------------
-def iter_pages(
-    session: Any,
-    settings_or_url: Settings | str,
-    query: Query,
-    *,
-    limit: int = MAX_PAGE_SIZE,
-    max_items: int | None = None,
-    client: Client | None = None,
-) -> Iterator[tuple[list[pystac.Item], bool]]:
-    """Yield each page's new items (each id once, the service's order) as the page arrives,
-    and whether the page links to a next one."""
-    url = _catalog_url(settings_or_url)
-    client = client or open_catalog(session, url)
-    params = search_parameters(query, limit=limit)
-    with warnings.catch_warnings():
-        # the commercial landing page advertises its search link without a method
-        warnings.simplefilter("ignore", PystacClientWarning)
-        item_search = client.search(max_items=max_items, **params)
-    seen: set[str] = set()
-    pages = 0
-    with _mapped_errors(url, session=session, collection=query.collection):
-        for page in item_search.pages_as_dicts():
-            pages += 1
-            fresh = []
-            for feature in page.get("features", []):
-                item_id = feature.get("id")
-                if item_id in seen:
-                    continue
-                seen.add(item_id)
-                fresh.append(pystac.Item.from_dict(feature, root=client, preserve_dict=False))
-            more = any(link.get("rel") == "next" for link in page.get("links", []))
-            yield fresh, more
-    log.debug("search of %s: %d items in %d pages", query.collection, len(seen), pages)
+class ServiceItem(pystac.Item):
+    """A ``pystac.Item`` that remembers the feature as the service sent it."""
+
+    service_dict: dict[str, Any]
+
+
+def service_dict(item: pystac.Item) -> dict[str, Any]:
+    """The item's JSON as the Catalog sent it (``item.to_dict()`` for items made elsewhere)."""
+    raw = getattr(item, "service_dict", None)
+    return copy.deepcopy(raw) if isinstance(raw, dict) else item.to_dict(transform_hrefs=False)
+
+
+def _sample(value: Any) -> str:
+    return strip_query(json.dumps(value)[:80])
+
+
+def _as_item(feature: Any, query: Query, url: str, client: Client | None) -> ServiceItem:
+    """Complete a real feature so pystac parses it, or refuse it saying what it is."""
+    if not isinstance(feature, dict):
+        raise ServiceError(
+            f"the catalog at {url} answered with values such as {_sample(feature)} instead of "
+            "items (the shape of a 'distinct' answer: dates, not scenes)",
+            hint="stacfetch asks for items; check that the URL is the Sentinel Hub Catalog and "
+            "that nothing between rewrites the search", url=url)
+    item_id = feature.get("id")
+    props = feature.get("properties") if isinstance(feature.get("properties"), dict) else {}
+    platform = str(props.get("platform") or "")
+    collection = feature.get("collection")
+    if query.collection.startswith("sentinel-2") and not (
+            platform.lower().startswith("sentinel-2") or str(item_id).startswith("S2")):
+        raise ServiceError(
+            f"the catalog at {url} answered a search for {query.collection} with item {item_id!r} "
+            f"(platform {platform or 'not given'!r}, collection {collection or 'not given'!r}), "
+            "which is not Sentinel-2: stacfetch does not use it",
+            hint="the Catalog sent another collection's items; check --collection and the URL", url=url)
+    if collection is not None and collection != query.collection:
+        raise ServiceError(
+            f"the catalog at {url} answered a search for {query.collection} with item {item_id!r} "
+            f"of collection {collection!r}", url=url)
+    if not (props.get("datetime") or props.get("start_datetime")):
+        raise ServiceError(
+            f"item {item_id!r} from {url} has no properties.datetime, so it cannot be placed in time "
+            f"(it has: {', '.join(sorted(feature)) or 'nothing'})", url=url)
+    doc = copy.deepcopy(feature)
+    doc.setdefault("type", "Feature")
+    doc.setdefault("stac_version", "1.0.0")
+    doc.setdefault("geometry", None)
+    doc.setdefault("links", [])
+    doc.setdefault("assets", {})
+    doc["properties"] = dict(props)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            item = ServiceItem.from_dict(doc, root=client, preserve_dict=False)
+    except (pystac.STACError, ValueError, TypeError, KeyError) as exc:
+        raise ServiceError(f"item {item_id!r} from {url} is not a STAC item pystac can read: {exc}",
+                           url=url) from None
+    item.service_dict = copy.deepcopy(feature)
+    return item
 
 
 def iter_search(
@@ -167,9 +227,70 @@ def iter_search(
     client: Client | None = None,
 ) -> Iterator[pystac.Item]:
     """Yield matching items in the service's order, each id once, following every page."""
-    for page, _ in iter_pages(session, settings_or_url, query, limit=limit, max_items=max_items,
-                              client=client):
-        yield from page
+    url = _catalog_url(settings_or_url)
+    client = client or open_catalog(session, url)
+    params = search_parameters(query, limit=limit)
+    with warnings.catch_warnings(record=True) as caught:
+        # the commercial landing page advertises its search link without a method
+        warnings.simplefilter("always", PystacClientWarning)
+        item_search = client.search(max_items=max_items, **params)
+    _log_warnings(caught)
+    seen: set[str] = set()
+    links: set[str] = set()
+    pages = 0
+    with _mapped_errors(url, session=session, collection=query.collection), \
+            warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        page_iter = item_search.pages_as_dicts()
+        while True:
+            with body_limit(MAX_PAGE_BYTES, "a Catalog page"):
+                page = next(page_iter, None)
+            if page is None:
+                break
+            pages += 1
+            features = page.get("features", []) if isinstance(page, dict) else None
+            if not isinstance(features, list):
+                raise ServiceError(f"the catalog at {url} answered a search with {_sample(page)}, "
+                                   "not a FeatureCollection of items", url=url)
+            _check_page(url, page, features, pages=pages, items=len(seen), asked=params["limit"],
+                        links=links)
+            for feature in features:
+                item = _as_item(feature, query, url, client)
+                if item.id in seen:
+                    continue
+                seen.add(item.id)
+                yield item
+    _log_warnings(caught)
+    log.debug("search of %s: %d items in %d pages", query.collection, len(seen), pages)
+
+
+def _check_page(url: str, page: dict[str, Any], features: list[Any], *, pages: int, items: int,
+                asked: int, links: set[str]) -> None:
+    """Stop a search that cannot end well: more features than asked on a page, a ``next``
+    link seen before (it would page forever), more than MAX_PAGES pages or MAX_ITEMS items."""
+    hint = "narrow the area or the time window (or --max-cloud); if it persists the catalog is misbehaving"
+    if len(features) > asked:
+        raise InvalidResponseError(
+            f"the catalog at {url} sent {len(features):,} features on one page where at most "
+            f"{asked} were asked; stopped", hint=hint, url=url)
+    following = [link for link in page.get("links", []) if isinstance(link, dict) and link.get("rel") == "next"]
+    if not following:
+        return
+    key = json.dumps([following[0].get(k) for k in ("href", "method", "body")], sort_keys=True, default=str)
+    if key in links:
+        raise InvalidResponseError(
+            f"the catalog at {url} sent the same page again (a next-page link it had sent "
+            f"before) after {pages:,} pages ({items:,} items): it would page forever; stopped",
+            hint=hint, url=url)
+    links.add(key)
+    if pages >= MAX_PAGES or items + len(features) > MAX_ITEMS:
+        raise InvalidResponseError(
+            f"the search at {url} went on past {pages:,} pages ({items + len(features):,} items; "
+            f"stacfetch stops at {MAX_PAGES:,} pages or {MAX_ITEMS:,} items); stopped",
+            hint=hint, url=url)
+def _log_warnings(caught: list[warnings.WarningMessage]) -> None:
+    for w in caught:
+        log.debug("pystac-client: %s", w.message)
 
 
 def search(
@@ -187,10 +308,10 @@ def search(
     collection becomes :class:`UnknownCollectionError` listing the available ones.
     """
     items = list(iter_search(session, settings_or_url, query, limit=limit, max_items=max_items))
-    return sorted(items, key=sort_key)
+    return sorted(items, key=_sort_key)
 
 
-def sort_key(item: pystac.Item) -> tuple[datetime, str]:
+def _sort_key(item: pystac.Item) -> tuple[datetime, str]:
     when = scene_facts(item).datetime
     return (when or datetime.min.replace(tzinfo=timezone.utc), item.id)
 

@@ -1,19 +1,27 @@
 """``--min-clear``: skip acquisitions that are cloudy over the area, even when the tile is not.
 
 An item's ``eo:cloud_cover`` describes its whole 110 km MGRS tile; a small area can be under
-a cloud on a 5 % day or clear on a 60 % day. For each acquisition, one small Process API
-request (the Scene Classification band, at most ``MAX_SIDE`` pixels a side, nearest
-neighbour) tells the share of clear pixels over the area: SCL classes 4 vegetation, 5 not
+a cloud on a 5 % day or clear on a 60 % day. For each acquisition the Scene Classification
+band over the area tells the share of clear pixels: SCL classes 4 vegetation, 5 not
 vegetated, 6 water and 11 snow are clear; every other class (cloud, shadow, cirrus,
 saturated, dark, unclassified) is not; class 0 and pixels outside the area are not counted.
+
+Process API providers: one small request (SCL, at most ``MAX_SIDE`` pixels a side, nearest
+neighbour) per acquisition. "Outside the area" is the service's own mask: a polygon area is
+sent as ``bounds.geometry`` exactly as for the download, and the answer's ``dataMask`` band
+says which pixels count. Its cost is :func:`screening_units` (THE PU estimate of ``plan``).
+
+COG providers (a STAC API's assets): the SCL asset's windows over the job's own tiles, read
+exactly as the bands are (:class:`~stacfetch.sources.assets.CogReader`, nearest), counted
+tile by tile inside the area's polygon; no Process API, no processing units.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -24,15 +32,18 @@ from rasterio.features import geometry_mask
 from rasterio.transform import from_bounds
 
 from .bands import SCL_CLEAR
-from .errors import StacfetchError
-from .plan import Grid, Job
-from .sources.process import fetch_tile, request_body
+from .config import Settings
+from .errors import QuotaExhaustedError, StacfetchError
+from .plan import Grid, Job, estimate_processing_units
+from .sources.assets import CogReader
+from .sources.process import area_in, fetch_tile, request_body
 
 log = logging.getLogger(__name__)
 
 MAX_SIDE = 128  # pixels of the screening image's longer side
 
-__all__ = ["MAX_SIDE", "ClearShare", "clear_percent", "screen", "screening_size"]
+__all__ = ["MAX_SIDE", "ClearShare", "clear_percent", "measure_assets", "screen", "screen_assets",
+           "screening_size", "screening_units"]
 
 
 @dataclass(frozen=True)
@@ -70,6 +81,11 @@ def screening_size(grid: Grid, max_side: int = MAX_SIDE) -> tuple[int, int]:
     return max(1, round(grid.width / factor)), max(1, round(grid.height / factor))
 
 
+def screening_units(jobs: Sequence[Job]) -> float:
+    """Processing units the screening requests of ``jobs`` cost (one SCL request each)."""
+    return sum(estimate_processing_units(*screening_size(j.grid), ["SCL"], "uint8") for j in jobs)
+
+
 def clear_percent(scl: np.ndarray, inside: np.ndarray | None = None) -> tuple[float | None, int]:
     """``(clear %, data pixels)`` of an SCL array; pixels with class 0 or outside ``inside`` do not count."""
     data = scl != 0
@@ -98,23 +114,60 @@ def measure(job: Job, session: Any, process_url: str, geometry: Any = None) -> C
     grid = job.grid
     width, height = screening_size(grid)
     acq = job.acquisition
+    area = area_in(job.geometry, grid.crs)  # the download's own polygon: the same mask
     body = request_body(
         collection=acq.collection, bounds=grid.bounds,
         crs=grid.crs, width=width, height=height, start=acq.start, end=acq.end,
-        bands=("SCL",), dtype="uint8",
+        bands=("SCL",), dtype="uint8", geometry=area, harmonize=job.harmonize,
     )
     try:
         data = fetch_tile(session, process_url, body)
         with rasterio.MemoryFile(data) as mem, mem.open() as src:
             scl = src.read(1)
+            inside = src.read(src.count) != 0 if src.count > 1 else None  # dataMask, the last band
+    except QuotaExhaustedError:
+        raise  # every further request would be refused too: the run stops
     except StacfetchError as exc:
         log.warning("screening %s failed: %s", acq.key, exc.message)
         return ClearShare(job, None, error=exc.message)
     except Exception as exc:  # an undecodable answer: do not lose the acquisition over it
         log.warning("screening %s: unreadable SCL answer (%s)", acq.key, exc)
         return ClearShare(job, None, error=f"unreadable SCL answer: {exc}")
-    clear, count = clear_percent(scl, _inside_mask(geometry, grid, width, height))
+    if inside is None:
+        inside = _inside_mask(geometry, grid, width, height)
+    clear, count = clear_percent(scl, inside)
     return ClearShare(job, clear, count)
+
+
+def measure_assets(job: Job, settings: Settings, session: Any = None) -> ClearShare:
+    """The SCL asset's windows over ``job``'s tiles, read as the bands are (with the data mask:
+    no data and outside a polygon area do not count); never raises for read errors."""
+    acq = job.acquisition
+    clear_pixels = data_pixels = 0.0
+    try:
+        reader = CogReader(replace(job, bands=("SCL",), dtype="uint8"), settings, session)
+        for tile in job.tiles:
+            scl, data_mask = reader.read_tile(tile)  # SCL, then the data mask (1 = data)
+            clear, count = clear_percent(scl, data_mask != 0)
+            data_pixels += count
+            clear_pixels += (clear or 0.0) * count / 100.0
+    except StacfetchError as exc:
+        log.warning("screening %s failed: %s", acq.key, exc.message)
+        return ClearShare(job, None, error=exc.message)
+    if data_pixels == 0:
+        return ClearShare(job, None, 0)
+    return ClearShare(job, clear_pixels * 100.0 / data_pixels, int(data_pixels))
+
+
+def _screen_with(measure_one: Callable[[Job], ClearShare], jobs: Sequence[Job], min_clear: float,
+                 workers: int) -> tuple[list[Job], list[ClearShare]]:
+    if not jobs:
+        return [], []
+    with ThreadPoolExecutor(max_workers=max(1, min(workers, len(jobs))),
+                            thread_name_prefix="stacfetch-scl") as pool:
+        shares = list(pool.map(measure_one, jobs))
+    kept = [s.job for s in shares if s.keep(min_clear)]
+    return kept, shares
 
 
 def screen(
@@ -126,11 +179,17 @@ def screen(
     geometry: Any = None,
     workers: int = 4,
 ) -> tuple[list[Job], list[ClearShare]]:
-    """Measure every job; return the jobs to download (in order) and every measurement."""
-    if not jobs:
-        return [], []
-    with ThreadPoolExecutor(max_workers=max(1, min(workers, len(jobs))),
-                            thread_name_prefix="stacfetch-scl") as pool:
-        shares = list(pool.map(lambda job: measure(job, session, process_url, geometry), jobs))
-    kept = [s.job for s in shares if s.keep(min_clear)]
-    return kept, shares
+    """Measure every job with the Process API; return the jobs to download (in order) and every measurement."""
+    return _screen_with(lambda job: measure(job, session, process_url, geometry), jobs, min_clear, workers)
+
+
+def screen_assets(
+    jobs: Sequence[Job],
+    settings: Settings,
+    min_clear: float,
+    *,
+    session: Any = None,
+    workers: int = 4,
+) -> tuple[list[Job], list[ClearShare]]:
+    """Measure every job from its items' SCL assets (COG providers); as :func:`screen`."""
+    return _screen_with(lambda job: measure_assets(job, settings, session), jobs, min_clear, workers)

@@ -22,7 +22,7 @@ from urllib.parse import urlsplit
 
 from dotenv import dotenv_values
 
-from .errors import ConfigError
+from .errors import ConfigError, InvalidOptionError, closest
 from .http.urls import (  # noqa: F401  (OLD_HUB_*, is_loopback_host, old_hub_host: re-exported)
     OLD_HUB_HINT,
     OLD_HUB_HOSTS,
@@ -49,6 +49,8 @@ VARIABLES = (
 SECRET_VARIABLES = ("SH_CLIENT_SECRET", "SH_ACCESS_TOKEN", "STACFETCH_STAC_TOKEN", "STACFETCH_STAC_HEADERS")
 SOURCES = ("process", "assets")  # where pixels come from: stacfetch.sources
 DEFAULT_OUTPUT_DIR = "stacfetch-output"
+DEFAULT_TIMEOUT_SECONDS = 120.0  # --timeout / timeout=: seconds for an answer to start arriving
+MAX_TIMEOUT_SECONDS = 3600.0
 SANDBOX_CLIENT_ID = "sandbox"
 SANDBOX_CLIENT_SECRET = "sandbox-secret"
 
@@ -136,6 +138,7 @@ class Settings:
     sources: Mapping[str, str] = field(default_factory=dict)
     stac_url: str | None = None
     stac_headers: Mapping[str, str] = field(default_factory=dict, repr=False)
+    timeout: float = DEFAULT_TIMEOUT_SECONDS  # for an answer to start arriving (--timeout)
 
     @property
     def source(self) -> str:
@@ -231,6 +234,21 @@ def deployment_of(url: str | None) -> str | None:
     return None
 
 
+def _utf16_name(path: Path) -> str | None:
+    """``"UTF-16"`` (LE/BE) when the file starts with a UTF-16 byte-order mark or looks like
+    UTF-16 text without one (every other byte NUL); else None."""
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(512)
+    except OSError:
+        return None
+    if head[:2] in (b"\xff\xfe", b"\xfe\xff"):
+        return "UTF-16 " + ("LE" if head[:2] == b"\xff\xfe" else "BE")
+    if len(head) >= 4 and (head[1::2].count(0) > len(head) // 4 or head[0::2].count(0) > len(head) // 4):
+        return "UTF-16 " + ("LE" if head[1::2].count(0) > head[0::2].count(0) else "BE")
+    return None
+
+
 def _read_env_file(path: Path) -> dict[str, str]:
     try:
         mode = path.stat().st_mode
@@ -240,8 +258,16 @@ def _read_env_file(path: Path) -> dict[str, str]:
         log.warning(
             "%s is readable by other users and may hold secrets; run: chmod 600 %s", path, path
         )
+    encoding = _utf16_name(path)
+    if encoding:
+        raise ConfigError(
+            f"{path} is saved as {encoding}; stacfetch reads .env files as UTF-8 and would find "
+            "no settings in it",
+            hint=f"save {path.name} as UTF-8 (in Notepad: Save as, Encoding UTF-8; or run "
+            f"iconv -f UTF-16 -t UTF-8 {path.name} > {path.name}.utf8 and rename it)",
+        )
     try:
-        values = dotenv_values(path)
+        values = dotenv_values(path, encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError(f"cannot read {path}: {exc}", hint="check the file's permissions and encoding") from None
     return {k: v for k, v in values.items() if v is not None}
@@ -260,11 +286,50 @@ def load_settings(
     token_url: str | None = None,
     stac_url: str | None = None,
     stac_token: str | None = None,
+    timeout: float | str | None = None,
 ) -> Settings:
     """Resolve settings: keyword arguments > ``environ`` (default os.environ) > ``.env`` file.
 
     ``env_file`` defaults to ``./.env``; an explicitly named file that does not exist is an error.
+    ``timeout``: seconds a request may wait for its answer to start (default 120).
     """
+    seconds = check_timeout(timeout)
+    settings = _resolve(env_file=env_file, environ=environ, provider=provider, output_dir=output_dir,
+                        client_id=client_id, client_secret=client_secret, access_token=access_token,
+                        base_url=base_url, token_url=token_url, stac_url=stac_url,
+                        stac_token=stac_token)
+    return settings if seconds == settings.timeout else replace(settings, timeout=seconds)
+
+
+def check_timeout(value: float | str | None) -> float:
+    """``--timeout`` / ``timeout=`` in seconds (default 120), refused unless 1..3600."""
+    if value is None:
+        return DEFAULT_TIMEOUT_SECONDS
+    try:
+        seconds = float(value.strip() if isinstance(value, str) else value)
+    except (TypeError, ValueError):
+        raise InvalidOptionError(f"timeout {value!r} is not a number of seconds",
+                                 hint="e.g. --timeout 120") from None
+    if isinstance(value, bool) or not 1 <= seconds <= MAX_TIMEOUT_SECONDS:
+        raise InvalidOptionError(f"timeout {value!r} must be 1 to {MAX_TIMEOUT_SECONDS:.0f} seconds",
+                                 hint="e.g. --timeout 120 (the default)")
+    return seconds
+
+
+def _resolve(
+    *,
+    env_file: str | os.PathLike[str] | None,
+    environ: Mapping[str, str] | None,
+    provider: str | None,
+    output_dir: str | os.PathLike[str] | None,
+    client_id: str | None,
+    client_secret: str | None,
+    access_token: str | None,
+    base_url: str | None,
+    token_url: str | None,
+    stac_url: str | None,
+    stac_token: str | None,
+) -> Settings:
     environ = os.environ if environ is None else environ
     explicit_file = env_file is not None
     path = Path(env_file) if explicit_file else Path(".env")
@@ -308,8 +373,10 @@ def load_settings(
                 "at the end of October 2023",
                 hint="set STACFETCH_PROVIDER=cdse (its successor) or sentinelhub",
             )
+        near = closest(provider_name, PROVIDERS)
         raise ConfigError(
-            f"unknown provider {provider_name!r} (from {sources.get('STACFETCH_PROVIDER')})",
+            f"unknown provider {provider_name!r} (from {sources.get('STACFETCH_PROVIDER')})"
+            + (f"; did you mean {near!r}?" if near else ""),
             hint=f"set STACFETCH_PROVIDER (or --provider) to one of: {hint}",
         )
     profile = PROVIDERS[provider_name]

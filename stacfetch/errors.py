@@ -1,11 +1,16 @@
 """One exception hierarchy for stacfetch; each class carries its CLI exit code.
 
 Exit codes: 0 ok, 2 bad input/usage, 3 auth/config, 4 service/network,
-5 some acquisitions failed (others were written), 130 interrupted.
+5 some acquisitions failed (others were written), 6 every acquisition failed (none was
+written), 130 interrupted.
 """
 
 from __future__ import annotations
 
+import difflib
+import re
+from collections.abc import Iterable
+from datetime import datetime, timezone
 from typing import Any
 
 EXIT_OK = 0
@@ -13,6 +18,7 @@ EXIT_USAGE = 2
 EXIT_AUTH = 3
 EXIT_SERVICE = 4
 EXIT_PARTIAL = 5
+EXIT_NOTHING_WRITTEN = 6  # acquisitions failed and none is complete: no file to use
 EXIT_INTERRUPTED = 130
 
 
@@ -25,6 +31,7 @@ class StacfetchError(Exception):
     exit_code = 1
 
     def __init__(self, message: str, *, hint: str | None = None) -> None:
+        message, hint = _redacted(message), (None if hint is None else _redacted(hint))
         super().__init__(message)
         self.message = message
         self.hint = hint
@@ -46,12 +53,24 @@ class InvalidLocationError(UsageError):
     """Coordinates, rings or GeoJSON that do not describe a usable area."""
 
 
+class AreaTooLargeError(InvalidLocationError):
+    """A valid area above the size limit (never a decimal-comma typo: its hint says split it)."""
+
+
 class InvalidDateError(UsageError):
     """A date or date range that cannot be used."""
 
 
 class InvalidOptionError(UsageError):
     """Any other option with a bad value (bands, resolution, CRS, paths ...)."""
+
+
+class BudgetError(UsageError):
+    """A plan that does not fit: above ``--max-pu``, or larger than the free disk space."""
+
+
+class MissingExtraError(UsageError):
+    """A feature needs an optional extra that is not installed (e.g. ``stacfetch[xarray]``)."""
 
 
 # --- configuration and authentication (exit 3) ------------------------------------------
@@ -112,11 +131,43 @@ class ServiceError(StacfetchError):
         klass: type[ServiceError] = cls
         if status == 429 and cls is ServiceError:
             klass = RateLimitError
+        if status == 403 and cls is ServiceError and _QUOTA_WORDS.search(words):
+            return QuotaExhaustedError.from_words(message, status=status, code=code, url=url)
         return klass(message, hint=hint, status=status, code=code, url=url)
 
 
 class RateLimitError(ServiceError):
     """HTTP 429 persisted after every allowed retry."""
+
+
+_QUOTA_WORDS = re.compile(r"quota|monthly|limits", re.IGNORECASE)
+
+
+class QuotaExhaustedError(ServiceError):
+    """403: the account's monthly quota (requests or processing units) is used up.
+
+    Sentinel Hub's monthly quotas reset on the 1st of every month (CDSE ``Quotas.qmd``); the
+    run stops at once (every further request would be refused too) and keeps what it wrote.
+    """
+
+    @classmethod
+    def from_words(cls, service_message: str, *, status: int | None, code: str | None,
+                   url: str | None, now: datetime | None = None) -> QuotaExhaustedError:
+        reset = next_monthly_reset(now)
+        return cls(
+            "the account's monthly quota is used up (requests or processing units): "
+            f"{service_message}; monthly quotas reset on the 1st of each month, next reset "
+            f"{reset:%Y-%m-%d %H:%M} UTC",
+            hint="files already written are kept: run the same command again after the reset "
+            "(complete files are skipped), or raise the account's quota (top-up, higher plan)",
+            status=status, code=code, url=url)
+
+
+def next_monthly_reset(now: datetime | None = None) -> datetime:
+    """The next 1st of a month, 00:00 UTC, after ``now``."""
+    now = (now or datetime.now(timezone.utc)).astimezone(timezone.utc)
+    year, month = (now.year + 1, 1) if now.month == 12 else (now.year, now.month + 1)
+    return datetime(year, month, 1, tzinfo=timezone.utc)
 
 
 class NetworkError(ServiceError):
@@ -129,6 +180,10 @@ class ShutDownHubError(NetworkError):
 
 class InvalidResponseError(ServiceError):
     """A response that does not match what was asked (size, bands, CRS, truncated body)."""
+
+
+class ResponseTooLargeError(ServiceError):
+    """A response larger than what was asked can be (decoded): a broken or hostile server."""
 
 
 class DownloadError(ServiceError):
@@ -145,6 +200,16 @@ class Interrupted(StacfetchError):
     """The run was interrupted (Ctrl-C); what finished is kept."""
 
     exit_code = EXIT_INTERRUPTED
+
+
+def closest(value: Any, choices: Iterable[str]) -> str | None:
+    """The valid choice nearest to a mistyped ``value`` (difflib), for "did you mean" hints."""
+    options = list(choices)
+    text = str(value).strip().lower()
+    found = difflib.get_close_matches(text, options, n=1, cutoff=0.6)
+    if not found:  # a prefix ("planetary" -> "planetary-computer")
+        found = [o for o in options if text and o.startswith(text)][:1]
+    return found[0] if found else None
 
 
 def decode_error_body(response: Any) -> tuple[str | None, str]:
@@ -170,3 +235,13 @@ def decode_error_body(response: Any) -> tuple[str | None, str]:
 def _strip_query(url: str) -> str:
     """Drop query strings from URLs shown to users (they may hold tokens or signatures)."""
     return url.split("?", 1)[0]
+
+
+def _redacted(text: str) -> str:
+    """``text`` with every registered secret and token pattern masked: an error's words may
+    quote a server that echoed the bearer token, and they reach summaries, JSON and tracebacks."""
+    # imported here: http.redact is standard library only, but importing the http package
+    # from this module at the top is a cycle (http imports errors)
+    from .http.redact import redact
+
+    return redact(text)

@@ -57,7 +57,7 @@ from shapely.geometry.base import BaseGeometry
 from shapely.geometry.polygon import orient
 from shapely.validation import make_valid
 
-from .errors import InvalidLocationError
+from .errors import AreaTooLargeError, InvalidLocationError
 
 log = logging.getLogger(__name__)
 
@@ -411,6 +411,8 @@ def _decimal_comma_hint(text: str) -> Iterator[None]:
     """If numbers written with commas only fail, point at decimal commas as the likely cause."""
     try:
         yield
+    except AreaTooLargeError:
+        raise  # a large area is not a typo: keep its own hint (split it)
     except InvalidLocationError as exc:
         if "," in text and "." not in text:
             raise InvalidLocationError(
@@ -690,7 +692,7 @@ def _finish(geometry: BaseGeometry, what: str) -> Polygon | MultiPolygon:
             hint="for a small place give a point (lon, lat) with --size (at least 10 m)",
         )
     if area > MAX_AREA_KM2:
-        raise InvalidLocationError(
+        raise AreaTooLargeError(
             f"{what} covers {area:,.0f} km²; the maximum is {MAX_AREA_KM2:,.0f} km² "
             f"(about 500 km × 500 km)",
             hint="split the area into smaller parts and run once for each",
@@ -717,7 +719,11 @@ def _number(value: Any, what: str) -> float:
         try:
             x = float(text)
         except ValueError:
-            hint = "use a dot as the decimal separator" if "," in text else None
+            hint = None
+            if "," in text:
+                dotted = text.replace(",", ".")
+                hint = (f"use a dot as the decimal separator: {dotted}" if _is_float(dotted)
+                        else "use a dot as the decimal separator")
             raise InvalidLocationError(f"{what} {_show(value)} is not a number", hint=hint) from None
     elif isinstance(value, (numbers.Real, Decimal)):
         try:
@@ -731,6 +737,13 @@ def _number(value: Any, what: str) -> float:
     if not math.isfinite(x):
         raise InvalidLocationError(f"{what} is {x}; a finite number was expected")
     return x
+
+
+def _is_float(text: str) -> bool:
+    try:
+        return math.isfinite(float(text))
+    except ValueError:
+        return False
 
 
 def _check_size(size: Any) -> float:
@@ -916,3 +929,16 @@ def _fmt_area(km2: float) -> str:
 def _show(value: Any, limit: int = 80) -> str:
     text = repr(value)
     return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def is_rectangle(geometry: BaseGeometry) -> bool:
+    """True for a bbox or a point's square, which need no polygon mask: an axis-aligned
+    rectangle in lon/lat (a bbox) or in the area's UTM zone (``point_geometry``'s square)."""
+    if geometry.geom_type != "Polygon" or list(geometry.interiors):  # type: ignore[attr-defined]
+        return False
+    if len(geometry.exterior.coords) == 5 and geometry.equals(box(*geometry.bounds)):  # type: ignore[attr-defined]
+        return True
+    to_utm, _ = _transformers(utm_epsg(geometry))
+    projected = shapely.transform(geometry, to_utm.transform, interleaved=False)
+    envelope = box(*projected.bounds)
+    return bool(envelope.area > 0 and projected.area / envelope.area > 0.99999)

@@ -68,7 +68,7 @@ from shapely.geometry.base import BaseGeometry
 from .bands import PRESETS, output_dtype
 from .crs import canonical_crs, check_resolution
 from .errors import InvalidOptionError
-from .location import utm_epsg
+from .location import is_rectangle, utm_epsg
 from .query import DEFAULT_COLLECTION, DEFAULT_TOLERANCE, Query
 from .stac.items import SceneFacts, scene_facts
 
@@ -86,8 +86,6 @@ __all__ = [
     "cut_tiles",
     "destination_name",
     "estimate_processing_units",
-    "max_px_for_budget",
-    "unique_destination",
     "group_acquisitions",
     "grid_for",
     "make_plan",
@@ -465,8 +463,11 @@ def _res_label(grid: Grid) -> str:
     return f"{grid.resolution:g}{'deg' if grid.is_geographic else 'm'}"
 
 
-def area_id(geometry: BaseGeometry, grid: Grid, bands: Sequence[str], dtype: str) -> str:
-    """Readable prefix + hash of everything that changes the pixels: see the module docstring."""
+def area_id(geometry: BaseGeometry, grid: Grid, bands: Sequence[str], dtype: str,
+            harmonize: bool = True) -> str:
+    """Readable prefix + hash of everything that changes the pixels: see the module docstring.
+
+    Archive values (``harmonize`` false) get ``_raw`` in the name and their own hash."""
     c = geometry.centroid
     lat = f"{abs(c.y):.2f}{'N' if c.y >= 0 else 'S'}"
     lon = f"{abs(c.x):.2f}{'E' if c.x >= 0 else 'W'}"
@@ -481,11 +482,13 @@ def area_id(geometry: BaseGeometry, grid: Grid, bands: Sequence[str], dtype: str
             "dtype": dtype,
             "resolution": repr(float(grid.resolution)),
             "crs": grid.crs,
+            **({} if harmonize else {"harmonize": False}),
         },
         sort_keys=True,
     )
     digest = hashlib.sha256(fingerprint.encode()).hexdigest()[:8]
-    prefix = "_".join([lat, lon, size, _crs_label(grid.crs), _res_label(grid), band_set_name(bands), dtype])
+    prefix = "_".join([lat, lon, size, _crs_label(grid.crs), _res_label(grid), band_set_name(bands), dtype]
+                      + ([] if harmonize else ["raw"]))
     return sanitize(prefix, max_len=110) + "-" + digest
 
 
@@ -506,6 +509,8 @@ class Job:
     bands: tuple[str, ...]
     dtype: str
     destination: Path
+    geometry: BaseGeometry | None = None  # the area's polygon (lon/lat); None for a bbox or point
+    harmonize: bool = True  # Process API harmonizeValues; False: the archive's values
 
     @property
     def key(self) -> str:
@@ -536,42 +541,37 @@ def plan_jobs(
     dtype = output_dtype(bands, query.dtype)
     grid = grid_for(query.geometry, query.crs, query.resolution)
     tiles = tuple(cut_tiles(grid, max_px, align=align))
-    folder = safe_join(Path(out_dir), query.collection, area_id(query.geometry, grid, bands, dtype))
+    folder = safe_join(Path(out_dir), query.collection,
+                       area_id(query.geometry, grid, bands, dtype, query.harmonize))
+    polygon = None if is_rectangle(query.geometry) else query.geometry
+    jobs: list[Job] = []
     taken: set[str] = set()
-    return [Job(acq, grid, tiles, bands, dtype, unique_destination(folder, acq, taken))
-            for acq in group_acquisitions(items, tolerance)]
+    for acq in group_acquisitions(items, tolerance):
+        stem = destination_name(acq)
+        name, n = stem, 1
+        while name.lower() in taken:
+            n += 1
+            name = f"{stem}-{n}"
+        taken.add(name.lower())
+        destination = safe_join(folder, name + ".tif")
+        jobs.append(Job(acq, grid, tiles, bands, dtype, destination, polygon, query.harmonize))
+    return jobs
 
 
-def unique_destination(folder: Path, acq: Acquisition, taken: set[str]) -> Path:
-    """``folder/<name>.tif``, with ``-2``, ``-3``... if ``taken`` (lower-case names) has it."""
-    stem = destination_name(acq)
-    name, n = stem, 1
-    while name.lower() in taken:
-        n += 1
-        name = f"{stem}-{n}"
-    taken.add(name.lower())
-    return safe_join(folder, name + ".tif")
+def estimate_processing_units(width: int, height: int, bands: int | Sequence[str], dtype: str) -> float:
+    """Sentinel Hub PU of one Process request: THE estimate (dry run, plan echo, --min-clear).
 
-
-def estimate_processing_units(width: int, height: int, bands: int, dtype: str) -> float:
-    """Sentinel Hub PU of one request — an estimate, not the bill.
-
-    ``width * height / 512**2 * max(1, bands / 3)``, doubled for FLOAT32 output, at
-    least 0.005 per request (after Sentinel Hub's published PU rules; the service reports
-    the real cost in the ``x-processingunits-spent`` header).
+    The documented rule ("Processing Unit definition"): area factor = pixels / 512², at least
+    0.01; times input bands / 3 with **no** floor (``dataMask`` is free: pass band names and it
+    is not counted); times 2 for FLOAT32 output; at least 0.005 PU a request. The service
+    reports what it charged in ``x-processingunits-spent``.
     """
-    pu = width * height / 262144 * max(1.0, bands / 3)
+    n = bands if isinstance(bands, int) else len([b for b in dict.fromkeys(bands) if b != "dataMask"])
+    area = max(0.01, width * height / 262144)
+    pu = area * n / 3
     if dtype == "float32":
         pu *= 2
     return max(pu, 0.005)
-
-
-def max_px_for_budget(pu_budget: float | None, bands: int, dtype: str, max_px: int = DEFAULT_MAX_PX) -> int:
-    """The tile side at which a request costs at most 90 % of ``pu_budget`` (the service's bucket)."""
-    if not pu_budget or pu_budget <= 0:
-        return max_px
-    return max(64, min(max_px, int(512 * math.sqrt(
-        0.9 * pu_budget / estimate_processing_units(512, 512, bands, dtype)))))
 
 
 @dataclass(frozen=True)
@@ -601,7 +601,7 @@ class Plan:
     def processing_units(self) -> float:
         """Estimated Sentinel Hub processing units (see ``estimate_processing_units``)."""
         return sum(
-            estimate_processing_units(t.width, t.height, len(j.bands), j.dtype)
+            estimate_processing_units(t.width, t.height, j.bands, j.dtype)
             for j in self.jobs
             for t in j.tiles
         )

@@ -13,6 +13,8 @@ Drawn with Pillow only; reading uses the files' overviews, so even large COGs ar
 
 from __future__ import annotations
 
+import base64
+import html
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -23,11 +25,12 @@ from typing import Any
 import numpy as np
 import rasterio
 from PIL import Image, ImageDraw, ImageFont
-from rasterio.enums import Resampling
+from rasterio.enums import MaskFlags, Resampling
 
 from .stac.items import scene_facts
 
-__all__ = ["QUICKLOOK_SIDE", "contact_sheet", "quicklook", "quicklook_path", "read_picture", "timeline"]
+__all__ = ["QUICKLOOK_SIDE", "PngPath", "PngPaths", "contact_sheet", "quicklook", "quicklook_path",
+           "read_picture", "timeline"]
 
 QUICKLOOK_SIDE = 512
 CONTACT_SHEET_NAME = "contact-sheet.png"
@@ -45,6 +48,26 @@ SCL_COLOURS = {
 SCL_CLEAR = (4, 5, 6, 11)
 SCL_CLOUD = (3, 8, 9, 10)  # cloud shadow, cloud medium/high probability, thin cirrus
 CLOUD_TINT = (235, 40, 60)
+
+
+class PngPath(type(Path())):  # type: ignore[misc]  # PosixPath or WindowsPath
+    """The path of a PNG stacfetch wrote; in a notebook it shows as the picture itself."""
+
+    def _repr_png_(self) -> bytes:
+        return self.read_bytes()
+
+
+class PngPaths(list):  # type: ignore[type-arg]
+    """A list of PNG paths; in a notebook every picture shows inline above its file name."""
+
+    def _repr_html_(self) -> str:
+        figures = []
+        for path in self:
+            data = base64.b64encode(Path(path).read_bytes()).decode("ascii")
+            figures.append(f'<figure style="margin:4px 0"><img src="data:image/png;base64,{data}" '
+                           f'style="max-width:100%"/><figcaption><code>{html.escape(str(path))}</code>'
+                           "</figcaption></figure>")
+        return "".join(figures) or "<i>no pictures</i>"
 
 
 def _font(size: int) -> Any:
@@ -109,23 +132,26 @@ def read_picture(path: Path, max_side: int = QUICKLOOK_SIDE) -> Picture:
         h, w = _out_shape(src.width, src.height, max_side)
         tags = src.tags()
         nodata = src.nodata
+        # stacfetch's files mark no data with a per-dataset mask band (valid zeros stay valid)
+        masked = MaskFlags.per_dataset in src.mask_flag_enums[0]
+        known = (src.read_masks(1, out_shape=(h, w), resampling=Resampling.nearest) > 0) if masked else None
         scl = None
         if "SCL" in names:
             scl = src.read(names.index("SCL") + 1, out_shape=(h, w), resampling=Resampling.nearest)
         if all(b in names for b in RGB):
             idx = [names.index(b) + 1 for b in RGB]
             data = src.read(idx, out_shape=(3, h, w), resampling=Resampling.average)
-            valid = ~np.all(data == (nodata if nodata is not None else 0), axis=0)
+            valid = known if known is not None else ~np.all(data == (nodata if nodata is not None else 0), axis=0)
             rgb = stretch(data, valid)
         elif scl is not None and len(names) == 1:
-            valid = scl != 0
+            valid = (scl != 0) if known is None else known
             lut = np.zeros((256, 3), dtype=np.uint8)
             for cls, colour in SCL_COLOURS.items():
                 lut[cls] = colour
             rgb = np.moveaxis(lut[scl], -1, 0)
         else:
             data = src.read(1, out_shape=(h, w), resampling=Resampling.average)
-            valid = data != (nodata if nodata is not None else 0)
+            valid = known if known is not None else data != (nodata if nodata is not None else 0)
             grey = stretch(data[np.newaxis], valid)[0]
             rgb = np.stack([grey, grey, grey])
     alpha = np.where(valid, 255, 0).astype(np.uint8)
@@ -133,7 +159,7 @@ def read_picture(path: Path, max_side: int = QUICKLOOK_SIDE) -> Picture:
     cloud_mask = None if scl is None else np.isin(scl, SCL_CLOUD)
     clear = None
     if scl is not None:
-        counted = scl != 0
+        counted = (scl != 0) if known is None else (scl != 0) & known
         if counted.any():
             clear = float(np.isin(scl, SCL_CLEAR)[counted].mean() * 100)
     when = None
@@ -151,14 +177,17 @@ def read_picture(path: Path, max_side: int = QUICKLOOK_SIDE) -> Picture:
                    tags.get("SYNTHETIC") == "true", names, cloud_mask)
 
 
-def quicklook(tif: Path, dest: Path | None = None, *, max_side: int = QUICKLOOK_SIDE) -> Path:
-    """Write a small PNG of ``tif`` (default ``<name>.png`` next to it); returns its path."""
+def quicklook(tif: Path, dest: Path | None = None, *, max_side: int = QUICKLOOK_SIDE) -> PngPath:
+    """Write a small PNG of ``tif`` (default ``<name>.png`` next to it); returns its path.
+
+    The path (a ``PngPath``) shows as the picture in a notebook.
+    """
     picture = read_picture(Path(tif), max_side)
     dest = Path(dest) if dest is not None else quicklook_path(Path(tif))
     tmp = dest.with_name(dest.name + ".tmp")
     Image.fromarray(picture.rgba, "RGBA").save(tmp, format="PNG", optimize=True)
     tmp.replace(dest)
-    return dest
+    return PngPath(dest)
 
 
 # --- contact sheet ------------------------------------------------------------------------
@@ -183,8 +212,10 @@ def _checkerboard(w: int, h: int, cell: int = 8) -> Any:
 
 def contact_sheet(
     folder: Path, dest: Path | None = None, *, thumb: int = 220, columns: int | None = None
-) -> list[Path]:
+) -> PngPaths:
     """One contact sheet PNG per area folder under ``folder``; returns their paths.
+
+    The list (a ``PngPaths``) shows every sheet inline in a notebook.
 
     ``dest`` is used when there is exactly one area (default ``<area>/contact-sheet.png``).
     Nodata shows as a checkerboard.
@@ -248,8 +279,8 @@ def contact_sheet(
         tmp = out.with_name(out.name + ".tmp")
         sheet.save(tmp, format="PNG", optimize=True)
         tmp.replace(out)
-        written.append(out)
-    return written
+        written.append(PngPath(out))
+    return PngPaths(written)
 
 
 # --- timeline -----------------------------------------------------------------------------
@@ -292,7 +323,7 @@ def timeline(
     max_cloud: float | None = None,
     title: str | None = None,
     size: tuple[int, int] = (960, 400),
-) -> Path:
+) -> PngPath:
     """Plot ``items`` (pystac Items) over time against ``eo:cloud_cover``; write a PNG to ``dest``."""
     facts = [scene_facts(it) for it in items]
     points = [(f.sensing_time(), f.cloud_cover, f.platform or "S2") for f in facts]
@@ -351,4 +382,4 @@ def timeline(
     dest = Path(dest)
     dest.parent.mkdir(parents=True, exist_ok=True)
     img.save(dest, format="PNG", optimize=True)
-    return dest
+    return PngPath(dest)

@@ -20,7 +20,7 @@ from shapely.geometry.base import BaseGeometry
 from .bands import output_dtype, parse_bands
 from .config import Settings
 from .crs import canonical_crs, check_resolution, is_geographic
-from .errors import InvalidLocationError, InvalidOptionError
+from .errors import InvalidLocationError, InvalidOptionError, closest
 from .location import DEFAULT_SIZE_M, from_geojson_file, parse_bbox, point_geometry, to_geometry
 
 DEFAULT_COLLECTION = "sentinel-2-l2a"
@@ -76,6 +76,7 @@ class Query:
     resolution: float = 10.0
     crs: str | None = None
     dtype: str = "uint16"
+    harmonize: bool = True  # Process API harmonizeValues: comparable values across baselines
 
     @property
     def bbox(self) -> tuple[float, float, float, float]:
@@ -98,6 +99,7 @@ class GetOptions:
     preview: bool = False  # a quicklook PNG next to each file
     pu_limit: float | None = None  # the account's processing units per minute (None: learn it)
     limits_note: str | None = None  # where the limits come from, when not from the caller
+    max_pu: float | None = None  # refuse a plan estimated above this many processing units
 
 
 # --- the query --------------------------------------------------------------------------
@@ -117,12 +119,14 @@ def build_query(
     resolution: Any = None,
     crs: Any = None,
     dtype: Any = "uint16",
+    harmonize: Any = True,
 ) -> Query:
     """Validate every input once and return the canonical Query (raises UsageError subclasses).
 
     The area is ``location`` (anything ``location.to_geometry`` accepts) or exactly one of the
     CLI's forms: ``lon`` + ``lat`` (+ ``size``), ``bbox`` (``"W,S,E,N"``) or ``geojson`` (a
-    file path). Numbers may be given as text. ``start`` may be an ``Interval``.
+    file path). Numbers may be given as text. ``start`` may be an ``Interval``. ``harmonize``
+    False asks for the archive's own values (see the README, "Harmonised values").
     """
     # dates builds its Interval from this module: importing it at the top would be a cycle
     from .dates import to_interval
@@ -134,6 +138,8 @@ def build_query(
     if not isinstance(collection, str) or not collection.strip():
         raise InvalidOptionError("the collection id is empty", hint="e.g. --collection sentinel-2-l2a")
     band_tuple = parse_bands(bands)
+    if not isinstance(harmonize, bool):
+        raise InvalidOptionError(f"harmonize must be True or False, got {harmonize!r}")
     output_crs, output_resolution = _crs_and_resolution(crs, resolution)
     return Query(
         geometry=geometry,
@@ -144,6 +150,7 @@ def build_query(
         resolution=output_resolution,
         crs=output_crs,
         dtype=output_dtype(band_tuple, dtype),
+        harmonize=harmonize,
     )
 
 
@@ -192,6 +199,7 @@ def build_options(
     requests_per_minute: Any = None,
     preview: bool = False,
     pu_limit: Any = None,
+    max_pu: Any = None,
 ) -> GetOptions:
     """Validate the options of a run once; the output folder is ``settings.output_dir``.
 
@@ -200,21 +208,17 @@ def build_options(
     used fails before any request.
     """
     # raster/ imports plan, which imports this module: importing it at the top is a cycle
-    from .raster.profiles import check_format
+    from .raster.profiles import FORMATS, check_format
 
     try:
         fmt = check_format(fmt)
     except ValueError:
-        raise InvalidOptionError(f"unknown output format {fmt!r}",
+        near = closest(fmt, FORMATS)
+        raise InvalidOptionError(f"unknown output format {fmt!r}" + (f"; did you mean {near!r}?" if near else ""),
                                  hint="use --format cog (default), gtiff or raw") from None
     if min_clear is not None:
         min_clear = _percent(min_clear, "--min-clear",
                              hint="give a percentage of clear pixels, e.g. --min-clear 70")
-        if settings.source != "process":
-            raise InvalidOptionError(
-                f"--min-clear needs the Sentinel Hub Process API; the {settings.provider} provider has none",
-                hint="use --max-cloud with this provider, or a sentinelhub/cdse/sandbox provider",
-            )
     workers = _whole(workers, "workers", hint="e.g. --workers 4")
     if not 1 <= workers <= MAX_WORKERS:
         raise InvalidOptionError(f"workers={workers!r} must be a whole number from 1 to {MAX_WORKERS}")
@@ -234,11 +238,16 @@ def build_options(
                 hint="give your account's limit, e.g. --pu-limit 300 for the CDSE free tier",
             )
     requests_per_minute, pu_limit, note = _provider_limits(settings, requests_per_minute, pu_limit)
+    if max_pu is not None:
+        max_pu = number(max_pu, "--max-pu", hint="give a number of processing units, e.g. --max-pu 500")
+        if max_pu <= 0:
+            raise InvalidOptionError(f"--max-pu {max_pu:g} must be above 0",
+                                     hint="give a number of processing units, e.g. --max-pu 500")
     return GetOptions(
         out_dir=prepare_output_dir(settings.output_dir, create=not dry_run),
         fmt=fmt, workers=workers, overwrite=bool(overwrite), dry_run=bool(dry_run),
         tolerance=tolerance, min_clear=min_clear, requests_per_minute=requests_per_minute,
-        preview=bool(preview), pu_limit=pu_limit, limits_note=note,
+        preview=bool(preview), pu_limit=pu_limit, limits_note=note, max_pu=max_pu,
     )
 
 

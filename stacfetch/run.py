@@ -12,12 +12,15 @@ import contextlib
 import copy
 import ctypes
 import ctypes.util
+import html
 import logging
 import sys
 import threading
 import time
+import warnings
 from collections.abc import Iterable
 from concurrent.futures import Executor, Future, ThreadPoolExecutor, as_completed
+from concurrent.futures import wait as wait_for
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -26,30 +29,39 @@ import numpy as np
 import rasterio
 from rasterio._err import CPLE_BaseError
 from rasterio.errors import RasterioError
-from tqdm import tqdm
+from tqdm import TqdmWarning
 
 from .config import Settings
 from .errors import (
+    EXIT_NOTHING_WRITTEN,
     EXIT_OK,
     EXIT_PARTIAL,
     Interrupted,
+    InvalidOptionError,
     InvalidResponseError,
+    QuotaExhaustedError,
     StacfetchError,
 )
-from .http import open_session
-from .plan import Job
+from .http import open_session, redact
+from .plan import Job, Plan
+from .preview import contact_sheet
 from .raster import (
     PartFile,
     complete_format,
     convert_format,
+    destination_lock,
     discard_partial,
-    sha256_file,
+    intact,
+    run_tag,
     tags_for,
-    tile_spool_path,
 )
 from .raster.profiles import gdal_options
 from .sources import source_for
 from .stac.manifest import write_manifest
+
+with warnings.catch_warnings():  # without ipywidgets, tqdm.auto falls back to the text bar
+    warnings.simplefilter("ignore", TqdmWarning)
+    from tqdm.auto import tqdm
 
 log = logging.getLogger(__name__)
 
@@ -116,7 +128,10 @@ class GetResult:
 
     @property
     def exit_code(self) -> int:
-        return EXIT_PARTIAL if self.failed else EXIT_OK
+        """0; 5 when some acquisitions failed and others are complete; 6 when none is."""
+        if not self.failed:
+            return EXIT_OK
+        return EXIT_PARTIAL if self.paths else EXIT_NOTHING_WRITTEN
 
     def summary(self) -> str:
         if self.dry_run:
@@ -134,17 +149,19 @@ class GetResult:
         if self.manifest:
             lines.append(f"manifest: {self.manifest}")
         for o in self.failed:
-            lines.append(f"FAILED {o.job.acquisition.key}: {o.error}")
+            lines.append(f"FAILED {o.job.acquisition.key}: {redact(o.error or '')}")
         return "\n".join(lines)
 
     def to_dict(self) -> dict[str, Any]:
+        plan = {"plan": Plan(tuple(self.jobs)).summary()} if self.dry_run else {}
         return {
             "dry_run": self.dry_run,
+            **plan,
             "written": [str(p) for p in self.written],
             "skipped": [str(p) for p in self.skipped],
             "failed": [
                 {"acquisition": o.job.acquisition.key, "destination": str(o.job.destination),
-                 "error": o.error}
+                 "error": redact(o.error or "")}
                 for o in self.failed
             ],
             "bytes": self.bytes,
@@ -157,6 +174,66 @@ class GetResult:
             "previews": [str(p) for p in self.previews],
             "stats": self.stats,
         }
+
+    # -- in a notebook ----------------------------------------------------------------------
+    @property
+    def folder(self) -> Path | None:
+        """The area folder of this run's files (None without jobs)."""
+        return self.jobs[0].area_dir if self.jobs else None
+
+    def rows(self) -> list[dict[str, Any]]:
+        """One row per acquisition: time, platform, status, scene cloud %, area clear % (when screened)."""
+        words = {"written": "downloaded", "skipped": "already complete", "failed": "failed"}
+        status = {o.job.destination: words.get(o.status, o.status) for o in self.outcomes}
+        shares = {s.job.destination: s for s in self.screened}
+        cloudy = [s.job for s in self.cloudy if s.job.destination not in status]
+        rows = []
+        for job in sorted([*self.jobs, *cloudy], key=lambda j: j.acquisition.datetime):
+            share = shares.get(job.destination)
+            state = status.get(job.destination) or ("planned" if self.dry_run else
+                                                    "skipped: cloudy" if job in cloudy else "not run")
+            rows.append({"time": job.acquisition.datetime, "platform": job.acquisition.platform,
+                         "status": state, "cloud_cover": job.acquisition.cloud_cover,
+                         "clear_percent": None if share is None else share.clear,
+                         "file": job.destination.name})
+        return rows
+
+    def __repr__(self) -> str:
+        where = f", folder {self.folder}" if self.folder else ""
+        if self.dry_run:
+            return f"GetResult(dry run: {len(self.jobs)} acquisition(s) planned{where})"
+        cloudy = f", {len(self.cloudy)} skipped as cloudy" if self.cloudy else ""
+        return (f"GetResult({len(self.written)} downloaded, {len(self.skipped)} already complete, "
+                f"{len(self.failed)} failed{cloudy}; {self.bytes / 1e6:.1f} MB in {self.seconds:.1f} s{where})")
+
+    def _repr_html_(self) -> str:
+        def cell(value: Any, fmt: str = "{}") -> str:
+            return "" if value is None else html.escape(fmt.format(value))
+
+        body = "".join(
+            f"<tr><td>{cell(r['time'], '{:%Y-%m-%d %H:%M:%S}')}</td><td>{cell(r['platform'])}</td>"
+            f"<td>{cell(r['status'])}</td><td style='text-align:right'>{cell(r['cloud_cover'], '{:.1f}')}</td>"
+            f"<td style='text-align:right'>{cell(r['clear_percent'], '{:.0f}')}</td>"
+            f"<td><code>{cell(r['file'])}</code></td></tr>" for r in self.rows())
+        head = "".join(f"<th>{h}</th>" for h in ("acquired (UTC)", "platform", "status",
+                                                  "scene cloud %", "area clear %", "file"))
+        lines = "<br>".join(html.escape(line) for line in self.summary().splitlines()[:1])
+        where = f"<br>folder: <code>{html.escape(str(self.folder))}</code>" if self.folder else ""
+        return (f"<div><b>stacfetch GetResult</b>: {lines}{where}"
+                f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table></div>")
+
+    def to_xarray(self, **options: Any) -> Any:
+        """The files as one lazy ``xarray.Dataset`` (``stacfetch.open_dataset``; the xarray extra)."""
+        # the optional extra: imported only when asked for (stacfetch[xarray] may be missing)
+        from .dataset import open_dataset
+
+        return open_dataset(self, **options)
+
+    def contact_sheet(self, **options: Any) -> Any:
+        """Draw this run's area as one contact sheet PNG; a notebook shows it inline (``PngPath``)."""
+        if self.folder is None or not self.paths:
+            raise InvalidOptionError("this run has no files to draw", hint="see result.summary()")
+        return contact_sheet(self.folder, **options)[0]
 
 
 class RunContext:
@@ -181,6 +258,8 @@ class RunContext:
         self._session = session
         self.remote: Any = None  # on a Dask worker: finds that worker's session for the run
         self.stop = threading.Event()
+        self.tag = run_tag()  # in this run's temporary file names (never another run's)
+        self.quota: QuotaExhaustedError | None = None  # set when the monthly quota stops the run
         self.tile_workers = 1  # threads for the tiles of one acquisition (set by execute)
         # at most this many Process requests in flight (set by execute; None: no bound)
         self.request_slots: threading.BoundedSemaphore | None = None
@@ -212,11 +291,33 @@ class RunContext:
 
 
 def run_job(job: Job, context: RunContext) -> Outcome:
-    """Produce one acquisition's GeoTIFF (or find it complete). Never raises for service errors."""
+    """Produce one acquisition's GeoTIFF (or find it complete). Never raises for service errors.
+
+    Holds the destination's lock throughout: a second run (or a duplicate job) asking for
+    the same file waits for the first, then finds the file complete and skips it.
+    """
+    def waiting() -> None:
+        log.info("%s: another stacfetch run is writing it; waiting", job.destination.name)
+
+    try:
+        with destination_lock(job.destination, context.stop, on_wait=waiting):
+            return _run_locked(job, context)
+    except InterruptedError:  # stopped while waiting for the lock
+        raise Interrupted("stopped before this acquisition was complete") from None
+
+
+def _run_locked(job: Job, context: RunContext) -> Outcome:
     fmt = context.fmt
     found = None if context.overwrite else complete_format(job.destination, job.grid, job.bands, job.dtype)
+    digest = None
+    if found is not None:
+        ok, digest = intact(job.destination)
+        if not ok:
+            log.warning("%s looks complete but its data is not what was written (checksum or "
+                        "last block); fetching it again", job.destination.name)
+            found = None
     if found == fmt:
-        return Outcome(job, "skipped")
+        return Outcome(job, "skipped", sha256=digest)
     if found is not None:  # complete in another format: convert locally, no request
         try:
             convert_format(job.destination, fmt, job.bands, job.dtype)
@@ -227,11 +328,12 @@ def run_job(job: Job, context: RunContext) -> Outcome:
                         job.destination.name, fmt, exc)
     requests_made = 0
     try:
-        discard_partial(job.destination)
+        discard_partial(job.destination)  # any run's leftovers: we hold the lock
         session = context.session()
         acq = job.acquisition
         reader = context.source.open(job, session)
-        with PartFile(job.destination, job.grid, job.bands, job.dtype, fmt=fmt) as part:
+        with PartFile(job.destination, job.grid, job.bands, job.dtype, fmt=fmt, masked=True,
+                      tag=context.tag) as part:
             if not context.source.concurrent_tiles:  # a STAC API's COG assets (sources.assets)
                 for tile in job.tiles:
                     _check_stop(context)
@@ -257,13 +359,16 @@ def run_job(job: Job, context: RunContext) -> Outcome:
                 scaling=reader.scaling(),
             )
         size = job.destination.stat().st_size
-        return Outcome(job, "written", bytes=size, requests=requests_made,
-                       sha256=part.sha256 or sha256_file(job.destination))
+        return Outcome(job, "written", bytes=size, requests=requests_made, sha256=part.sha256)
+    except QuotaExhaustedError as exc:
+        _quota_stop(context, exc)
+        raise
     except Interrupted:
         raise
     except StacfetchError as exc:
         log.debug("acquisition %s failed", job.acquisition.key, exc_info=True)
-        return Outcome(job, "failed", requests=requests_made, error=str(exc).replace("\n", " "))
+        return Outcome(job, "failed", requests=requests_made,
+                       error=redact(str(exc)).replace("\n", " "))
     except OSError as exc:
         return Outcome(job, "failed", requests=requests_made,
                        error=f"cannot write {job.destination}: {exc.strerror or exc}")
@@ -289,6 +394,12 @@ def return_large_buffers_to_the_os() -> None:
         ctypes.CDLL(name).mallopt(-3, 1 << 20)  # M_MMAP_THRESHOLD
 
 
+def _quota_stop(context: RunContext, exc: QuotaExhaustedError) -> None:
+    """The monthly quota is used up: the whole run stops (see _execute), no worker sends more."""
+    context.quota = exc
+    context.stop.set()
+
+
 def _check_stop(context: RunContext) -> None:
     if context.stop is not None and context.stop.is_set():
         raise Interrupted("stopped before this acquisition was complete")
@@ -302,12 +413,17 @@ def _process_tile(job: Job, tile: Any, part: Any, reader: Any, context: RunConte
     """
     acq = job.acquisition
     expected = tile.width * tile.height * len(job.bands) * np.dtype(job.dtype).itemsize
-    spool = tile_spool_path(job.destination, tile.name) if expected > SPOOL_BYTES else None
+    spool = part.spool_path(tile.name) if expected > SPOOL_BYTES else None
     for attempt in range(1, TILE_ATTEMPTS + 1):
         _check_stop(context)
         try:  # a 200 that is no GeoTIFF, or a wrong/truncated one: ask again
             with context.request_slots or contextlib.nullcontext():
-                data = reader.read_tile(tile, spool=spool)
+                _check_stop(context)  # stopped while waiting for a slot: send nothing more
+                try:
+                    data = reader.read_tile(tile, spool=spool)
+                except QuotaExhaustedError as exc:
+                    _quota_stop(context, exc)  # before the slot is released to a waiting job
+                    raise
             try:
                 part.write_tile(tile, data)
             finally:
@@ -323,8 +439,21 @@ def _process_tile(job: Job, tile: Any, part: Any, reader: Any, context: RunConte
     raise AssertionError("unreachable")
 
 
-def _progress(total: int, enabled: bool) -> Any:
-    if not enabled or not sys.stderr.isatty():
+def in_jupyter() -> bool:
+    """True inside a Jupyter (ipykernel) shell: no terminal, but a progress bar still shows."""
+    ipython = sys.modules.get("IPython")
+    shell = getattr(ipython, "get_ipython", lambda: None)() if ipython is not None else None
+    return type(shell).__name__ == "ZMQInteractiveShell"
+
+
+def _progress(total: int, enabled: bool | None) -> Any:
+    """The acquisitions' progress bar (``tqdm.auto``: a widget in Jupyter, text on a terminal).
+
+    ``enabled``: True always, False never, None (default) on a terminal or in Jupyter only.
+    """
+    if enabled is False or total == 0:
+        return None
+    if enabled is None and not (sys.stderr.isatty() or in_jupyter()):
         return None
     return tqdm(total=total, unit="file", file=sys.stderr, dynamic_ncols=True, desc="acquisitions")
 
@@ -335,13 +464,15 @@ def execute(
     *,
     executor: Executor | None = None,
     workers: int = 4,
-    progress: bool = False,
+    progress: bool | None = None,
     manifest_root: Path | None = None,
 ) -> GetResult:
     """Run every job; write the manifest of what is complete; return the result.
 
     ``jobs``: a list, or an iterable that yields them while it is still searching (each is
-    submitted as it comes; the result lists them in time order).
+    submitted as it comes; the result lists them in time order). ``executor``: any
+    ``concurrent.futures.Executor``, or a Dask ``distributed.Client`` (or its executor): see
+    :mod:`stacfetch.cluster`.
 
     On Ctrl-C the workers stop at the next tile, unfinished ``.part`` files are removed,
     the manifest lists what is complete, and ``Interrupted`` (exit 130) is raised. The run
@@ -394,9 +525,15 @@ def _execute(
     futures: dict[Future[Outcome], Job] = {}
     try:
         task = run_job if context.remote is None else run_job_on_worker
-        for job in (known if known is not None else jobs):  # a stream: submitted as they come
-            result.jobs.append(job)
-            futures[pool.submit(task, job, context)] = job
+        try:
+            for job in (known if known is not None else jobs):  # a stream: submitted as they come
+                result.jobs.append(job)
+                futures[pool.submit(task, job, context)] = job
+        except Exception:  # a broken executor: nothing submitted may go on writing after we return
+            _wind_down(futures, result, context, wait=None)
+            result.seconds = time.monotonic() - started
+            result.manifest = _write_manifest(result, manifest_root)
+            raise
         if bar is not None and known is None:
             bar.total = len(result.jobs)
             bar.refresh()
@@ -408,27 +545,15 @@ def _execute(
                 bar.set_postfix_str(f"{result.bytes / 1e6:.1f} MB, {len(result.failed)} failed")
             elif outcome.status == "failed":
                 log.warning("%s failed: %s", outcome.job.acquisition.key, outcome.error)
-    except (KeyboardInterrupt, Interrupted):
-        context.stop.set()
-        for future in futures:
-            future.cancel()
-        deadline = time.monotonic() + 1.5
-        for future in futures:
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                break
-            try:
-                outcome = future.result(timeout=remaining)
-                if outcome not in result.outcomes:
-                    result.outcomes.append(outcome)
-            except Exception:  # cancelled, interrupted or still running
-                continue
-        done = {o.job.destination for o in result.outcomes if o.status in ("written", "skipped")}
-        for job in result.jobs:
-            if job.destination not in done:
-                discard_partial(job.destination)
-        result.seconds = time.monotonic() - started
-        result.manifest = _write_manifest(result, manifest_root)
+    except (KeyboardInterrupt, Interrupted, QuotaExhaustedError) as exc:
+        done = _stop(futures, context, result, started, manifest_root)
+        quota = exc if isinstance(exc, QuotaExhaustedError) else context.quota
+        if quota is not None:  # every further request would be refused: stopped at once
+            raise QuotaExhaustedError(
+                f"{quota.message}; {len(done)} of {len(result.jobs)} acquisitions complete"
+                + (f" (manifest {result.manifest})" if result.manifest else ""),
+                hint=quota.hint, status=quota.status, code=quota.code, url=quota.url,
+            ) from None
         raise Interrupted(
             f"interrupted: {len(done)} of {len(result.jobs)} acquisitions complete"
             + (f"; manifest {result.manifest}" if result.manifest else ""),
@@ -448,6 +573,36 @@ def _execute(
     return result
 
 
+def _stop(futures: dict[Future[Outcome], Job], context: RunContext, result: GetResult,
+          started: float, manifest_root: Path | None) -> set[Path]:
+    """Stop every worker (within 1.5 s), keep what is complete, remove this run's ``.part``
+    files of the rest, write the manifest; returns the complete files."""
+    _wind_down(futures, result, context, wait=1.5)
+    result.seconds = time.monotonic() - started
+    result.manifest = _write_manifest(result, manifest_root)
+    return {o.job.destination for o in result.outcomes if o.status in ("written", "skipped")}
+
+
+def _wind_down(futures: dict[Future[Outcome], Job], result: GetResult, context: RunContext, *,
+               wait: float | None) -> None:
+    """Stop the run: cancel what has not started, let running jobs stop at their next tile
+    (for ``wait`` seconds; None: until they have), keep their outcomes, and remove this run's
+    temporaries of what is not complete."""
+    context.stop.set()
+    for future in futures:
+        future.cancel()
+    wait_for(futures, timeout=wait)
+    for future in futures:
+        if future.done() and not future.cancelled() and future.exception() is None:
+            outcome = future.result()
+            if outcome not in result.outcomes:
+                result.outcomes.append(outcome)
+    done = {o.job.destination for o in result.outcomes if o.status in ("written", "skipped")}
+    for job in futures.values():
+        if job.destination not in done:
+            discard_partial(job.destination, context.tag)
+
+
 def _write_manifest(result: GetResult, root: Path | None) -> Path | None:
     """Record every complete file with its checksum in the run's STAC catalog manifest."""
     complete = [o for o in result.outcomes if o.status in ("written", "skipped")]
@@ -458,9 +613,8 @@ def _write_manifest(result: GetResult, root: Path | None) -> Path | None:
         dest = o.job.destination
         if not dest.exists():
             continue
-        # write_manifest hashes (skipped files) and sizes what the worker did not
-        records.append({"job": o.job, "path": dest, "sha256": o.sha256,
-                        "size": o.bytes if o.sha256 else None})
+        # write_manifest hashes what the worker did not (and sizes every file)
+        records.append({"job": o.job, "path": dest, "sha256": o.sha256})
     try:
         return write_manifest(root, records)
     except OSError as exc:

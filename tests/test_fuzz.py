@@ -363,7 +363,7 @@ def test_disk_full_leaves_no_partial_file(emulator: Emulator, tmp_path: Path, fm
          "--out", str(out), "--workers", "1", "--format", fmt],
         env=env, cwd=tmp_path, capture_output=True, text=True, timeout=120, preexec_fn=limit,
     )
-    assert proc.returncode == 5, proc.stderr
+    assert proc.returncode == 6, proc.stderr  # every acquisition failed, none was written (exit 6)
     assert "internal error" not in proc.stderr and "FAILED" in proc.stderr
     left = [p for p in out.rglob("*") if p.is_file()]
     assert not [p for p in left if p.suffix in (".tif", ".part", ".tmp")], left

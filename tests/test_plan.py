@@ -506,10 +506,14 @@ def test_empty_plan_summary() -> None:
 
 
 def test_processing_unit_estimate() -> None:
+    # the documented rule: bands / 3 without a floor, dataMask free, area factor >= 0.01
     assert estimate_processing_units(512, 512, 3, "uint16") == pytest.approx(1.0)
-    assert estimate_processing_units(512, 512, 1, "uint16") == pytest.approx(1.0)
+    assert estimate_processing_units(512, 512, 1, "uint16") == pytest.approx(1 / 3)
+    assert estimate_processing_units(512, 512, ["SCL", "dataMask"], "uint8") == pytest.approx(1 / 3)
     assert estimate_processing_units(512, 512, 6, "uint16") == pytest.approx(2.0)
     assert estimate_processing_units(512, 512, 3, "float32") == pytest.approx(2.0)
+    assert estimate_processing_units(40, 40, 6, "uint16") == pytest.approx(0.02)
+    assert estimate_processing_units(10, 10, 1, "uint8") == pytest.approx(0.005)
     assert estimate_processing_units(1, 1, 1, "uint8") == 0.005
 
 

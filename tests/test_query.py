@@ -74,6 +74,7 @@ def test_bad_options_say_what_is_wrong(tmp_path: Path, kwargs: dict, words: str)
         build_options(settings(tmp_path), dry_run=True, **kwargs)
 
 
-def test_min_clear_needs_the_process_api(tmp_path: Path) -> None:
-    with pytest.raises(InvalidOptionError, match="needs the Sentinel Hub Process API"):
-        build_options(settings(tmp_path, fetch="cog"), min_clear=50, dry_run=True)
+def test_min_clear_works_with_cog_providers_too(tmp_path: Path) -> None:
+    # issue 13: COG providers screen with the SCL asset's windows instead of refusing --min-clear
+    options = build_options(settings(tmp_path, fetch="cog"), min_clear=50, dry_run=True)
+    assert options.min_clear == 50.0

@@ -10,11 +10,12 @@ from typing import Any
 
 import pytest
 
+from stacfetch.budget import max_px_for_budget
 from stacfetch.config import SANDBOX_CLIENT_ID, SANDBOX_CLIENT_SECRET, Settings
 from stacfetch.errors import ServiceError
 from stacfetch.http import LimitMemory, RateLimiter, open_session
 from stacfetch.http.ratelimit import costing
-from stacfetch.plan import estimate_processing_units, max_px_for_budget
+from stacfetch.plan import estimate_processing_units
 from stacfetch.testing.emulator import Emulator
 from stacfetch.testing.faults import Faults
 

@@ -438,7 +438,8 @@ def test_partfile_from_profile_and_manifest_from_mappings_at_out_dir(tmp_path: P
                                  "size": job.destination.stat().st_size}])
     assert path == out / "catalog.json"
     (item_id,) = _check_catalog(path)
-    assert item_id == "sentinel-2-l2a/area-1234/2022-01-21T083201_S2A_R021"
+    # the file's path relative to the root, "/" -> "__" (issue 13: STAC tools want ids without "/")
+    assert item_id == "sentinel-2-l2a__area-1234__2022-01-21T083201_S2A_R021"
     with pytest.raises(TypeError):
         PartFile(job.destination, job.grid)
 

@@ -1,14 +1,15 @@
 """The ``stacfetch`` command line: parse, call the library, print (data on stdout, the rest on stderr).
 
 This package is what ``stacfetch --help`` imports, so it stays light: the parser is built
-here and each command lives in its own module (``search``, ``get``, ``preview``, ``check``),
-imported only when that command runs. Arguments reach ``query.build_query`` and
+here and each command lives in its own module (``search``, ``get``, ``preview``, ``stats``,
+``check``), imported only when that command runs. Arguments reach ``query.build_query`` and
 ``query.build_options`` as the raw text the user typed; they validate it.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
 import logging
 import os
@@ -48,7 +49,16 @@ Writes one GeoTIFF per acquisition to <out>/<collection>/<area-id>/<date>T<time>
 with a sidecar .json (the STAC items) and a catalog.json manifest. A re-run skips complete files.
 {AXIS_NOTE}
 exit codes: 0 ok, 2 bad input, 3 configuration/credentials, 4 service/network,
-5 some acquisitions failed (the others were written), 130 interrupted.
+5 some acquisitions failed (the others were written),
+6 acquisitions failed and none was written (no complete file), 130 interrupted.
+"""
+
+EPILOG_STATS = """\
+examples:
+  stacfetch get --provider sandbox --lon 34.665 --lat 31.625 --start 2022-01-01 --end 2022-02-28 \\
+      --bands B04,B08,SCL --resolution 20 --out out
+  stacfetch stats out                      # NDVI per acquisition
+  stacfetch stats out --index ndwi --csv ndwi.csv
 """
 
 EPILOG_CHECK = """\
@@ -97,12 +107,17 @@ def _add_common(parser: argparse.ArgumentParser) -> None:
                       help="keep scenes whose cloud cover is at most PERCENT (0-100)")
 
     conf = parser.add_argument_group("configuration")
-    conf.add_argument("--provider",
-                      choices=("sentinelhub", "cdse", "sandbox", "earth-search", "planetary-computer", "stac"),
-                      help="overrides STACFETCH_PROVIDER; 'sandbox' runs a local emulator (synthetic data); "
+    # no argparse choices for --provider/--format: the library checks them and suggests the
+    # nearest valid name ("sandbx" -> did you mean 'sandbox'?)
+    conf.add_argument("--provider", metavar="NAME",
+                      help="sentinelhub, cdse, sandbox, earth-search, planetary-computer or stac; "
+                      "overrides STACFETCH_PROVIDER; 'sandbox' runs a local emulator (synthetic data); "
                       "earth-search, planetary-computer and stac (STACFETCH_STAC_URL) read the archived "
                       "COG assets, no Sentinel Hub account needed")
     conf.add_argument("--env-file", metavar="PATH", help="read settings from PATH instead of ./.env")
+    conf.add_argument("--timeout", default=None, metavar="SECONDS",
+                      help="how long a request waits for the service to start answering (default "
+                      "120); a silent service is asked twice, then the run stops and says so")
 
     out = parser.add_argument_group("output")
     out.add_argument("--json", action="store_true", help="print machine-readable JSON on stdout only")
@@ -137,13 +152,16 @@ def build_parser() -> argparse.ArgumentParser:
     g = get.add_argument_group("download")
     g.add_argument("--out", metavar="DIR", help="output folder (overrides STACFETCH_OUTPUT_DIR)")
     g.add_argument("--bands", default="all", metavar="LIST",
-                   help="comma list (B01..B12, B8A, SCL, AOT, dataMask) or a preset: truecolor, "
+                   help="comma list (B01..B12, B8A, SCL, CLD, SNW, CLP, CLM, AOT, dataMask) or a preset: truecolor, "
                    "all (12 spectral bands, default), all+scl")
     g.add_argument("--resolution", type=str, default=None, metavar="R",
                    help="pixel size in CRS units (default 10 m; degrees with --crs EPSG:4326)")
     g.add_argument("--crs", metavar="EPSG:NNNN", help="output CRS (default: UTM zone of the area)")
     g.add_argument("--dtype", choices=("uint16", "float32"), default="uint16",
                    help="uint16 digital numbers (reflectance x 10000, default) or float32 reflectance")
+    g.add_argument("--no-harmonize", dest="harmonize", action="store_false",
+                   help="the archive's own values (baseline 04.00+ DNs keep their +1000; the band "
+                   "offset -0.1 is written in the file) instead of harmonised ones (default)")
     g.add_argument("--workers", type=str, default="4", metavar="N", help="concurrent requests (default 4)")
     g.add_argument("--rate-limit", type=str, default=None, metavar="RPM",
                    help="your account's requests per minute, e.g. 300 on the CDSE free tier: "
@@ -156,15 +174,19 @@ def build_parser() -> argparse.ArgumentParser:
                    help="items this close in time are one acquisition (default 60)")
     g.add_argument("--dry-run", action="store_true", help="print the plan and estimated cost; download nothing")
     g.add_argument("--overwrite", action="store_true", help="download again even if a complete file exists")
-    g.add_argument("--format", dest="fmt", choices=("cog", "gtiff", "raw"), default="cog",
+    g.add_argument("--format", dest="fmt", default="cog", metavar="FORMAT",
                    help="cog: Cloud-Optimized GeoTIFF with overviews, DEFLATE (default); gtiff: tiled "
                         "DEFLATE GeoTIFF; raw: the service's GeoTIFF as sent, tags added, uncompressed "
                         "(least CPU, largest files)")
     g.add_argument("--preview", action="store_true",
                    help="also write a small true-colour PNG quicklook next to each GeoTIFF")
+    g.add_argument("--max-pu", type=str, metavar="N",
+                   help="refuse, before any request, a plan estimated above N Sentinel Hub "
+                   "processing units (the dry run shows the estimate)")
     g.add_argument("--min-clear", type=str, metavar="PERCENT",
                    help="skip acquisitions with less than PERCENT clear pixels over the area "
-                   "(SCL 4,5,6,11; one small request each)")
+                   "(SCL 4,5,6,11; one small Process request each, or the SCL asset's windows "
+                   "with a COG provider)")
 
     prev = sub.add_parser("preview", help="draw a contact sheet PNG of the acquisitions in a folder",
                           description="Write one contact sheet PNG per area folder under OUT_DIR: every "
@@ -178,6 +200,22 @@ def build_parser() -> argparse.ArgumentParser:
     prev.add_argument("--json", action="store_true", help="print the written paths as JSON")
     prev.add_argument("-v", "--verbose", action="count", default=0, help="more detail on stderr")
     prev.add_argument("-q", "--quiet", action="store_true", help="only errors on stderr")
+
+    stats = sub.add_parser("stats", help="per-acquisition statistics of a spectral index (NDVI, ...)",
+                           description="For each acquisition in a `get` output folder: date, platform, "
+                           "clear share over the area (when the files have SCL) and the mean, median "
+                           "and standard deviation of a spectral index over the pixels with data "
+                           "(and, with SCL, clear: classes 4, 5, 6, 11). Needs the xarray extra: "
+                           "pip install 'stacfetch[xarray]'.",
+                           epilog=EPILOG_STATS, formatter_class=argparse.RawDescriptionHelpFormatter)
+    stats.add_argument("folder", metavar="OUT_DIR",
+                       help="a `get` output folder, one area folder in it, or its catalog.json")
+    stats.add_argument("--index", default="ndvi", metavar="NAME",
+                       help="ndvi (default), ndwi, ndmi, nbr, ndre, ndsi or ndbi")
+    stats.add_argument("--csv", metavar="FILE", help="also write the table as CSV to FILE")
+    stats.add_argument("--json", action="store_true", help="print the rows as JSON on stdout")
+    stats.add_argument("-v", "--verbose", action="count", default=0, help="more detail on stderr")
+    stats.add_argument("-q", "--quiet", action="store_true", help="only errors on stderr")
 
     check = sub.add_parser("check", help="check the configuration, credentials and service (doctor)",
                            description="Check, line by line, what `get` needs: the .env file and where "
@@ -220,6 +258,24 @@ def _redacted(text: str) -> str:
         return text
 
 
+def _print_traceback() -> None:
+    """The current exception's traceback on stderr, secrets masked (its messages and the
+    exceptions it chains may quote a server that echoed a token)."""
+    print(_redacted(traceback.format_exc()), file=sys.stderr, end="")
+
+
+def _no_core_dumps() -> None:
+    """No core dump of this process (soft RLIMIT_CORE 0, as ssh and gpg do): it would hold the
+    client secret and tokens. The CLI owns the process; the library never changes this."""
+    try:
+        import resource  # POSIX only: absent on Windows, where there is nothing to do
+    except ImportError:
+        return
+    with contextlib.suppress(ValueError, OSError):
+        _, hard = resource.getrlimit(resource.RLIMIT_CORE)
+        resource.setrlimit(resource.RLIMIT_CORE, (0, hard))
+
+
 def _configure_logging(args: argparse.Namespace) -> None:
     level = logging.WARNING
     if getattr(args, "quiet", False):
@@ -251,13 +307,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not args.command:
         parser.print_help()
         return EXIT_USAGE
+    _no_core_dumps()
     _configure_logging(args)
     try:
         command = importlib.import_module(f"{__name__}.{args.command}")  # heavy imports: only now
         return int(command.run(args))
     except StacfetchError as exc:
         if args.verbose >= 2:
-            traceback.print_exc()
+            _print_traceback()
         print(f"error: {_redacted(str(exc))}", file=sys.stderr)
         return exc.exit_code
     except KeyboardInterrupt:
@@ -267,7 +324,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     except Exception as exc:  # a bug: say so plainly, details with -v
         if args.verbose:
-            traceback.print_exc()
+            _print_traceback()
         print(
             f"internal error: {type(exc).__name__}: {_redacted(str(exc))}\n"
             "  this is a bug in stacfetch; run again with -v for details and report it",

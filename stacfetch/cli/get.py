@@ -17,12 +17,13 @@ from . import output, query_args
 
 def run(args: argparse.Namespace) -> int:
     query = build_query(**query_args(args), bands=args.bands, resolution=args.resolution,
-                        crs=args.crs, dtype=args.dtype)
-    settings = load_settings(env_file=args.env_file, provider=args.provider, output_dir=args.out)
+                        crs=args.crs, dtype=args.dtype, harmonize=args.harmonize)
+    settings = load_settings(env_file=args.env_file, provider=args.provider, output_dir=args.out,
+                             timeout=args.timeout)
     options = build_options(settings, fmt=args.fmt, workers=args.workers, overwrite=args.overwrite,
                             dry_run=args.dry_run, time_tolerance=args.time_tolerance,
                             min_clear=args.min_clear, requests_per_minute=args.rate_limit,
-                            preview=args.preview, pu_limit=args.pu_limit)
+                            preview=args.preview, pu_limit=args.pu_limit, max_pu=args.max_pu)
     echo = not args.quiet
     if echo:
         output.echo_query(query)
@@ -35,7 +36,8 @@ def run(args: argparse.Namespace) -> int:
         if options.limits_note:
             print(options.limits_note, file=sys.stderr)
         if options.dry_run and options.min_clear is not None:
-            print(output.dry_run_screening_note(options.min_clear), file=sys.stderr)
+            print(output.dry_run_screening_note(options.min_clear, jobs, settings.source),
+                  file=sys.stderr)
 
     def on_screen(shares: Sequence[ClearShare]) -> None:
         if echo and options.min_clear is not None:
@@ -43,7 +45,8 @@ def run(args: argparse.Namespace) -> int:
 
     if not options.dry_run:
         return_large_buffers_to_the_os()  # process-wide (mallopt): the CLI owns the process
-    result = get_query(query, settings=settings, options=options, progress=not (args.quiet or args.json),
+    progress = False if (args.quiet or args.json) else None  # None: a bar on a terminal only
+    result = get_query(query, settings=settings, options=options, progress=progress,
                        on_plan=on_plan, on_screen=on_screen)
     if args.json:
         output.print_json(result.to_dict(), indent=2)

@@ -12,8 +12,9 @@ from typing import Any
 
 from pystac import Item
 
+from ..budget import size_text
 from ..catalog import describe_item
-from ..clouds import ClearShare
+from ..clouds import ClearShare, screening_units
 from ..location import describe_area
 from ..plan import Job, Plan
 from ..query import Query
@@ -43,15 +44,6 @@ def print_items(items: Sequence[Item]) -> None:
         print("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)))
     days = len({row.get("date") for row in rows})
     print(f"{len(rows)} scene(s) on {days} day(s)", file=sys.stderr)
-
-
-def size_text(n: float) -> str:
-    """``1234567`` -> ``"1.2 MB"`` (decimal units)."""
-    for unit in ("B", "kB", "MB", "GB", "TB"):
-        if n < 1000 or unit == "TB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1000
-    return f"{n:.1f} TB"
 
 
 def summarize(
@@ -87,7 +79,7 @@ def summarize(
     else:
         work = (f"{head}{plan.acquisitions} acquisitions, {plan.tiles_per_acquisition} tile(s) each, "
                 f"{plan.requests} Process API requests")
-        cost = (f"estimate: {plan.processing_units:.1f} processing units, "
+        cost = (f"estimate: {plan.processing_units:.2f} processing units, "
                 f"at most {size_text(plan.estimated_bytes)} uncompressed")
     lines = [
         work,
@@ -110,9 +102,13 @@ def screening_text(shares: Sequence[ClearShare], min_clear: float) -> str:
     return "\n".join(lines)
 
 
-def dry_run_screening_note(min_clear: float) -> str:
+def dry_run_screening_note(min_clear: float, jobs: Sequence[Any] = (), source: str = "process") -> str:
+    if source == "assets":
+        return (f"--min-clear {min_clear:g}: a real run screens each acquisition first "
+                "(reads its SCL asset over the area; no processing units)")
+    cost = f", about {screening_units(jobs):.3f} processing units" if jobs else ""
     return (f"--min-clear {min_clear:g}: a real run screens each acquisition first "
-            "(one small SCL request each)")
+            f"(one small SCL request each{cost})")
 
 
 def print_checks(checks: Sequence[Any], *, quiet: bool) -> None:

@@ -6,9 +6,8 @@ import argparse
 import sys
 from pathlib import Path
 
-from pystac import ItemCollection
-
 from ..api import search_query
+from ..catalog import service_dict
 from ..config import load_settings
 from ..preview import timeline
 from ..query import build_query
@@ -17,7 +16,7 @@ from . import output, query_args
 
 def run(args: argparse.Namespace) -> int:
     query = build_query(**query_args(args))
-    settings = load_settings(env_file=args.env_file, provider=args.provider)
+    settings = load_settings(env_file=args.env_file, provider=args.provider, timeout=args.timeout)
     if not args.quiet:
         output.echo_query(query)
     items = search_query(query, settings=settings, max_items=args.limit)
@@ -27,7 +26,8 @@ def run(args: argparse.Namespace) -> int:
         if not args.quiet:
             print(f"timeline: {plot}", file=sys.stderr)
     if args.json:
-        output.print_json(ItemCollection(items).to_dict(transform_hrefs=False))
+        # the service's own item JSON, unchanged (pystac would rewrite it to STAC 1.1)
+        output.print_json({"type": "FeatureCollection", "features": [service_dict(it) for it in items]})
     else:
         output.print_items(items)
     return 0

@@ -14,6 +14,9 @@ from .urls import check_destination, is_loopback_host, origin, same_origin, stri
 
 _EXPORTS = {
     "DEFAULT_TIMEOUT": "session",
+    "body_limit": "session",
+    "read_body": "session",
+    "timeout_pair": "session",
     "USER_AGENT": "session",
     "ServiceSession": "session",
     "open_public_session": "session",
@@ -44,6 +47,7 @@ __all__ = [
     "RetryPolicy",
     "ServiceSession",
     "USER_AGENT",
+    "body_limit",
     "check_destination",
     "deployment_hint",
     "install_redaction",
@@ -55,10 +59,12 @@ __all__ = [
     "open_session",
     "origin",
     "parse_retry_after",
+    "read_body",
     "redact",
     "register_secret",
     "same_origin",
     "strip_query",
+    "timeout_pair",
 ]
 
 

@@ -45,9 +45,14 @@ class RetryPolicy:
     service asks for waits within budget) → :class:`RateLimitError`. 5xx / connection reset / chunked-body errors / read timeouts:
     up to ``max_attempts`` tries, sleeping ``backoff_initial`` doubling to ``backoff_max``
     with "equal jitter" (between half and all of the step). Other 4xx: never retried.
+    No answer within the read timeout: ``max_timeouts`` tries in all (a silent service is
+    not asked six times). A request (all its tries, waits and its body) is given up after
+    ``deadline_factor`` read timeouts.
     """
 
     max_attempts: int = 6
+    max_timeouts: int = 2
+    deadline_factor: float = 10.0
     backoff_initial: float = 0.5
     backoff_max: float = 30.0
     max_rate_limit_retries: int | None = None

@@ -16,24 +16,32 @@
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import random
 import re
+import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
-from typing import Any, Protocol
+from typing import IO, Any, Protocol
 from urllib.parse import urlsplit
 
 import requests
 from requests.adapters import HTTPAdapter
-from requests.exceptions import ChunkedEncodingError, ContentDecodingError, SSLError
+from requests.exceptions import ChunkedEncodingError, ContentDecodingError, SSLError, Timeout
 from requests.exceptions import ConnectionError as RequestsConnectionError
 from urllib3.exceptions import DecodeError, ProtocolError, ReadTimeoutError
 from urllib3.exceptions import SSLError as Urllib3SSLError
 
 from .. import __version__
-from ..config import Settings
-from ..errors import ConfigError, NetworkError, ServiceError, ShutDownHubError
+from ..config import DEFAULT_TIMEOUT_SECONDS, Settings
+from ..errors import (
+    ConfigError,
+    NetworkError,
+    ResponseTooLargeError,
+    ServiceError,
+    ShutDownHubError,
+)
 from .ratelimit import RateLimiter
 from .redact import redact, redacting_logger, register_secret
 from .retry import (
@@ -56,17 +64,52 @@ from .urls import OLD_HUB_HINT, OLD_HUB_MESSAGE, check_destination, strip_query
 log = redacting_logger(__name__)
 
 __all__ = [
+    "DEFAULT_BODY_LIMIT",
     "DEFAULT_TIMEOUT",
+    "DEFAULT_TIMEOUT_SECONDS",
     "USER_AGENT",
     "ServiceSession",
+    "body_limit",
+    "read_body",
+    "timeout_pair",
     "open_public_session",
     "open_service",
     "open_session",
 ]
 
 USER_AGENT = f"stacfetch/{__version__}"
-DEFAULT_TIMEOUT: tuple[float, float] = (10.0, 120.0)  # (connect, read) seconds
-Timeout = tuple[float, float] | float
+CONNECT_TIMEOUT = 10.0  # at most, for the connection itself
+DEFAULT_TIMEOUT: tuple[float, float] = (CONNECT_TIMEOUT, DEFAULT_TIMEOUT_SECONDS)  # (connect, read)
+WAITING_NOTICE = 10.0  # a line on stderr when a response has not started after this long
+DEFAULT_BODY_LIMIT = 128 * 1024 * 1024  # decoded bytes of a body nobody set a limit for
+READ_CHUNK = 1 << 20  # decoded bytes read at a time (urllib3 bounds its decompression to it)
+TimeoutValue = tuple[float, float] | float
+
+_BODY_LIMIT: contextvars.ContextVar[tuple[int, str] | None] = contextvars.ContextVar(
+    "stacfetch_body_limit", default=None
+)
+
+
+def timeout_pair(seconds: float) -> tuple[float, float]:
+    """``(connect, read)`` for ``--timeout SECONDS``: the read timeout is how long a response
+    may take to start arriving (and any pause in it); connecting takes at most 10 s of it."""
+    return (min(CONNECT_TIMEOUT, seconds), seconds)
+
+
+@contextlib.contextmanager
+def body_limit(max_bytes: int | None, what: str) -> Iterator[None]:
+    """Within the block, a response body (decoded) may hold at most ``max_bytes``: more raises
+    :class:`ResponseTooLargeError` while it is read, before it is held whole. ``what`` names
+    it in the message ("a Catalog page"). None: the default limit."""
+    token = _BODY_LIMIT.set(None if max_bytes is None else (int(max_bytes), what))
+    try:
+        yield
+    finally:
+        _BODY_LIMIT.reset(token)
+
+
+def _megabytes(n: int) -> str:
+    return f"{n / 1e6:.0f} MB" if n >= 10_000_000 else f"{n / 1e6:.1f} MB"
 
 
 class Authorizer(Protocol):
@@ -85,6 +128,7 @@ class _Attempts:
     method: str
     replayable: bool
     failures: int = 0  # 5xx and broken connections
+    timeouts: int = 0  # attempts that got no answer in time
     rate_limited: int = 0  # 429s
     headerless_429: int = 0  # 429s without a usable Retry-After
     refreshed: bool = False  # a fresh token was fetched after a 401
@@ -107,13 +151,15 @@ class ServiceSession(requests.Session):
         token_source: ClientCredentialsToken | ReadyToken | None = None,
         redirect_guard: Callable[[str, str], None] | None = None,
         pool_size: int = 10,
-        timeout: Timeout = DEFAULT_TIMEOUT,
+        timeout: TimeoutValue | None = None,
     ) -> None:
         super().__init__()
         self.settings = settings
         self.limiter = limiter
         self.retry_policy = retry
-        self.default_timeout = timeout
+        self.default_timeout = timeout if timeout is not None else timeout_pair(
+            float(getattr(settings, "timeout", DEFAULT_TIMEOUT_SECONDS)))
+        self._waits = _WaitNotices()
         self.auth = auth  # type: ignore[assignment]
         self.token_source = token_source
         self.redirect_guard = redirect_guard
@@ -160,23 +206,39 @@ class ServiceSession(requests.Session):
 
     # -- the send loop ----------------------------------------------------------------------
     def send(self, request: requests.PreparedRequest, **kwargs: Any) -> requests.Response:  # type: ignore[override]
-        """Send ``request`` under the policy: refuse, authorise, pace, retry, decode refusals."""
+        """Send ``request`` under the policy: refuse, authorise, pace, retry, decode refusals.
+
+        Bounded: each attempt waits at most the read timeout for its answer to start (a line
+        is logged while it waits), a request gives up after ``max_timeouts`` such silences
+        and after ``deadline_factor`` read timeouts in all, and a body is read with the
+        :func:`body_limit` in force.
+        """
         url = request.url or ""
         check_destination(url)
         if kwargs.get("timeout") is None:
             kwargs["timeout"] = self.default_timeout
+        read_timeout = _read_timeout(kwargs["timeout"])
         state = _Attempts(url=url, method=request.method or "", replayable=replayable(request))
+        deadline = time.monotonic() + read_timeout * self.retry_policy.deadline_factor
+        limit = _BODY_LIMIT.get()
         while True:
             attempt = _fresh_copy(request)
             self.limiter.acquire()
             sent_at = time.monotonic()
+            if sent_at > deadline:
+                raise self._timeout_error(url, read_timeout, state, total=True)
             token = self._authorize(attempt)
             try:
-                response = self._transmit(attempt, kwargs)
+                with self._waits.waiting(url, read_timeout):
+                    response = super().send(attempt, **{**kwargs, "stream": True})
+                if not kwargs.get("stream"):
+                    _read_whole(response, limit, deadline)
             except SSLError as exc:
                 raise self._network_error(url, exc, tls=True) from None
+            except _DeadlinePassed:
+                raise self._timeout_error(url, read_timeout, state, total=True) from None
             except TRANSIENT_ERRORS as exc:
-                self._after_broken_connection(exc, state)
+                self._after_broken_connection(exc, state, read_timeout)
                 continue
             if self._retry_after_status(response, state, sent_at=sent_at, token=token):
                 continue
@@ -187,12 +249,6 @@ class ServiceSession(requests.Session):
         """Apply credentials to one attempt; return the bearer token sent, if any."""
         authorize = getattr(self.auth, "authorize", None)
         return authorize(request) if authorize is not None else None
-
-    def _transmit(self, attempt: requests.PreparedRequest, kwargs: dict[str, Any]) -> requests.Response:
-        response = super().send(attempt, **{**kwargs, "stream": True})
-        if not kwargs.get("stream"):
-            _read_body(response)
-        return response
 
     def _retry_after_status(
         self, response: requests.Response, state: _Attempts, *, sent_at: float, token: str | None
@@ -209,9 +265,19 @@ class ServiceSession(requests.Session):
             return self._refresh_after_401(response, state, token)
         return False
 
-    def _after_broken_connection(self, exc: BaseException, state: _Attempts) -> None:
+    def _after_broken_connection(self, exc: BaseException, state: _Attempts, read_timeout: float) -> None:
         """A reset, a cut body, a read timeout: back off and retry, or raise NetworkError."""
         policy = self.retry_policy
+        if _is_timeout(exc):
+            state.timeouts += 1
+            if not state.replayable or state.timeouts >= policy.max_timeouts:
+                raise self._timeout_error(state.url, read_timeout, state) from None
+            delay = policy.backoff(state.timeouts)
+            log.warning("%s did not answer within %g s; retry %d/%d in %.1f s",
+                        strip_query(state.url), read_timeout, state.timeouts,
+                        policy.max_timeouts - 1, delay)
+            self.limiter.backoff(delay, "timeout")
+            return
         state.failures += 1
         if not state.replayable or state.failures >= policy.max_attempts or is_name_resolution_failure(exc):
             raise self._network_error(state.url, exc, attempts=state.failures) from None
@@ -219,6 +285,25 @@ class ServiceSession(requests.Session):
         log.warning("%s %s failed (%s); retry %d/%d in %.1f s", state.method, strip_query(state.url),
                     type(exc).__name__, state.failures, policy.max_attempts - 1, delay)
         self.limiter.backoff(delay, "connection")
+
+    def _timeout_error(self, url: str, read_timeout: float, state: _Attempts, *,
+                       total: bool = False) -> NetworkError:
+        """The service did not answer in time (``total``: the request's whole deadline passed)."""
+        host = urlsplit(url).hostname or url
+        tries = state.timeouts + state.failures + state.rate_limited
+        if total:
+            limit = read_timeout * self.retry_policy.deadline_factor
+            text = (f"{host} did not answer within {read_timeout:g} s: the request to {strip_query(url)} "
+                    f"took more than {limit:g} s in all and was given up")
+        else:
+            text = (f"{host} did not answer within {read_timeout:g} s"
+                    + (f" ({tries} attempts)" if tries > 1 else "") + f": {strip_query(url)}")
+        return NetworkError(
+            text,
+            hint="the service may be overloaded or down: try again later; to wait longer, give "
+            "--timeout SECONDS (in Python: timeout=)",
+            url=strip_query(url),
+        )
 
     def _wait_for_rate_limit(self, response: requests.Response, state: _Attempts, sent_at: float) -> None:
         """A 429: every worker waits what the service asked (+ jitter), or RateLimitError."""
@@ -314,11 +399,44 @@ def _fresh_copy(request: requests.PreparedRequest) -> requests.PreparedRequest:
     return attempt
 
 
-def _read_body(response: requests.Response) -> None:
-    """Read a whole body in one call (requests reads 10 KiB at a time: ~2x the CPU for a
-    large GeoTIFF), raising requests' own exceptions so that the retry loop sees them."""
+class _DeadlinePassed(Exception):
+    """A body still arriving when the request's deadline passed."""
+
+
+def read_body(response: requests.Response, *, limit: int | None = None, what: str = "a response",
+              into: IO[bytes] | None = None, deadline: float | None = None) -> bytes:
+    """Read ``response``'s body, decoded, in 1 MiB steps; ``into``: write it there (returns b"").
+
+    ``limit``: the most decoded bytes accepted (:class:`ResponseTooLargeError` as soon as it is
+    passed: a gzip bomb is never inflated beyond it); None: the :func:`body_limit` in force.
+    urllib3's errors become requests' own, so that the session's retry loop sees them.
+    """
+    if limit is None:
+        current = _BODY_LIMIT.get()
+        limit, what = current if current is not None else (DEFAULT_BODY_LIMIT, what)
+    chunks: list[bytes] = []
+    total = 0
     try:
-        response._content = response.raw.read(decode_content=True) or b""  # noqa: SLF001
+        while True:
+            chunk = response.raw.read(READ_CHUNK, decode_content=True)
+            if not chunk:
+                break
+            total += len(chunk)
+            if total > limit:
+                host = urlsplit(response.url or "").hostname or "the service"
+                raise ResponseTooLargeError(
+                    f"the answer from {host} is larger than the {_megabytes(limit)} stacfetch "
+                    f"accepts for {what} (more than {total:,} bytes decoded); stopped reading it",
+                    hint="a server answering this much is broken or hostile; check the URL settings "
+                    "(SH_BASE_URL, STACFETCH_STAC_URL) and try again later",
+                    status=response.status_code, url=strip_query(response.url or ""),
+                )
+            if deadline is not None and time.monotonic() > deadline:
+                raise _DeadlinePassed()
+            if into is not None:
+                into.write(chunk)
+            else:
+                chunks.append(chunk)
     except ProtocolError as exc:  # a connection cut mid-body, or a short body
         raise ChunkedEncodingError(exc) from exc
     except DecodeError as exc:
@@ -327,9 +445,80 @@ def _read_body(response: requests.Response) -> None:
         raise RequestsConnectionError(exc) from exc
     except Urllib3SSLError as exc:
         raise SSLError(exc) from exc
+    return b"".join(chunks)
+
+
+def _read_whole(response: requests.Response, limit: tuple[int, str] | None, deadline: float) -> None:
+    """Read a whole body into ``response.content`` (1 MiB at a time, not requests' 10 KiB:
+    half the CPU for a large GeoTIFF), within ``limit`` and the request's ``deadline``."""
+    try:
+        max_bytes, what = limit if limit is not None else (DEFAULT_BODY_LIMIT, "a response")
+        response._content = read_body(response, limit=max_bytes, what=what, deadline=deadline)  # noqa: SLF001
+    except BaseException:
+        response.close()
+        raise
     finally:
         response._content_consumed = True  # noqa: SLF001
         response.raw.release_conn()
+
+
+def _read_timeout(timeout: TimeoutValue) -> float:
+    return float(timeout[1] if isinstance(timeout, tuple) else timeout)
+
+
+def _is_timeout(exc: BaseException) -> bool:
+    """A connect or read timeout, also when requests wrapped urllib3's in a ConnectionError."""
+    if isinstance(exc, Timeout):
+        return True
+    inner = exc.args[0] if exc.args else None
+    text = repr(inner)
+    return isinstance(inner, ReadTimeoutError) or "ReadTimeoutError" in text or "ConnectTimeoutError" in text
+
+
+class _WaitNotices:
+    """Logs one line per attempt whose answer has not started after ``WAITING_NOTICE`` s (or
+    half its timeout, if shorter), so that a silent service is visible while it is waited
+    for. One daemon thread per session, started on first need, ending when idle."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._pending: dict[int, tuple[float, float, str]] = {}  # id -> (notice at, timeout, url)
+        self._thread: threading.Thread | None = None
+        self._next = 0
+
+    @contextlib.contextmanager
+    def waiting(self, url: str, read_timeout: float) -> Iterator[None]:
+        notice_at = time.monotonic() + min(WAITING_NOTICE, read_timeout / 2)
+        with self._lock:
+            self._next += 1
+            key = self._next
+            self._pending[key] = (notice_at, read_timeout, url)
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._watch, name="stacfetch-wait", daemon=True)
+                self._thread.start()
+        try:
+            yield
+        finally:
+            with self._lock:
+                self._pending.pop(key, None)
+
+    def _watch(self) -> None:
+        idle_since = time.monotonic()
+        while True:
+            time.sleep(0.2)
+            now = time.monotonic()
+            with self._lock:
+                due = [(k, v) for k, v in self._pending.items() if v[0] <= now]
+                for key, (_, read_timeout, url) in due:
+                    self._pending[key] = (float("inf"), read_timeout, url)
+                if self._pending:
+                    idle_since = now
+                elif now - idle_since > 5.0:
+                    self._thread = None
+                    return
+            for _, (_, read_timeout, url) in due:
+                log.warning("still waiting for %s to answer (giving up after %g s without an answer)",
+                            strip_query(url), read_timeout)
 
 
 def _refuse_dead_hub(url: str, response: requests.Response) -> None:
@@ -377,7 +566,7 @@ def open_public_session(
     max_attempts: int = 6,
     retry: RetryPolicy | None = None,
     pool_size: int = 10,
-    timeout: Timeout = DEFAULT_TIMEOUT,
+    timeout: TimeoutValue | None = None,
     redact_logs: bool = True,
 ) -> ServiceSession:
     """The retrying session without OAuth for a ``cog`` provider's STAC API.
@@ -403,7 +592,7 @@ def open_session(
     max_attempts: int = 6,
     retry: RetryPolicy | None = None,
     pool_size: int = 10,
-    timeout: Timeout = DEFAULT_TIMEOUT,
+    timeout: TimeoutValue | None = None,
     redact_logs: bool = True,
 ) -> ServiceSession:
     """The authenticated, retrying session for ``settings``.
@@ -445,7 +634,7 @@ def _policy(retry: RetryPolicy | None, max_attempts: int) -> RetryPolicy:
 
 
 def _token_source(
-    settings: Settings, *, limiter: RateLimiter, retry: RetryPolicy, timeout: Timeout
+    settings: Settings, *, limiter: RateLimiter, retry: RetryPolicy, timeout: TimeoutValue | None
 ) -> ClientCredentialsToken | ReadyToken:
     if settings.client_id and settings.client_secret:
         token_session = ServiceSession(

@@ -8,8 +8,23 @@ an output and their atomic writes), ``overviews`` (pyramids in bounded memory).
 
 from __future__ import annotations
 
-from .files import cog_part_path, part_path, sha256_file, sidecar_path, tile_spool_path
-from .formats import complete_format, convert_format, discard_partial, file_format, is_complete
+from .files import (
+    cog_part_path,
+    destination_lock,
+    part_path,
+    run_tag,
+    sha256_file,
+    sidecar_path,
+    tile_spool_path,
+)
+from .formats import (
+    complete_format,
+    convert_format,
+    discard_partial,
+    file_format,
+    intact,
+    is_complete,
+)
 from .part import PartFile, TileData
 from .profiles import (
     BLOCK,
@@ -39,12 +54,15 @@ __all__ = [
     "complete_format",
     "convert_format",
     "creation_options",
+    "destination_lock",
     "discard_partial",
     "file_format",
     "gdal_options",
+    "intact",
     "is_complete",
     "part_path",
     "profile_for",
+    "run_tag",
     "sha256_file",
     "sidecar_path",
     "tags_for",

@@ -1,48 +1,133 @@
 """The files next to an output GeoTIFF, and the atomic ways they are written.
 
-``<dest>.part`` (being stitched), ``<dest>.cog.part`` (the copy into the output format),
-``<dest>.<tile>.tile.part`` (one large response spooled to disk) and ``<dest>.json`` (the
-sidecar: the source STAC items). All live in the destination folder, so ``os.replace``
-onto ``dest`` is atomic.
+``<dest>.<run>.part`` (being stitched), ``<dest>.<run>.cog.part`` (the copy into the output
+format), ``<dest>.<run>.<tile>.tile.part`` (one large response spooled to disk) and
+``<dest>.json`` (the sidecar: the source STAC items and the file's checksum). All live in the
+destination folder, so ``os.replace`` onto ``dest`` is atomic. ``<run>`` (:func:`run_tag`)
+is unique per run, so that two runs writing into one folder never touch each other's
+temporaries; without it (``tag=None``) the names are ``<dest>.part`` etc.
+``.<dest>.lock`` is the destination's lock (:func:`destination_lock`): one writer at a time.
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
 import os
+import secrets
 import tempfile
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
+from filelock import FileLock, Timeout
+
+SIDECAR_FILE_KEY = "stacfetch:file"  # in the sidecar: {"sha256": hex, "size": bytes} of the file
+
 __all__ = [
+    "SIDECAR_FILE_KEY",
     "atomic_write_text",
     "cog_part_path",
+    "destination_lock",
     "fsync_dir",
     "fsync_file",
     "part_path",
+    "record_file",
+    "recorded_file",
+    "run_tag",
     "sha256_file",
     "sidecar_path",
     "tile_spool_path",
 ]
 
 
-def part_path(dest: Path) -> Path:
-    """``<dest>.part``: same folder, so ``os.replace`` onto ``dest`` is atomic."""
-    return dest.with_name(dest.name + ".part")
+def run_tag() -> str:
+    """A tag unique to one run (process id and random hex) for its temporary file names."""
+    return f"{os.getpid()}-{secrets.token_hex(3)}"
 
 
-def cog_part_path(dest: Path) -> Path:
-    """``<dest>.cog.part``: the Cloud-Optimized copy being made from ``<dest>.part``."""
-    return dest.with_name(dest.name + ".cog.part")
+def _tagged(dest: Path, tag: str | None, suffix: str) -> Path:
+    return dest.with_name(f"{dest.name}.{tag}.{suffix}" if tag else f"{dest.name}.{suffix}")
 
 
-def tile_spool_path(dest: Path, tile_name: str) -> Path:
-    """``<dest>.<tile>.tile.part``: one large response streamed to disk before it is written."""
-    return dest.with_name(f"{dest.name}.{tile_name}.tile.part")
+def part_path(dest: Path, tag: str | None = None) -> Path:
+    """``<dest>.<tag>.part``: same folder, so ``os.replace`` onto ``dest`` is atomic."""
+    return _tagged(dest, tag, "part")
+
+
+def cog_part_path(dest: Path, tag: str | None = None) -> Path:
+    """``<dest>.<tag>.cog.part``: the Cloud-Optimized copy being made from the ``.part``."""
+    return _tagged(dest, tag, "cog.part")
+
+
+def tile_spool_path(dest: Path, tile_name: str, tag: str | None = None) -> Path:
+    """``<dest>.<tag>.<tile>.tile.part``: one large response streamed to disk before it is written."""
+    return _tagged(dest, tag, f"{tile_name}.tile.part")
+
+
+def lock_path(dest: Path) -> Path:
+    """``.<dest>.lock``: the destination's lock file (hidden, next to it)."""
+    return dest.with_name(f".{dest.name}.lock")
+
+
+@contextmanager
+def destination_lock(dest: Path, stop: threading.Event | None = None,
+                     on_wait: Callable[[], None] | None = None) -> Iterator[None]:
+    """Hold ``dest``'s lock (across processes and threads) for the block: one writer at a time.
+
+    Waits for another writer (another run fetching the same acquisition) to finish, calling
+    ``on_wait()`` once when it has to wait; gives up with ``InterruptedError`` when ``stop``
+    is set meanwhile. Where no lock file can be made (a read-only folder), the block runs unlocked.
+    """
+    lock = FileLock(str(lock_path(dest)))
+    waited = False
+    while True:
+        try:
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            lock.acquire(timeout=0.5)
+            break
+        except Timeout:
+            if stop is not None and stop.is_set():
+                raise InterruptedError(f"stopped while waiting for {dest.name}") from None
+            if not waited and on_wait is not None:
+                on_wait()
+            waited = True
+        except OSError:
+            # no lock file in a folder we cannot write to (complete files on read-only media
+            # are still checked and skipped); writing the file there fails on its own
+            yield
+            return
+    try:
+        yield
+    finally:
+        lock.release()
 
 
 def sidecar_path(dest: Path) -> Path:
     """``<dest>.json``: the source STAC items of the file."""
     return dest.with_name(dest.name + ".json")
+
+
+def recorded_file(dest: Path) -> tuple[str, int] | None:
+    """``(sha256, size)`` of ``dest`` as recorded in its sidecar when it was written, or None
+    (no sidecar, an unreadable one, or one written before checksums were recorded)."""
+    try:
+        entry = json.loads(sidecar_path(dest).read_text(encoding="utf-8")).get(SIDECAR_FILE_KEY)
+        return str(entry["sha256"]), int(entry["size"])
+    except (OSError, ValueError, TypeError, KeyError, AttributeError):
+        return None
+
+
+def record_file(dest: Path) -> str:
+    """Hash ``dest`` and record its SHA-256 and size in its sidecar (after it was rewritten in
+    place, e.g. converted to another format); returns the digest."""
+    digest = sha256_file(dest)
+    side = sidecar_path(dest)
+    doc = json.loads(side.read_text(encoding="utf-8"))
+    doc[SIDECAR_FILE_KEY] = {"sha256": digest, "size": dest.stat().st_size}
+    atomic_write_text(side, json.dumps(doc, indent=1))
+    return digest
 
 
 def fsync_dir(folder: Path) -> None:

@@ -17,11 +17,20 @@ import numpy as np
 import rasterio
 import rasterio.shutil
 from rasterio.crs import CRS
+from rasterio.enums import MaskFlags
 from rasterio.windows import Window
 
 from ..plan import Grid
 from . import overviews
-from .files import cog_part_path, fsync_dir, fsync_file, part_path, sidecar_path
+from .files import (
+    cog_part_path,
+    fsync_dir,
+    fsync_file,
+    record_file,
+    recorded_file,
+    sha256_file,
+    sidecar_path,
+)
 from .profiles import COG_BLOCK, IO_ENV, check_format, creation_options
 from .tags import COMPLETE_TAG
 
@@ -35,6 +44,7 @@ __all__ = [
     "discard_partial",
     "file_format",
     "format_of",
+    "intact",
     "is_complete",
     "same_crs",
 ]
@@ -74,10 +84,12 @@ def copy_as(source: Path | str, target: Path, fmt: str, bands: Sequence[str], dt
     ``pixels`` (samples of the source) saves opening it once more to count them.
     """
     options = creation_options(fmt, bands, dtype)
-    with rasterio.Env(GDAL_DISABLE_READDIR_ON_OPEN="EMPTY_DIR"):
+    with rasterio.Env(GDAL_DISABLE_READDIR_ON_OPEN="EMPTY_DIR"), rasterio.open(source) as src:
         if pixels is None:
-            with rasterio.open(source) as src:
-                pixels = src.width * src.height * src.count
+            pixels = src.width * src.height * src.count
+        # a per-dataset mask (no-data marking, see part.py) must reach the copy: GDAL's own
+        # overview builder keeps it, the VRT pyramid below does not
+        masked = MaskFlags.per_dataset in src.mask_flag_enums[0]
     if pixels <= SMALL_COPY_PIXELS or (fmt == "cog" and pixels > LARGE_COPY_PIXELS):
         # small files: threads cost more than they save while other jobs use the cores;
         # large COGs: GDAL's threaded overview/compression buffers cost ~40 MB more
@@ -87,7 +99,7 @@ def copy_as(source: Path | str, target: Path, fmt: str, bands: Sequence[str], dt
     large = pixels > SMALL_COPY_PIXELS
     env = {"GDAL_CACHEMAX": COPY_CACHE_MB} if large else {}
     with rasterio.Env(GDAL_DISABLE_READDIR_ON_OPEN="EMPTY_DIR", **env):
-        if fmt == "cog" and large:  # our own pyramid: GDAL's needs the mosaic in its cache
+        if fmt == "cog" and large and not masked:  # our own pyramid: GDAL's needs the mosaic in its cache
             average = options["overview_resampling"] == "AVERAGE"
             with overviews.pyramid(str(source), Path(target), COG_BLOCK, average=average) as vrt:
                 rasterio.shutil.copy(vrt, str(target), **{**options, "overviews": "FORCE_USE_EXISTING"})
@@ -136,15 +148,17 @@ def convert_format(dest: Path, fmt: str, bands: Sequence[str], dtype: str) -> Pa
         fsync_file(tmp)
         os.replace(tmp, dest)
         fsync_dir(dest.parent)
+        if sidecar_path(dest).is_file():
+            record_file(dest)  # the sidecar's checksum is the new file's
     finally:
         discard_cog_part(dest)
     return dest
 
 
 # --- leftovers of an interrupted run ----------------------------------------------------
-def discard_cog_part(dest: Path) -> bool:
-    """Remove ``<dest>.cog.part`` and its overview temporaries. True if any was removed."""
-    tmp = cog_part_path(dest)
+def discard_cog_part(dest: Path, tag: str | None = None) -> bool:
+    """Remove ``dest``'s ``.cog.part`` (of run ``tag``) and its overview temporaries. True if any."""
+    tmp = cog_part_path(dest, tag)
     removed = overviews.discard(tmp)
     for leftover in (tmp, tmp.with_name(tmp.name + ".ovr.tmp"), tmp.with_name(tmp.name + ".msk.ovr.tmp")):
         if leftover.exists():
@@ -153,15 +167,23 @@ def discard_cog_part(dest: Path) -> bool:
     return removed
 
 
-def discard_partial(dest: Path) -> bool:
-    """Remove ``<dest>.part`` (a leftover of an interrupted run). True if one was removed."""
-    part = part_path(Path(dest))
-    existed = part.exists()
-    part.unlink(missing_ok=True)
-    for spool in Path(dest).parent.glob(f"{glob.escape(Path(dest).name)}.*.tile.part"):
-        spool.unlink(missing_ok=True)
-        existed = True
-    return discard_cog_part(Path(dest)) or existed
+def discard_partial(dest: Path, tag: str | None = None) -> bool:
+    """Remove the leftovers of unfinished writes of ``dest``. True if any was removed.
+
+    ``.part``, ``.cog.part`` (and its overview temporaries) and spooled tiles: with ``tag``
+    only those of that run; without, those of every run — call it so only while holding the
+    destination's lock (``files.destination_lock``), when no other run can be writing them.
+    Never the file itself, its sidecar or its lock.
+    """
+    dest = Path(dest)
+    prefix = f"{dest.name}.{tag}." if tag else f"{dest.name}."
+    removed = False
+    for leftover in dest.parent.glob(glob.escape(prefix) + "*"):
+        rest = leftover.name[len(dest.name):]
+        if rest.endswith(".part") or ".part." in rest:
+            leftover.unlink(missing_ok=True)
+            removed = True
+    return removed
 
 
 # --- completeness (resume) --------------------------------------------------------------
@@ -227,3 +249,30 @@ def is_complete(
     """
     found = complete_format(dest, grid, bands, dtype, deep=deep)
     return found is not None and (fmt is None or found == check_format(fmt))
+
+
+def intact(dest: Path) -> tuple[bool, str | None]:
+    """Whether a complete-looking ``dest`` is still the file that was written; its SHA-256.
+
+    Checked against the SHA-256 and size its sidecar recorded at commit (the digest is
+    returned when it matches, so the manifest need not hash the file again); a file written
+    without them passes when its last block lies in the file (``check_copy``). A file cut
+    short after it was written (a copy or a disk that lost its tail) passes the header and
+    tag checks of ``complete_format``, never this one.
+    """
+    dest = Path(dest)
+    recorded = recorded_file(dest)
+    try:
+        if recorded is not None:
+            digest, size = recorded
+            if os.path.getsize(dest) != size:
+                return False, None
+            actual = sha256_file(dest)
+            return (True, actual) if actual == digest else (False, None)
+        with rasterio.Env(**IO_ENV), rasterio.open(dest) as src:
+            samples = src.width * src.height * src.count
+        check_copy(dest, samples)
+        return True, None
+    except Exception:  # unreadable in any way: not intact
+        log.debug("%s is not intact", dest, exc_info=True)
+        return False, None

@@ -4,8 +4,17 @@ A file is written as ``<dest>.part`` in the destination folder (so the final ren
 atomic), one tile at a time and in strips of at most one 512-px block row, so neither a
 whole tile nor the mosaic is ever held decoded in memory. ``commit`` adds the band names
 and tags (including ``STACFETCH_COMPLETE=1``), flushes and fsyncs, writes the sidecar
-``<dest>.json`` (the source STAC items as a FeatureCollection) atomically, then renames the
-``.part`` over ``<dest>``.
+``<dest>.json`` (the source STAC items as a FeatureCollection, and the file's SHA-256 and size
+under ``stacfetch:file`` for resume to check) atomically, then renames the ``.part`` over
+``<dest>``. With a run ``tag`` the temporaries are ``<dest>.<tag>.part`` etc. (see ``files``).
+
+No data is marked by a **per-dataset mask band** (GDAL's internal ``.msk``-style mask,
+``GDAL_TIFF_INTERNAL_MASK``), never by a nodata value: with ``masked=True`` every tile
+carries one band more than the file, the ``dataMask`` (non-zero = data), which becomes the
+mask (255 data, 0 no data) and is not stored as a band. So a valid 0 (dark water, 0 % cloud)
+stays valid; ``rasterio``'s ``read(masked=True)``/``read_masks()``, GDAL, QGIS and the COG
+driver honour it. The same for every format: ``raw`` is then rewritten (uncompressed, tiled)
+too, since the service's bytes cannot carry a GDAL mask.
 """
 
 from __future__ import annotations
@@ -28,7 +37,17 @@ from rasterio.windows import Window
 
 from ..errors import DownloadError, InvalidResponseError
 from ..plan import Grid, Tile
-from .files import atomic_write_text, cog_part_path, fsync_dir, fsync_file, part_path, sidecar_path
+from .files import (
+    SIDECAR_FILE_KEY,
+    atomic_write_text,
+    cog_part_path,
+    fsync_dir,
+    fsync_file,
+    part_path,
+    sha256_file,
+    sidecar_path,
+    tile_spool_path,
+)
 from .formats import check_copy, close_transform, copy_as, discard_partial, same_crs
 from .profiles import BLOCK, IO_ENV, check_format, profile_for
 from .tags import band_scale_offset, clean_tags, describe, strip_href_queries
@@ -83,10 +102,17 @@ class PartFile:
         nodata: float | None = 0,
         allow_missing_georef: bool = True,
         fmt: str = "gtiff",
+        masked: bool = False,
+        tag: str | None = None,
     ) -> None:
         self.destination = Path(destination)
+        self.masked = masked  # tiles carry dataMask as one more, last band (see the module docstring)
+        if masked:
+            nodata = None
         self.fmt = check_format(fmt)
-        self.part = part_path(self.destination)
+        self.tag = tag  # the run's tag in the temporary names (files.run_tag); None: untagged
+        self.part = part_path(self.destination, tag)
+        self.cog_part = cog_part_path(self.destination, tag)
         self.grid = grid
         self.bands = tuple(bands)
         self.dtype = np.dtype(dtype).name
@@ -107,7 +133,7 @@ class PartFile:
     # context manager
     def __enter__(self) -> PartFile:
         self.destination.parent.mkdir(parents=True, exist_ok=True)
-        discard_partial(self.destination)
+        discard_partial(self.destination, self.tag)
         self._entered = True
         return self
 
@@ -120,14 +146,26 @@ class PartFile:
         if not self.committed:
             self._abort()
 
+    def spool_path(self, tile_name: str) -> Path:
+        """Where a large response for tile ``tile_name`` is spooled (removed with the part)."""
+        return tile_spool_path(self.destination, tile_name, self.tag)
+
     def _open_part(self) -> Any:
         with self._lock:
             if self._dst is None:
                 if self._whole is not None:
                     raise RuntimeError("a whole-grid tile was written already")
-                with rasterio.Env(**IO_ENV):
+                with rasterio.Env(**IO_ENV, GDAL_TIFF_INTERNAL_MASK=True):
                     self._dst = rasterio.open(self.part, "w", **self.profile)
         return self._dst
+
+    def _put(self, block: np.ndarray, window: Window) -> None:
+        """Write one block of the tile's bands (the mask band last when ``masked``); locked by the caller."""
+        if not self.masked:
+            self._dst.write(block, window=window)
+            return
+        self._dst.write(block[:-1], window=window)
+        self._dst.write_mask(np.where(block[-1] != 0, 255, 0).astype("uint8"), window=window)
 
     def _abort(self) -> None:
         try:
@@ -138,7 +176,7 @@ class PartFile:
         finally:
             self._dst = None
             self._drop_whole()
-            discard_partial(self.destination)
+            discard_partial(self.destination, self.tag)
 
     def _drop_whole(self) -> None:
         whole, self._whole = self._whole, None
@@ -157,7 +195,7 @@ class PartFile:
         if isinstance(data, np.ndarray):
             self._open_part()
             self._write_array(tile, data)
-        elif whole and self._dst is None:
+        elif whole and self._dst is None and not self.masked:
             self._adopt_whole(tile, data)
         elif isinstance(data, Path):
             self._open_part()
@@ -170,8 +208,13 @@ class PartFile:
                 self._written.add(key)
                 self._pixels_written += tile.width * tile.height
 
+    @property
+    def _count(self) -> int:
+        """Bands a tile carries: the file's, plus the mask band when ``masked``."""
+        return len(self.bands) + int(self.masked)
+
     def _write_array(self, tile: Tile, data: np.ndarray) -> None:
-        expected = (len(self.bands), tile.height, tile.width)
+        expected = (self._count, tile.height, tile.width)
         if data.shape != expected:
             raise ValueError(f"tile {tile.name}: array shape {data.shape}, expected {expected}")
         if data.dtype != np.dtype(self.dtype):
@@ -180,7 +223,7 @@ class PartFile:
         for row, h in _strips(tile.window):
             part = data[:, row - row0 : row - row0 + h, :]
             with self._lock, rasterio.Env(**IO_ENV):
-                self._dst.write(part, window=Window(col0, row, tile.width, h))
+                self._put(part, Window(col0, row, tile.width, h))
 
     def _write_bytes(self, tile: Tile, data: bytes) -> None:
         if not data:
@@ -206,7 +249,7 @@ class PartFile:
                         raise _undecodable(what, size, exc) from exc
                     # errors writing our own file (disk full ...) propagate unchanged
                     with self._lock:
-                        self._dst.write(block, window=Window(col0, row, tile.width, h))
+                        self._put(block, Window(col0, row, tile.width, h))
 
     def _adopt_whole(self, tile: Tile, data: bytes | Path) -> None:
         """Keep a whole-grid response as it is (validated, not decoded) for ``commit`` to tag."""
@@ -247,8 +290,9 @@ class PartFile:
         problems = []
         if (src.width, src.height) != (tile.width, tile.height):
             problems.append(f"size {src.width}x{src.height} px, expected {tile.width}x{tile.height}")
-        if src.count != len(self.bands):
-            problems.append(f"{src.count} bands, expected {len(self.bands)} ({','.join(self.bands)})")
+        if src.count != self._count:
+            names = ",".join(self.bands) + (",dataMask" if self.masked else "")
+            problems.append(f"{src.count} bands, expected {self._count} ({names})")
         if any(d != self.dtype for d in src.dtypes):
             problems.append(f"data type {','.join(sorted(set(src.dtypes)))}, expected {self.dtype}")
         no_georef = src.crs is None and src.transform.is_identity
@@ -299,13 +343,15 @@ class PartFile:
             final = self._finish_whole(descriptions, scaling, clean) if self._whole is not None \
                 else self._finish_part(descriptions, scaling, clean)
             fsync_file(final)
+            self.sha256 = self.sha256 or sha256_file(final)
             features = [
                 strip_href_queries(it.to_dict(include_self_link=False, transform_hrefs=False))
                 if isinstance(it, pystac.Item)
                 else strip_href_queries(dict(it))
                 for it in items
             ]
-            sidecar = {"type": "FeatureCollection", "features": features}
+            sidecar = {"type": "FeatureCollection", "features": features,
+                       SIDECAR_FILE_KEY: {"sha256": self.sha256, "size": os.path.getsize(final)}}
             atomic_write_text(sidecar_path(self.destination), json.dumps(sidecar, indent=1))
             os.replace(final, self.destination)
             fsync_dir(self.destination.parent)
@@ -327,10 +373,10 @@ class PartFile:
         if self.fmt != "cog":
             check_copy(self.part, samples)
             return self.part
-        copy_as(self.part, cog_part_path(self.destination), "cog", self.bands, self.dtype,
-                pixels=samples)
+        copy_as(self.part, self.cog_part, "cog", self.bands, self.dtype,
+                pixels=samples)  # (the copy keeps the mask: see formats.copy_as)
         self.part.unlink()
-        return cog_part_path(self.destination)
+        return self.cog_part
 
     def _finish_whole(self, descriptions: Sequence[str], scaling: Sequence[tuple[float, float]],
                       tags: dict[str, str]) -> Path:
@@ -356,7 +402,7 @@ class PartFile:
                 del buffer
             self._drop_whole()
             return self.part
-        target = cog_part_path(self.destination)
+        target = self.cog_part
         copy_as(name, target, self.fmt, self.bands, self.dtype, pixels=samples)
         self._drop_whole()
         self.part.unlink(missing_ok=True)

@@ -37,11 +37,16 @@ their order (datetime, then id); for each band, a pixel takes the value of the *
 valid data** there (asset value != nodata, 0 for Sentinel-2); items whose footprint misses the tile
 are not opened; once every pixel of a tile is filled the remaining items are skipped.
 
-Values: ``uint16`` output keeps the archived digital numbers unchanged (no harmonisation: items of
-processing baseline 04.00+ carry ``offset -0.1`` in ``raster:bands``, which is written as the
-band's offset so ``value * scale + offset`` is reflectance); ``float32`` output is
-``DN * scale + offset`` per item (reflectance), 0 where there is no data. The STAC scale/offset,
-asset keys and resampling of each band go into the file's tags.
+Values are **harmonised** by default, as the Process API's ``harmonizeValues`` does, so the same
+place and date gives the same uint16 DN from every provider: the archive's DNs of processing
+baseline 04.00+ carry +1000 (``raster:bands`` ``offset -0.1``; without ``raster:bands``, the
+baseline from the item says so), which is taken off and negatives clamped to 0 — the band's
+offset is then 0 and ``value * scale + offset`` is reflectance. With ``harmonize`` false
+(``--no-harmonize``) the archived DNs are kept and the STAC offset is written as the band's
+offset. ``float32`` output is ``DN * scale + offset`` per item (reflectance; clamped at 0 when
+harmonising). No data (the asset's nodata, outside the items, outside a polygon area) is the
+last band of each tile array: the part file's mask. The STAC scale/offset, asset keys and
+resampling of each band go into the file's tags.
 
 GDAL reads with ``GDAL_DISABLE_READDIR_ON_OPEN=EMPTY_DIR`` (no sidecar probing),
 ``CPL_VSIL_CURL_ALLOWED_EXTENSIONS=.tif,.tiff``, ``GDAL_HTTP_MAX_RETRY``/``GDAL_HTTP_RETRY_DELAY``
@@ -78,9 +83,10 @@ import pystac
 import rasterio
 from rasterio.crs import CRS
 from rasterio.enums import Resampling
+from rasterio.features import geometry_mask
 from rasterio.vrt import WarpedVRT
 from rasterio.warp import transform_bounds
-from shapely.geometry import box, shape
+from shapely.geometry import box, mapping, shape
 
 from ..bands import BANDS
 from ..config import Settings
@@ -89,6 +95,8 @@ from ..http.redact import register_secret
 from ..http.session import USER_AGENT
 from ..http.urls import is_loopback_host, same_origin, strip_query
 from ..plan import Job, Tile
+from ..stac.items import scene_facts
+from .process import area_in
 
 __all__ = [
     "AssetSource",
@@ -410,11 +418,13 @@ class CogReader:
 
     # -- public ---------------------------------------------------------------------------
     def read_tile(self, tile: Tile) -> np.ndarray:
-        """The tile's ``(bands, height, width)`` array in the job's dtype; 0 = no data."""
+        """The tile's ``(bands + 1, height, width)`` array in the job's dtype; the last band is
+        the data mask (1 data, 0 no data: nodata in any band, or outside a polygon area)."""
         job = self.job
-        out = np.zeros((len(job.bands), tile.height, tile.width), dtype=job.dtype)
+        out = np.zeros((len(job.bands) + 1, tile.height, tile.width), dtype=job.dtype)
         area = _tile_4326(job.grid.crs, tile.bounds)
         candidates = [i for i, fp in enumerate(self._footprints) if fp is None or fp.intersects(area)]
+        data_mask = np.ones((tile.height, tile.width), dtype=bool)
         for b, band in enumerate(job.bands):
             have = np.zeros((tile.height, tile.width), dtype=bool)
             for i in candidates:
@@ -426,14 +436,44 @@ class CogReader:
                     have |= take
                 if have.all():
                     break
+            data_mask &= have
+        if job.geometry is not None:
+            data_mask &= self._inside(tile)
+        out[:-1, ~data_mask] = 0
+        out[-1] = data_mask
         return out
 
+    def _inside(self, tile: Tile) -> np.ndarray:
+        """True where the pixel centre lies inside the job's polygon."""
+        polygon = area_in(self.job.geometry, self.job.grid.crs)
+        return geometry_mask([mapping(polygon)], out_shape=(tile.height, tile.width),
+                             transform=self.job.grid.window_transform(tile.window), invert=True)
+
+    def _shift(self, index: int, band: str) -> int:
+        """DN taken off to harmonise ``band`` of item ``index``: 1000 for baseline 04.00+, else 0."""
+        if BANDS[band].kind != "reflectance":
+            return 0
+        asset = self._assets[index][band][1]
+        scale, offset, _ = _raster_meta(asset)
+        rb = asset.get("raster:bands") or asset.get("bands")
+        declared = isinstance(rb, list) and rb and isinstance(rb[0], Mapping) and "offset" in rb[0]
+        if declared:
+            return int(round(-offset / scale)) if scale else 0
+        return 1000 if scene_facts(self.items[index]).baseline >= 400 else 0
+
     def scaling(self) -> list[tuple[float, float]]:
-        """Per band ``(scale, offset)`` of the written values (from the first primary item)."""
+        """Per band ``(scale, offset)`` of the written values (from the first primary item);
+        harmonised DNs have offset 0."""
         if np.dtype(self.job.dtype).kind == "f":
             return [(1.0, 0.0)] * len(self.job.bands)
         first = self._assets[0]
-        return [_raster_meta(first[b][1])[:2] for b in self.job.bands]
+        pairs = []
+        for b in self.job.bands:
+            scale, offset, _ = _raster_meta(first[b][1])
+            if not self.job.harmonize and offset == 0 and self._shift(0, b):
+                offset = -self._shift(0, b) * scale  # the baseline says what raster:bands does not
+            pairs.append((scale, 0.0 if self.job.harmonize else offset))
+        return pairs
 
     def tags(self) -> dict[str, str]:
         """Dataset tags: fetch kind, asset key / scale / offset / resampling per band."""
@@ -446,7 +486,9 @@ class CogReader:
             "STAC_SCALES": ",".join(f"{m[0]:g}" for m in meta),
             "STAC_OFFSETS": ",".join(f"{m[1]:g}" for m in meta),
             "VALUES": "reflectance (DN * scale + offset)" if np.dtype(self.job.dtype).kind == "f"
-            else "archived digital numbers (physical value = DN * scale + offset)",
+            else ("harmonised digital numbers (physical value = DN * scale + offset)" if self.job.harmonize
+                  else "archived digital numbers (physical value = DN * scale + offset)"),
+            "HARMONIZED": "true" if self.job.harmonize else "false",
             "MOSAIC_ORDER": ",".join(it.id for it in self.items),
         }
         if self._resampling:
@@ -512,14 +554,24 @@ class CogReader:
         finally:
             forget_remote(path)
         valid = raw != nodata
+        index = self.items.index(item)
         if np.dtype(job.dtype).kind == "f":
-            values = np.where(valid, raw.astype("float64") * scale + offset, 0).astype(job.dtype)
+            physical = raw.astype("float64") * scale + offset
+            if not job.harmonize and offset == 0 and self._shift(index, band):
+                physical -= self._shift(index, band) * scale
+            if job.harmonize and BANDS[band].kind == "reflectance":
+                physical = np.maximum(physical, 0)
+            values = np.where(valid, physical, 0).astype(job.dtype)
         else:
             info = np.iinfo(job.dtype)
             if raw.dtype.kind == "f" or int(raw.max(initial=0)) > info.max or int(raw.min(initial=0)) < info.min:
                 raise DownloadError(f"{where}: values do not fit {job.dtype} (asset type {raw.dtype})",
                                     hint="use --dtype float32")
-            values = raw.astype(job.dtype)
+            shift = self._shift(index, band) if job.harmonize else 0
+            if shift:
+                values = np.maximum(raw.astype("int64") - shift, 0).astype(job.dtype)
+            else:
+                values = raw.astype(job.dtype)
         log.debug("read %s: %dx%d px, %s", where, tile.width, tile.height, resampling.name)
         return values, valid
 

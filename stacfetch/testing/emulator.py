@@ -19,6 +19,11 @@ Endpoints (see ``/work/shared/reference/sentinelhub-api.md``):
   ``/collections/{id}``, ``/collections/{id}/items[/{itemId}]``, ``/queryables`` and
   ``GET|POST /search`` (bearer token required). See :mod:`.stac` and :mod:`.grid`.
 * ``POST /api/v1/process`` — see :mod:`.render` and :mod:`.evalscript` for the accepted subset.
+  A 200 comes with ``Transfer-Encoding: chunked`` (no Content-Length), as the real Process API
+  streams its rasters, and ``x-processingunits-spent`` from :mod:`.units`.
+
+The account (:class:`~stacfetch.testing.quota.Account`, ``emu.account``) adds up the PU charged
+and refuses requests with 403 once a monthly quota set on it is used up.
 
 Faults (:class:`~stacfetch.testing.faults.Faults`) can be switched at any time on ``emu.faults``.
 """
@@ -50,6 +55,7 @@ from ..config import SANDBOX_CLIENT_ID, SANDBOX_CLIENT_SECRET
 from . import grid, stac
 from . import render as render_mod
 from .faults import Decision, Faults
+from .quota import Account
 from .responses import ApiError, catalog_error, fault_error, sh_error, unauthorized
 
 log = logging.getLogger(__name__)
@@ -170,6 +176,7 @@ class _Answer:
     body: bytes
     content_type: str = _JSON
     headers: dict[str, str] = field(default_factory=dict)
+    chunked: bool = False  # Transfer-Encoding: chunked instead of Content-Length
 
 
 def _json_answer(status: int, doc: Any, content_type: str = _JSON,
@@ -189,6 +196,7 @@ class Emulator:
         token_lifetime: float = 3600.0,
         faults: Faults | None = None,
         seed: int = 0,
+        account: Account | None = None,
     ) -> None:
         if deployment not in REALMS:
             raise ValueError(f"deployment must be one of {', '.join(REALMS)}, got {deployment!r}")
@@ -199,6 +207,7 @@ class Emulator:
         self.faults = faults if faults is not None else Faults()
         self.faults.reseed(seed)
         self.seed = seed
+        self.account = account if account is not None else Account()
         self.log = RequestLog()
         self._port = port
         self._server: ThreadingHTTPServer | None = None
@@ -402,11 +411,14 @@ class Emulator:
             if method != "POST":
                 raise sh_error(405, f"Method {method} is not allowed", "COMMON_METHOD_NOT_ALLOWED")
             self._require_token(headers)
+            self.account.admit("process")
             if body is None:
                 raise sh_error(400, "The request body must be JSON", "COMMON_BAD_PAYLOAD")
             result = self.render(body, accept=headers.get("accept"))
-            pu = f"{result.processing_units:.6g}"
-            return _Answer(200, result.content, result.media_type, {"x-processingunits-spent": pu})
+            self.account.charge(result.processing_units)
+            pu = repr(float(result.processing_units))
+            return _Answer(200, result.content, result.media_type, {"x-processingunits-spent": pu},
+                           chunked=True)
         raise sh_error(404, f"No such endpoint: {path}", "COMMON_NOT_FOUND")
 
     def _catalog(self, method: str, sub: str, query: str, headers: dict[str, str], body: Any,
@@ -420,6 +432,7 @@ class Emulator:
         if sub == "/conformance":
             return _json_answer(200, {"conformsTo": stac.conformance(self.deployment)})
         self._require_token(headers)
+        self.account.admit("catalog")
         parts = [p for p in sub.split("/") if p]
         if parts == ["search"]:
             if method == "POST":
@@ -476,6 +489,7 @@ class Emulator:
 
 
 _REDACT = ("authorization", "cookie", "proxy-authorization")
+_CHUNK = 64 * 1024  # chunk size of chunked answers
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -570,10 +584,14 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _send(self, answer: _Answer, payload: bytes, *, drop: bool) -> int:
         """Write the response; with ``drop`` write half the body and cut the connection."""
+        chunked = answer.chunked and self.command != "HEAD"
         try:
             self.send_response(answer.status)
             self.send_header("Content-Type", answer.content_type)
-            self.send_header("Content-Length", str(len(payload)))
+            if chunked:
+                self.send_header("Transfer-Encoding", "chunked")
+            else:
+                self.send_header("Content-Length", str(len(payload)))
             for k, v in answer.headers.items():
                 self.send_header(k, v)
             if drop:
@@ -581,15 +599,19 @@ class _Handler(BaseHTTPRequestHandler):
             self.end_headers()
             if self.command == "HEAD":
                 return 0
-            if drop:
-                part = payload[: len(payload) // 2]
-                self.wfile.write(part)
-                self.wfile.flush()
-                self._shut()
-                return len(part)
-            self.wfile.write(payload)
+            body = payload[: len(payload) // 2] if drop else payload
+            if chunked:
+                for start in range(0, len(body), _CHUNK):
+                    piece = body[start:start + _CHUNK]
+                    self.wfile.write(b"%x\r\n%s\r\n" % (len(piece), piece))
+                if not drop:
+                    self.wfile.write(b"0\r\n\r\n")
+            else:
+                self.wfile.write(body)
             self.wfile.flush()
-            return len(payload)
+            if drop:
+                self._shut()
+            return len(body)
         except (BrokenPipeError, ConnectionResetError, OSError):
             self.close_connection = True
             return 0

@@ -8,7 +8,8 @@ and evaluates it over whole arrays at once:
   required; ``updateOutputMetadata`` is ignored; ``updateOutput`` and ``preProcessScenes`` are
   refused.
 * ``setup()`` returns an object literal (``let``/``const`` of literals before it are allowed):
-  ``input`` is a list of band names or of ``{bands: [...], units: "DN" | "REFLECTANCE" | [...]}``;
+  ``input`` is a list of band names or of ``{bands: [...], units: "DN" | "REFLECTANCE" | [...]}``
+  (units checked per band against :mod:`.s2bands`: CLD/SNW only PERCENT, SCL/CLP/CLM only DN);
   ``output`` is one or a list of ``{id?, bands, sampleType?, nodataValue?}``; ``sampleType`` is a
   string or ``SampleType.X`` (INT8, UINT8, INT16, UINT16, FLOAT32, AUTO); ``mosaicking`` may
   only be ``SIMPLE``.
@@ -34,7 +35,7 @@ from typing import Any
 
 import numpy as np
 
-from ..bands import BANDS
+from .s2bands import S2L2A, check_units
 
 SAMPLE_TYPES = {
     "INT8": "int8",
@@ -44,10 +45,6 @@ SAMPLE_TYPES = {
     "FLOAT32": "float32",
     "AUTO": "uint8",
 }
-DEFAULT_UNITS = {"reflectance": "REFLECTANCE", "aot": "OPTICAL_DEPTH", "classification": "DN",
-                 "percent": "PERCENT", "mask": "DN"}
-ALLOWED_UNITS = {"reflectance": ("REFLECTANCE", "DN"), "aot": ("OPTICAL_DEPTH", "DN"),
-                 "classification": ("DN",), "percent": ("PERCENT", "DN"), "mask": ("DN",)}
 
 
 class EvalscriptError(ValueError):
@@ -399,15 +396,11 @@ def _inputs(spec: Any) -> dict[str, str]:
         if len(unit_list) != len(names):
             raise EvalscriptError("'units' must be one string or one per band")
         for name, u in zip(names, unit_list, strict=False):
-            band = BANDS.get(str(name))
+            band = S2L2A.get(str(name))
             if band is None:
-                known = ", ".join(BANDS)
+                known = ", ".join(S2L2A)
                 raise EvalscriptError(f"unknown band {name!r} for sentinel-2-l2a; known: {known}")
-            chosen = (u or DEFAULT_UNITS[band.kind]).upper()
-            if chosen not in ALLOWED_UNITS[band.kind]:
-                raise EvalscriptError(
-                    f"units {u!r} are not valid for band {name}; use one of "
-                    + ", ".join(ALLOWED_UNITS[band.kind]))
+            chosen = check_units(band.name, u)  # UnitsError: the service's own message
             units[band.name] = chosen
     return units
 

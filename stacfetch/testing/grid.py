@@ -17,11 +17,15 @@ Passes
 Items
     One item per tile and pass; every 4th pass of a satellite over a tile also has a second,
     reprocessed item (another processing baseline, identical datetime and footprint).
-    Cloud cover comes from a hash (0-100 %, about a third above 60 %). Metadata follows the real
-    Catalog items of each deployment (``sentinelhub``: ids without suffix, whole-second
-    datetimes; ``cdse``: ``.SAFE`` ids, millisecond datetimes). Extra properties besides the real
-    ones: ``s2:tile_id`` (``"T39TWK"``), ``sat:relative_orbit`` (int) and
-    ``s2:processing_baseline`` (``"05.00"``).
+    Cloud cover comes from a hash (0-100 %, about a third above 60 %). Items are shaped exactly
+    as the real Catalog items of each deployment (``real-responses/item_sh_v100_notebook.json``
+    and ``item_cdse_v100_notebook.json``): both have a lon/lat ``MultiPolygon`` geometry with a
+    ``crs`` member, ``proj:epsg``/``proj:bbox``/``proj:geometry`` and one ``data`` asset, and no
+    ``s2:``/``sat:`` properties (tile, orbit and baseline are only in the id).
+    ``sentinelhub``: ids without suffix, whole-second datetimes, **no** ``collection`` key, links
+    ``self``/``parent``/``derived_from`` (the dead Open Access Hub). ``cdse``: ``.SAFE`` ids,
+    millisecond datetimes, ``"collection": "sentinel-2-l2a"``, links ``root``/``self``/
+    ``parent``/``collection``.
 """
 
 from __future__ import annotations
@@ -284,14 +288,13 @@ def item_json(acq: Acquisition, catalog_url: str) -> dict[str, Any]:
         math.ceil(max(ys) / 60) * 60.0,
     ]
     cdse = acq.deployment == "cdse"
-    geometry: dict[str, Any] = {"type": "MultiPolygon", "coordinates": [[_ring(fp)]]}
+    geometry: dict[str, Any] = {"type": "MultiPolygon", "crs": _crs_member("urn:ogc:def:crs:OGC::CRS84"),
+                                "coordinates": [[_ring(fp)]]}
     proj_geometry: dict[str, Any] = {
         "type": "MultiPolygon",
         "crs": _crs_member(f"urn:ogc:def:crs:EPSG::{tile.epsg}"),
         "coordinates": [[[[float(x), float(y)] for x, y in zip(xs, ys, strict=False)]]],
     }
-    if cdse:
-        geometry["crs"] = _crs_member("urn:ogc:def:crs:OGC::CRS84")
     day = acq.datetime
     if cdse:
         folder = "L2A_N0500" if acq.baseline == "0500" else "L2A"
@@ -301,21 +304,24 @@ def item_json(acq: Acquisition, catalog_url: str) -> dict[str, Any]:
         href = f"s3://sentinel-s2-l2a/tiles/{z}/{band}/{sq}/{day.year}/{day.month}/{day.day}/{int(acq.reprocessed)}/"
     root = catalog_url.rstrip("/") + "/"
     coll_url = f"{root}collections/{COLLECTION}"
-    links: list[dict[str, Any]] = [
-        {"href": root, "rel": "root", "type": "application/json"},
-        {"href": f"{coll_url}/items/{acq.id}", "rel": "self", "type": "application/geo+json"},
-        {"href": coll_url, "rel": "parent", "type": "application/json"},
-        {"href": coll_url, "rel": "collection", "type": "application/json"},
-    ]
-    if not cdse:  # the commercial items still link to the dead Open Access Hub
+    links: list[dict[str, Any]]
+    if cdse:
+        links = [
+            {"href": root, "rel": "root", "type": "application/json"},
+            {"href": f"{coll_url}/items/{acq.id}", "rel": "self", "type": "application/geo+json"},
+            {"href": coll_url, "rel": "parent", "type": "application/json"},
+            {"href": coll_url, "rel": "collection", "type": "application/json"},
+        ]
+    else:  # the commercial items still link to the dead Open Access Hub
         uuid = hashlib.md5(acq.id.encode()).hexdigest()
         uuid = f"{uuid[:8]}-{uuid[8:12]}-{uuid[12:16]}-{uuid[16:20]}-{uuid[20:]}"
-        links.append({
-            "href": f"https://scihub.copernicus.eu/dhus/odata/v1/Products('{uuid}')/$value",
-            "rel": "derived_from",
-            "title": "scihub download",
-        })
-    return {
+        links = [
+            {"href": f"{coll_url}/items/{acq.id}", "rel": "self", "type": "application/json"},
+            {"href": coll_url, "rel": "parent"},
+            {"href": f"https://scihub.copernicus.eu/dhus/odata/v1/Products('{uuid}')/$value",
+             "rel": "derived_from", "title": "scihub download"},
+        ]
+    item: dict[str, Any] = {
         "stac_version": "1.0.0",
         "stac_extensions": [
             "https://stac-extensions.github.io/eo/v1.0.0/schema.json",
@@ -335,11 +341,10 @@ def item_json(acq: Acquisition, catalog_url: str) -> dict[str, Any]:
             "proj:epsg": tile.epsg,
             "proj:bbox": proj_bbox,
             "proj:geometry": proj_geometry,
-            "s2:tile_id": tile.id,
-            "sat:relative_orbit": acq.relative_orbit,
-            "s2:processing_baseline": f"{acq.baseline[:2]}.{acq.baseline[2:]}",
         },
         "assets": {"data": {"href": href, "title": "s3", "type": "inode/directory"}},
-        "collection": COLLECTION,
-        "links": links,
     }
+    if cdse:
+        item["collection"] = COLLECTION
+    item["links"] = links
+    return item

@@ -1,20 +1,21 @@
 """The Process API of the emulator: validate a request like the service, then render it.
 
 Pixels come from :mod:`stacfetch.testing.pixels`: for each output pixel the item chosen by the
-mosaicking order gives the day and cloud cover, and the pixel centre (in the request CRS, from
-``from_bounds(bbox, width, height)``) gives the position. Pixels that no chosen item covers (or
-that lie outside ``bounds.geometry``) have every sample 0 and ``dataMask`` 0; with a
-``nodataValue`` they are set to it.
+mosaicking order gives the day, cloud cover and processing baseline, and the pixel centre (in
+the request CRS, from ``from_bounds(bbox, width, height)``) gives the position. Pixels that no
+chosen item covers, or that lie outside ``bounds.geometry`` (a polygon masks the bbox it sits
+in, as the service does), have every sample 0 and ``dataMask`` 0; with a ``nodataValue`` they
+are set to it. ``processing.harmonizeValues`` (default true) decides whether optical bands come
+harmonised or as the archive stores them (baseline 04.00+: +1000), see :mod:`.pixels`.
 
-Processing units (``x-processingunits-spent``), a simplification of the documented rule:
-``max(0.005, width*height / 512**2 * n_input_bands / 3 * (2 if FLOAT32 else 1))`` where
-``dataMask`` is not counted as an input band.
+Checked like the service: the CRS list (:mod:`.crs`), units per band (:mod:`.s2bands`, the
+service's message), ``dataFilter``/``processing`` enums and booleans (:mod:`.options`).
+Processing units (``x-processingunits-spent``): :func:`stacfetch.testing.units.processing_units`.
 """
 
 from __future__ import annotations
 
 import math
-import re
 import warnings
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -32,17 +33,19 @@ from shapely.geometry import Polygon, box, mapping, shape
 from shapely.geometry.base import BaseGeometry
 
 from . import grid, pixels
+from . import units as pu
+from .crs import DOC_URL, parse_crs_url
 from .evalscript import Evalscript, EvalscriptError, Output
 from .evalscript import parse as parse_evalscript
+from .options import Processing, parse_data_filter, parse_processing
 from .responses import ApiError, bad_payload, renderer_error, sh_error
+from .s2bands import UnitsError
 
 MAX_SIZE = 2500
 MAX_CANDIDATES = 200_000  # tile-passes one request may mosaic
 DEFAULT_SIZE = 256
 CRS84 = "http://www.opengis.net/def/crs/OGC/1.3/CRS84"
-_EPSG_URL = re.compile(r"^https?://www\.opengis\.net/def/crs/EPSG/0/(\d+)$")
 COLLECTION_TYPES = ("sentinel-2-l2a", "S2L2A")
-MOSAICKING = ("mostRecent", "leastRecent", "leastCC")
 FORMATS = {"image/tiff", "image/png", "image/jpeg"}
 UNSUPPORTED_FORMATS = {"application/json", "application/tar", "application/x-tar", "multipart/mixed",
                        "application/octet-stream"}
@@ -65,6 +68,7 @@ class ProcessRequest:
     identifier: str
     media_type: str
     script: Evalscript
+    processing: Processing = Processing()
 
     @property
     def transform(self) -> Affine:
@@ -110,18 +114,11 @@ def _parse_time(value: Any, name: str) -> datetime:
 
 def _parse_crs(props: Any) -> tuple[CRS, int]:
     url = (props or {}).get("crs", CRS84) if isinstance(props, dict) else CRS84
-    if url == CRS84:
-        return CRS.from_epsg(4326), 4326
-    m = _EPSG_URL.match(str(url))
-    if not m:
-        raise bad_payload(
-            f"bounds.properties.crs = {url!r} is not supported; use "
-            "http://www.opengis.net/def/crs/EPSG/0/<code> or " + CRS84)
-    code = int(m.group(1))
-    try:
-        return CRS.from_epsg(code), code
-    except Exception:
-        raise bad_payload(f"CRS EPSG:{code} is not supported") from None
+    code = parse_crs_url(str(url))
+    if code is None:
+        raise bad_payload(f"bounds.properties.crs: CRS {url!r} is not supported; see {DOC_URL} "
+                          "for the supported coordinate reference systems")
+    return CRS.from_epsg(code), code
 
 
 def _number(value: Any, name: str) -> float:
@@ -238,7 +235,8 @@ def parse_request(body: Any, accept: str | None = None) -> ProcessRequest:
     source = data[0] if isinstance(data[0], dict) else {}
     if source.get("type") not in COLLECTION_TYPES:
         raise bad_payload(f"unknown data collection type {source.get('type')!r}; use sentinel-2-l2a")
-    filt = source.get("dataFilter") or {}
+    filt = parse_data_filter(source.get("dataFilter"))
+    processing = parse_processing(source.get("processing"))
     tr = filt.get("timeRange")
     if not isinstance(tr, dict) or "from" not in tr or "to" not in tr:
         raise bad_payload("input.data[0].dataFilter.timeRange with 'from' and 'to' is required")
@@ -246,8 +244,6 @@ def parse_request(body: Any, accept: str | None = None) -> ProcessRequest:
     if t_to < t_from:
         raise bad_payload("timeRange.to is before timeRange.from")
     order = filt.get("mosaickingOrder", "mostRecent")
-    if order not in MOSAICKING:
-        raise bad_payload(f"mosaickingOrder {order!r} is not one of " + ", ".join(MOSAICKING))
     max_cc = filt.get("maxCloudCoverage", 100)
     max_cc = _number(max_cc, "maxCloudCoverage")
     if not 0 <= max_cc <= 100:
@@ -260,10 +256,12 @@ def parse_request(body: Any, accept: str | None = None) -> ProcessRequest:
     try:
         script = parse_evalscript(body["evalscript"])
         script.output(identifier)
+    except UnitsError as exc:
+        raise renderer_error(str(exc)) from None
     except EvalscriptError as exc:
         raise renderer_error(f"Failed to evaluate script! {exc}") from None
     return ProcessRequest(bbox, crs, epsg, geometry, t_from, t_to, order, max_cc, width, height,
-                          identifier, media, script)
+                          identifier, media, script, processing)
 
 
 # -------------------------------------------------------------------------------- rendering
@@ -356,16 +354,18 @@ class _Samples:
         self.where = {} if self.full else {k: choice == k for k in self.used}
         self.cache: dict[str, np.ndarray] = {}
 
-    def dn(self, band: str) -> np.ndarray:
-        """Digital numbers of ``band``: each pixel from its chosen item, 0 where none."""
+    def values(self, band: str, units: str) -> np.ndarray:
+        """``sample.<band>`` in ``units``: each pixel from its chosen item, 0 where none."""
         shape_ = (self.req.height, self.req.width)
         if band == "dataMask":
             return (self.choice >= 0).astype(np.uint8)
+        harmonize = self.req.processing.harmonize
         out: np.ndarray | None = None
         for k in self.used:
             acq = self.items[k]
             day = pixels.day_number(acq.datetime.date())
-            v = pixels.band_values(band, day, self.xs, self.ys, self.unit, acq.cloud_cover)
+            v = pixels.sample_values(band, units, harmonize, acq.baseline, day, self.xs, self.ys,
+                                     self.unit, acq.cloud_cover)
             v = np.broadcast_to(v, shape_)
             if self.full:
                 return v
@@ -373,19 +373,14 @@ class _Samples:
                 out = np.zeros(shape_, dtype=v.dtype)
             np.copyto(out, v, where=self.where[k])
         if out is None:  # nothing covers the request: all zeros, of the band's type
-            probe = pixels.band_values(band, 1, np.zeros(1), np.zeros(1), self.unit)
+            probe = pixels.sample_values(band, units, harmonize, "0400", 1, np.zeros(1), np.zeros(1),
+                                         self.unit)
             out = np.zeros(shape_, dtype=probe.dtype)
         return out
 
     def __call__(self, band: str) -> np.ndarray:
         if band not in self.cache:
-            dn = self.dn(band)
-            unit = self.req.script.units[band]
-            if unit == "REFLECTANCE":
-                dn = pixels.reflectance(dn)
-            elif unit == "OPTICAL_DEPTH":
-                dn = (dn.astype(np.float32) / np.float32(1000)).astype(np.float32)
-            self.cache[band] = dn
+            self.cache[band] = self.values(band, self.req.script.units[band])
         return self.cache[band]
 
 
@@ -408,10 +403,9 @@ def cast(value: Any, out: Output, shape_: tuple[int, int]) -> np.ndarray:
 
 
 def processing_units(req: ProcessRequest) -> float:
-    """The documented PU rule, simplified (see the module docstring)."""
-    n_bands = len([b for b in req.script.units if b != "dataMask"]) or 1
-    factor = 2.0 if req.output.sample_type == "FLOAT32" else 1.0
-    return max(0.005, req.width * req.height / 512**2 * n_bands / 3 * factor)
+    """What the service charges for ``req`` (:func:`stacfetch.testing.units.processing_units`)."""
+    return pu.processing_units(req.width, req.height, pu.input_band_count(req.script.units),
+                               req.output.sample_type)
 
 
 def _encode(array: np.ndarray, req: ProcessRequest, nodata: float | None) -> bytes:

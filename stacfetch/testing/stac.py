@@ -5,7 +5,10 @@ Landing pages follow the real ones of each deployment (the commercial one confor
 set). Search follows reference §2.3-2.5: one collection, required ``datetime``, ``bbox`` or
 ``intersects``, ``ids``, ``limit`` 1..100 (default 10, larger values clamped), integer ``next``,
 CQL2 ``filter`` on ``eo:cloud_cover`` (text or JSON; comparisons and ``between`` joined by AND
-only) and ``fields``. Results are newest first, then by id, as the real Catalog pages.
+only), ``fields`` (the documented rules, so a filtered page can hold features of ``id`` and
+``properties`` only, as the real one does) and ``distinct`` (``date`` for sentinel-2-l2a: the
+features are date strings, as in ``real-responses/page_sh_distinct_dates_js.json``). Results are
+newest first, then by id, as the real Catalog pages.
 """
 
 from __future__ import annotations
@@ -45,7 +48,7 @@ COLLECTIONS = {
 }
 QUERYABLES = ("eo:cloud_cover",)
 DEFAULT_FIELDS = ("id", "type", "geometry", "bbox", "links", "assets", "properties.datetime")
-ALWAYS_FIELDS = ("stac_version", "stac_extensions", "collection")
+DISTINCT = {"sentinel-2-l2a": ("date",)}
 MAX_LIMIT, DEFAULT_LIMIT = 100, 10
 MAX_CANDIDATES = 2_000_000  # tile-passes a single search may scan
 _UTC = timezone.utc
@@ -352,20 +355,28 @@ def parse_filter(value: Any, lang: Any = None) -> list[Predicate]:
 
 
 # ---------------------------------------------------------------------------------- fields
-def parse_fields(value: Any) -> tuple[list[str], list[str]] | None:
-    """``{"include": [...], "exclude": [...]}`` or GET's ``"id,-geometry"`` -> lists."""
+Fields = tuple[list[str] | None, list[str] | None]
+
+
+def parse_fields(value: Any) -> Fields | None:
+    """``{"include": [...], "exclude": [...]}`` or GET's ``"id,-geometry"`` -> (include, exclude).
+
+    None for a list means the key was not given (the rules below tell "absent" from "empty").
+    """
     if value is None:
         return None
     if isinstance(value, str):
         parts = [p.strip() for p in value.split(",") if p.strip()]
-        return ([p.lstrip("+") for p in parts if not p.startswith("-")],
-                [p[1:] for p in parts if p.startswith("-")])
+        inc = [p.lstrip("+") for p in parts if not p.startswith("-")]
+        exc = [p[1:] for p in parts if p.startswith("-")]
+        return (inc or None), (exc or None)
     if not isinstance(value, dict):
         raise _bad("fields must be {\"include\": [...], \"exclude\": [...]}")
-    inc, exc = value.get("include") or [], value.get("exclude") or []
-    if not isinstance(inc, list) or not isinstance(exc, list):
+    inc, exc = value.get("include"), value.get("exclude")
+    if inc is not None and not isinstance(inc, list) or exc is not None and not isinstance(exc, list):
         raise _bad("fields.include and fields.exclude must be lists")
-    return [str(x) for x in inc], [str(x) for x in exc]
+    return ([str(x) for x in inc] if inc is not None else None,
+            [str(x) for x in exc] if exc is not None else None)
 
 
 def _get(doc: dict[str, Any], path: list[str]) -> tuple[bool, Any]:
@@ -377,13 +388,22 @@ def _get(doc: dict[str, Any], path: list[str]) -> tuple[bool, Any]:
     return True, cur
 
 
-def apply_fields(item: dict[str, Any], fields: tuple[list[str], list[str]] | None) -> dict[str, Any]:
-    """Reference §2.3: keep (default set ∪ include) minus exclude; no ``fields``: everything."""
+def apply_fields(item: dict[str, Any], fields: Fields | None) -> dict[str, Any]:
+    """The CDSE Catalog "Fields" rules (reference §2.3).
+
+    No ``fields``: everything. Empty object: the default set. Only ``include``: default set plus
+    those. Only ``exclude``: default set minus those. Both (even empty lists): exactly what is
+    included and not excluded — ``{"include": ["id", "properties.datetime"], "exclude": []}``
+    gives features with ``id`` and ``properties`` only.
+    """
     if fields is None:
         return item
     include, exclude = fields
-    keep = list(DEFAULT_FIELDS) + [p for p in include if p not in DEFAULT_FIELDS]
-    out: dict[str, Any] = {k: item[k] for k in ALWAYS_FIELDS if k in item}
+    if include is not None and exclude is not None:
+        keep = list(dict.fromkeys(include))
+    else:
+        keep = list(DEFAULT_FIELDS) + [p for p in include or () if p not in DEFAULT_FIELDS]
+    out: dict[str, Any] = {}
     for path in keep:
         keys = path.split(".")
         found, value = _get(item, keys)
@@ -393,7 +413,7 @@ def apply_fields(item: dict[str, Any], fields: tuple[list[str], list[str]] | Non
         for key in keys[:-1]:
             cur = cur.setdefault(key, {})
         cur[keys[-1]] = json.loads(json.dumps(value)) if isinstance(value, (dict, list)) else value
-    for path in exclude:
+    for path in exclude or ():
         keys = path.split(".")
         found, _ = _get(out, keys)
         if found:
@@ -413,8 +433,9 @@ class SearchParams:
     limit: int
     next: int
     predicates: tuple[Predicate, ...]
-    fields: tuple[list[str], list[str]] | None
+    fields: Fields | None
     cache_key: str
+    distinct: str | None = None
 
 
 def _int(value: Any, name: str) -> int:
@@ -435,8 +456,6 @@ def parse_search(params: dict[str, Any], deployment: str, *, from_query: bool = 
         raise _bad("The search body must be a JSON object")
     if "query" in params:
         raise _bad("The 'query' extension is not supported; use 'filter' (CQL2)")
-    if params.get("distinct") is not None:
-        raise _bad("The distinct extension is not emulated; search items instead")
     colls = params.get("collections")
     if from_query and isinstance(colls, str):
         colls = [c for c in colls.split(",") if c]
@@ -445,6 +464,10 @@ def parse_search(params: dict[str, Any], deployment: str, *, from_query: bool = 
     cid = colls[0]
     if cid not in COLLECTIONS[deployment]:
         raise catalog_error(404, "Collection not found.")
+    distinct = params.get("distinct")
+    if distinct is not None and distinct not in DISTINCT.get(cid, ()):
+        allowed = ", ".join(DISTINCT.get(cid, ())) or "none"
+        raise _bad(f"Distinct value {distinct!r} is not supported for collection {cid}; allowed: {allowed}")
     start, end = parse_datetime(params.get("datetime"))
     geometry: BaseGeometry | None = None
     if params.get("bbox") is not None and params.get("intersects") is not None:
@@ -471,7 +494,7 @@ def parse_search(params: dict[str, Any], deployment: str, *, from_query: bool = 
                                                  "ids", "filter", "filter-lang")},
                      sort_keys=True, default=str)
     return SearchParams(cid, start, end, geometry, tuple(ids) if ids is not None else None, limit,
-                        nxt, tuple(predicates), fields, f"{deployment}|{key}")
+                        nxt, tuple(predicates), fields, f"{deployment}|{key}", distinct)
 
 
 class Searcher:
@@ -520,9 +543,13 @@ def search_page(
     searcher: Searcher, p: SearchParams, root: str, *, method: str, query: str = ""
 ) -> dict[str, Any]:
     """One page of results as a FeatureCollection with SH-style ``context`` and links."""
-    matches = searcher.matches(p)
-    page = matches[p.next:p.next + p.limit]
-    features = [apply_fields(grid.item_json(a, root), p.fields) for a in page]
+    matches: list[Any] = searcher.matches(p)
+    if p.distinct == "date":  # distinct dates, newest first: the features are strings
+        matches = sorted({a.datetime.date().isoformat() for a in matches}, reverse=True)
+        features: list[Any] = matches[p.next:p.next + p.limit]
+    else:
+        page = matches[p.next:p.next + p.limit]
+        features = [apply_fields(grid.item_json(a, root), p.fields) for a in page]
     url = root + "search"
     context: dict[str, Any] = {"limit": p.limit, "returned": len(features)}
     links: list[dict[str, Any]] = []

@@ -1,0 +1,150 @@
+"""Several runs into one output folder, and an Executor that fails: nothing is lost.
+
+* Four ``python -m stacfetch get`` at once (three areas, one of them twice) into one folder
+  against one emulator: all exit 0, every ``.tif`` is valid and complete, no ``.part`` is
+  left, and every file is in the manifest exactly once with the right checksum.
+  ``STACFETCH_CONCURRENT_REPEATS=10`` repeats it (the figure of the issue).
+* An Executor whose ``submit`` raises on the third job: ``get`` raises only after the jobs
+  already submitted are finished or cancelled, nothing is written after it returned, and
+  the manifest lists what was written.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import subprocess
+import sys
+import threading
+import time
+from collections import Counter
+from concurrent.futures import Future, ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import pystac
+import pytest
+import rasterio
+
+import stacfetch
+from stacfetch.config import SANDBOX_CLIENT_ID, SANDBOX_CLIENT_SECRET, load_settings
+from stacfetch.testing.emulator import Emulator
+
+pytestmark = pytest.mark.timeout(300)
+
+REPO = str(Path(stacfetch.__file__).resolve().parents[1])
+AREAS = {"a": ("34.665", "31.625"), "b": ("34.700", "31.600"), "c": ("34.630", "31.650")}
+REPEATS = int(os.environ.get("STACFETCH_CONCURRENT_REPEATS", "1"))
+
+
+def environment(emu: Emulator) -> dict[str, str]:
+    return {**os.environ, "SH_BASE_URL": emu.url, "SH_TOKEN_URL": emu.token_url,
+            "SH_CLIENT_ID": SANDBOX_CLIENT_ID, "SH_CLIENT_SECRET": SANDBOX_CLIENT_SECRET,
+            "STACFETCH_PROVIDER": "sentinelhub", "PYTHONUNBUFFERED": "1", "PYTHONPATH": REPO}
+
+
+def command(out: Path, area: str) -> list[str]:
+    lon, lat = AREAS[area]
+    return [sys.executable, "-m", "stacfetch", "get", "--lon", lon, "--lat", lat, "--size", "1000",
+            "--start", "2022-01-01", "--end", "2022-01-31", "--bands", "B04", "--out", str(out),
+            "--workers", "2", "-q"]
+
+
+def valid_tifs(out: Path) -> set[Path]:
+    """Every .tif under ``out``; each must be a readable, complete stacfetch file."""
+    found = set()
+    for path in out.rglob("*.tif"):
+        with rasterio.open(path) as src:
+            src.read()
+            assert src.tags().get("STACFETCH_COMPLETE") == "1", path
+        assert Path(f"{path}.json").is_file(), f"{path} has no sidecar"
+        found.add(path.resolve())
+    return found
+
+
+def manifest_files(out: Path) -> list[Path]:
+    """Files the manifest lists (with repeats); each must exist with its size and checksum."""
+    catalog = pystac.Catalog.from_file(str(out / "catalog.json"))
+    files = []
+    for item in catalog.get_items():
+        asset = item.assets["data"]
+        path = Path(asset.get_absolute_href() or "").resolve()
+        assert path.is_file(), f"the manifest lists a missing file: {path}"
+        assert path.stat().st_size == asset.extra_fields["file:size"], path
+        digest = "1220" + hashlib.sha256(path.read_bytes()).hexdigest()
+        assert digest == asset.extra_fields["file:checksum"], f"wrong checksum for {path}"
+        files.append(path)
+    return files
+
+
+@pytest.mark.parametrize("repeat", range(REPEATS))
+def test_four_runs_at_once_into_one_folder_lose_nothing(tmp_path: Path, repeat: int) -> None:
+    out = tmp_path / "out"
+    with Emulator() as emu:
+        env = environment(emu)
+        runs = [subprocess.Popen(command(out, area), env=env, stdout=subprocess.PIPE,
+                                 stderr=subprocess.PIPE, text=True) for area in ("a", "b", "c", "a")]
+        results = []
+        for proc in runs:
+            stdout, stderr = proc.communicate(timeout=240)
+            results.append((proc.returncode, stderr))
+    failures = [f"exit {code}: {err[-800:]}" for code, err in results if code != 0]
+    tifs = valid_tifs(out)
+    listed = manifest_files(out)
+    repeated = [p for p, n in Counter(listed).items() if n > 1]
+    lost = tifs - set(listed)
+    leftovers = sorted(p.name for p in out.rglob("*.part"))
+    print(f"repeat {repeat}: exits {[c for c, _ in results]}, {len(tifs)} files, "
+          f"{len(listed)} manifest entries, {len(lost)} lost, {len(repeated)} repeated")
+    assert not failures, failures
+    assert len({p.parent for p in tifs}) == 3, "expected files of three areas"
+    assert not lost, f"{len(lost)} of {len(tifs)} files are missing from the manifest"
+    assert not repeated, f"listed more than once: {repeated}"
+    assert not leftovers, leftovers
+
+
+class FailingExecutor(ThreadPoolExecutor):
+    """A thread pool whose ``submit`` raises on the third job (a pool that broke)."""
+
+    def __init__(self) -> None:
+        super().__init__(max_workers=2)
+        self.submitted: list[Future[Any]] = []
+        self.lock = threading.Lock()
+
+    def submit(self, fn: Any, /, *args: Any, **kwargs: Any) -> Future[Any]:
+        with self.lock:
+            if len(self.submitted) == 2:
+                raise RuntimeError("the pool is broken (third submit)")
+            future = super().submit(fn, *args, **kwargs)
+            self.submitted.append(future)
+            return future
+
+
+def test_an_executor_that_fails_on_the_third_job(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from stacfetch.api import build_query, get_query
+
+    out = tmp_path / "out"
+    with Emulator() as emu:
+        emu.faults.latency_ms = 400  # each tile takes a while: the jobs are in flight when it breaks
+        for name, value in environment(emu).items():
+            monkeypatch.setenv(name, value)
+        monkeypatch.chdir(tmp_path)
+        settings = load_settings(output_dir=out)
+        query = build_query([34.665, 31.625], "2022-01-01", "2022-01-31", size=1000, bands="B04")
+        pool = FailingExecutor()
+        try:
+            with pytest.raises(Exception) as caught:
+                get_query(query, settings=settings, executor=pool, workers=2)
+            running = [f for f in pool.submitted if not f.done()]
+            files_at_return = {p.name for p in out.rglob("*.tif")}
+            time.sleep(2.0)  # what was submitted must not go on writing after get() returned
+            files_later = {p.name for p in out.rglob("*.tif")}
+        finally:
+            pool.shutdown(wait=True)
+    assert "third submit" in str(caught.value) or "third submit" in repr(caught.value.__cause__)
+    assert not running, f"{len(running)} submitted jobs still running when get() raised"
+    assert files_later == files_at_return, "files were written after get() raised"
+    assert not list(out.rglob("*.part"))
+    if files_at_return:
+        listed = {p.name for p in manifest_files(out)}
+        assert listed == files_at_return, "the manifest does not list what was written"
