@@ -248,7 +248,7 @@ def on_cluster(client: Client, context: Any) -> Iterator[tuple[Executor, Any, di
                        local.retry_policy, pool_size=4)
     client.register_plugin(plugin, name=name)
     remote = context.for_workers(RemoteRun(name))
-    # the client's own requests (the search's next pages) count against the shared budget too
+    # the client's own requests during the run count against the shared budget too
     previous, shared = local.limiter, RemoteLimiter(actor)
     local.limiter = shared
     hook = shared.watch(local)

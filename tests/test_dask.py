@@ -57,5 +57,5 @@ def test_a_cluster_run_shares_one_budget_and_one_token(client: Any, tmp_path: Pa
     assert log.count(status=429) < 0.05 * api  # one budget for both worker processes
     assert log.count(kind="token") == 1  # one token for the run
     assert result.manifest is not None and len(list((tmp_path / "dask").rglob("catalog.json"))) == 1
-    # the shared limiter paced every Process request (and the search's pages after the first)
+    # the shared limiter paced every Process request (and any the client sent meanwhile)
     assert log.count(kind="process") <= result.stats["cluster"]["requests"] <= api
