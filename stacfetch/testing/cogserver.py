@@ -177,7 +177,7 @@ class CogServer(LoopbackServer):
         self._log: list[RequestRecord] = []
         self._lock = threading.Lock()
 
-    # -- addresses (start, stop, port, url: LoopbackServer) --------------------------------
+    # -- addresses (start, stop, port and url come from LoopbackServer) --------------------
     def url_for(self, name: str) -> str:
         """URL of a file under the root."""
         return f"{self.url}/{name.lstrip('/')}"
