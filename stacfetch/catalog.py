@@ -111,10 +111,10 @@ class _CatalogIO(StacApiIO):
             title = re.search(r"(?is)<title[^>]*>(.*?)</title>", text[:4000])
             shown = f" (titled {' '.join(title.group(1).split())[:80]!r})" if title else ""
             raise InvalidResponseError(
-                f"the catalog at {href.split('?', 1)[0]} answered HTML, not JSON{shown}",
+                f"the catalog at {strip_query(href)} answered HTML, not JSON{shown}",
                 hint="a login page, a proxy or a maintenance page answered instead of the STAC API: "
                 "check SH_BASE_URL (or STACFETCH_STAC_URL) and any HTTPS_PROXY, or try again later",
-                status=200, url=href.split("?", 1)[0],
+                status=200, url=strip_query(href),
             )
         return text
 

@@ -170,8 +170,13 @@ class Settings:
 
     @property
     def secrets(self) -> tuple[str, ...]:
-        """Values that must never be printed, logged or written."""
-        header_values = tuple(v.split(None, 1)[-1] for v in self.stac_headers.values())
+        """Values that must never be printed, logged or written.
+
+        Each custom STAC header value counts whole and by its last word (the ``<token>`` of
+        ``Bearer <token>``): a server may echo either.
+        """
+        header_values = [w for v in self.stac_headers.values() if v.strip()
+                         for w in dict.fromkeys((v.strip(), v.split()[-1]))]
         return tuple(s for s in (self.client_secret, self.access_token, *header_values) if s)
 
     def with_urls(self, base_url: str, token_url: str) -> Settings:

@@ -13,6 +13,9 @@ from collections.abc import Iterable
 from datetime import datetime, timezone
 from typing import Any
 
+# a leaf (standard library only): the rest of the HTTP layer imports this module
+from .http.redact import redact, strip_query
+
 EXIT_OK = 0
 EXIT_USAGE = 2
 EXIT_AUTH = 3
@@ -31,7 +34,9 @@ class StacfetchError(Exception):
     exit_code = 1
 
     def __init__(self, message: str, *, hint: str | None = None) -> None:
-        message, hint = _redacted(message), (None if hint is None else _redacted(hint))
+        # an error's words may quote a server that echoed the bearer token, and they reach
+        # summaries, JSON and tracebacks: mask every registered secret once, here
+        message, hint = redact(message), (None if hint is None else redact(hint))
         super().__init__(message)
         self.message = message
         self.hint = hint
@@ -123,7 +128,7 @@ class ServiceError(StacfetchError):
         and plain text.
         """
         status = getattr(response, "status_code", None)
-        url = _strip_query(getattr(response, "url", "") or "")
+        url = strip_query(getattr(response, "url", "") or "")
         code, text = decode_error_body(response)
         reason = getattr(response, "reason", "") or ""
         words = text or reason or "no error message in the response"
@@ -232,16 +237,3 @@ def decode_error_body(response: Any) -> tuple[str | None, str]:
     return None, str(body)[:300]
 
 
-def _strip_query(url: str) -> str:
-    """Drop query strings from URLs shown to users (they may hold tokens or signatures)."""
-    return url.split("?", 1)[0]
-
-
-def _redacted(text: str) -> str:
-    """``text`` with every registered secret and token pattern masked: an error's words may
-    quote a server that echoed the bearer token, and they reach summaries, JSON and tracebacks."""
-    # imported here: http.redact is standard library only, but importing the http package
-    # from this module at the top is a cycle (http imports errors)
-    from .http.redact import redact
-
-    return redact(text)
