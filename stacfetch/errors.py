@@ -195,12 +195,6 @@ class DownloadError(ServiceError):
     """One acquisition could not be downloaded; other acquisitions may have succeeded."""
 
 
-class PartialFailureError(StacfetchError):
-    """Some acquisitions failed while others were written."""
-
-    exit_code = EXIT_PARTIAL
-
-
 class Interrupted(StacfetchError):
     """The run was interrupted (Ctrl-C); what finished is kept."""
 

@@ -23,10 +23,6 @@ class LimiterStats:
     slept_seconds: float
     requests_per_minute: float | None
 
-    @property
-    def total_retries(self) -> int:
-        return sum(self.retries.values())
-
 
 WINDOW_SECONDS = 60.0
 WINDOW_MARGIN = 0.25  # seconds added to each window for the arrival jitter of requests

@@ -66,7 +66,7 @@ def tile_spool_path(dest: Path, tile_name: str, tag: str | None = None) -> Path:
     return _tagged(dest, tag, f"{tile_name}.tile.part")
 
 
-def lock_path(dest: Path) -> Path:
+def _lock_path(dest: Path) -> Path:
     """``.<dest>.lock``: the destination's lock file (hidden, next to it)."""
     return dest.with_name(f".{dest.name}.lock")
 
@@ -80,7 +80,7 @@ def destination_lock(dest: Path, stop: threading.Event | None = None,
     ``on_wait()`` once when it has to wait; gives up with ``InterruptedError`` when ``stop``
     is set meanwhile. Where no lock file can be made (a read-only folder), the block runs unlocked.
     """
-    lock = FileLock(str(lock_path(dest)))
+    lock = FileLock(str(_lock_path(dest)))
     waited = False
     while True:
         try:

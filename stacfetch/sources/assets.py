@@ -106,7 +106,6 @@ __all__ = [
     "CogReader",
     "PlanetaryComputerSigner",
     "band_asset_keys",
-    "fetch_tile_array",
     "forget_remote",
     "resampling_for",
 ]
@@ -574,11 +573,6 @@ class CogReader:
                 values = raw.astype(job.dtype)
         log.debug("read %s: %dx%d px, %s", where, tile.width, tile.height, resampling.name)
         return values, valid
-
-
-def fetch_tile_array(job: Job, tile: Tile, settings: Settings, session: Any = None) -> np.ndarray:
-    """One tile of ``job`` from its COG assets (a new :class:`CogReader`; prefer one per job)."""
-    return CogReader(job, settings, session).read_tile(tile)
 
 
 def _with_item(item: pystac.Item, fn: Any) -> Any:

@@ -87,12 +87,6 @@ def check_crs(crs: str) -> str:
     )
 
 
-def band_units(band: str, dtype: str) -> str:
-    """Units to request for ``band``: the band's own (CLD/SNW PERCENT, SCL/CLP/CLM DN), DN for
-    integer spectral/AOT output, REFLECTANCE/OPTICAL_DEPTH for float32 output."""
-    return BANDS[band].request_units(dtype)
-
-
 def band_scaling(band: str, dtype: str, *, offset_baseline: bool = False) -> tuple[float, float]:
     """``(scale, offset)`` so that ``value * scale + offset`` is the physical value.
 

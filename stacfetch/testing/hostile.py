@@ -36,6 +36,7 @@ import secrets
 import signal
 import struct
 import subprocess
+import tempfile
 import threading
 import time
 import zlib
@@ -416,8 +417,6 @@ def watch(
     ``marks``: texts (regular expressions) whose first appearance on stderr is timed.
     ``limits_after``: read ``/proc/<pid>/limits`` that many seconds after the start.
     """
-    import tempfile
-
     with tempfile.TemporaryDirectory(dir=folder) as tmp:
         out_path, err_path = Path(tmp) / "stdout", Path(tmp) / "stderr"
         with open(out_path, "wb") as out, open(err_path, "wb") as err:
