@@ -154,6 +154,7 @@ class Settings:
 
     @property
     def catalog_url(self) -> str:
+        """The STAC API root (with a trailing ``/``): the Catalog API, or ``STACFETCH_STAC_URL``."""
         if self.source == "assets":
             if not self.stac_url:
                 raise ConfigError("no STAC API URL is set", hint="set STACFETCH_STAC_URL")
@@ -162,6 +163,7 @@ class Settings:
 
     @property
     def process_url(self) -> str:
+        """The Process API endpoint under ``SH_BASE_URL``."""
         return f"{_need(self.base_url)}/api/v1/process"
 
     @property
@@ -180,6 +182,7 @@ class Settings:
         return tuple(s for s in (self.client_secret, self.access_token, *header_values) if s)
 
     def with_urls(self, base_url: str, token_url: str) -> Settings:
+        """A copy pointed at another deployment (``base_url`` without a trailing ``/``)."""
         return replace(self, base_url=base_url.rstrip("/"), token_url=token_url)
 
     def describe(self) -> list[tuple[str, str, str]]:

@@ -104,14 +104,17 @@ class GetResult:
 
     @property
     def written(self) -> list[Path]:
+        """Files downloaded by this run."""
         return [o.job.destination for o in self.outcomes if o.status == "written"]
 
     @property
     def skipped(self) -> list[Path]:
+        """Files found complete and left alone."""
         return [o.job.destination for o in self.outcomes if o.status == "skipped"]
 
     @property
     def failed(self) -> list[Outcome]:
+        """Outcomes of the acquisitions that failed (their ``error`` says why)."""
         return [o for o in self.outcomes if o.status == "failed"]
 
     @property
@@ -122,6 +125,7 @@ class GetResult:
 
     @property
     def bytes(self) -> int:
+        """Bytes downloaded by this run."""
         return sum(o.bytes for o in self.outcomes)
 
     @property
@@ -132,6 +136,7 @@ class GetResult:
         return EXIT_PARTIAL if self.paths else EXIT_NOTHING_WRITTEN
 
     def summary(self) -> str:
+        """The run in a few lines for people: counts, cloudy skips, manifest, ``FAILED`` lines."""
         if self.dry_run:
             return "dry run: nothing downloaded"
         lines = [
@@ -151,6 +156,7 @@ class GetResult:
         return "\n".join(lines)
 
     def to_dict(self) -> dict[str, Any]:
+        """The run as JSON-ready data (``--json``): the plan of a dry run, written, skipped, failed."""
         plan = {"plan": Plan(tuple(self.jobs)).summary()} if self.dry_run else {}
         return {
             "dry_run": self.dry_run,
@@ -472,9 +478,13 @@ def _execute(
     *,
     executor: Executor | None,
     workers: int,
-    progress: bool,
+    progress: bool | None,
     manifest_root: Path | None,
 ) -> GetResult:
+    """Run ``jobs`` on ``executor`` (or an own thread pool of ``workers``), then write the manifest.
+
+    ``progress`` None: a bar only on a terminal or in Jupyter (see :func:`_progress`).
+    """
     started = time.monotonic()
     result = GetResult(jobs=list(jobs))
     own_executor = executor is None
