@@ -126,7 +126,8 @@ def get_query(
                     if options.overwrite or not is_complete(j.destination, j.grid, j.bands, j.dtype)]
             # before any Process request (screening included): --max-pu, disk space, free tier
             check_budget(todo, source=live.source, provider=live.provider, out_dir=options.out_dir,
-                         max_pu=options.max_pu, screening=options.min_clear is not None)
+                         max_pu=options.max_pu, screening=options.min_clear is not None,
+                         fmt=options.fmt, workers=options.workers)
             if options.dry_run:
                 return GetResult(jobs=jobs, dry_run=True)
             screened: list[ClearShare] = []
