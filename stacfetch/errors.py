@@ -1,8 +1,8 @@
 """One exception hierarchy for stacfetch; each class carries its CLI exit code.
 
-Exit codes: 0 ok, 2 bad input/usage, 3 auth/config, 4 service/network,
-5 some acquisitions failed (others were written), 6 every acquisition failed (none was
-written), 130 interrupted.
+Exit codes (README.md "Exit codes" lists the same): 0 ok, 1 internal error (a bug), 2 bad
+input/usage, 3 auth/config, 4 service/network, 5 some acquisitions failed (others were
+written), 6 every acquisition failed (none was written), 130 interrupted.
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ from typing import Any
 from .http.redact import redact, strip_query
 
 EXIT_OK = 0
+EXIT_INTERNAL = 1  # an unexpected exception: a bug (the CLI says "internal error")
 EXIT_USAGE = 2
 EXIT_AUTH = 3
 EXIT_SERVICE = 4
@@ -31,7 +32,7 @@ class StacfetchError(Exception):
     ``message`` says what was wrong; ``hint`` says what to do about it.
     """
 
-    exit_code = 1
+    exit_code = EXIT_INTERNAL
 
     def __init__(self, message: str, *, hint: str | None = None) -> None:
         # an error's words may quote a server that echoed the bearer token, and they reach

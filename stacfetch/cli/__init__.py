@@ -19,7 +19,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from .. import __version__
-from ..errors import EXIT_INTERRUPTED, EXIT_USAGE, StacfetchError
+from ..errors import EXIT_INTERNAL, EXIT_INTERRUPTED, EXIT_USAGE, StacfetchError
 from ..http.redact import install_redaction, redact
 
 __all__ = ["build_parser", "entry", "main"]
@@ -315,7 +315,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             "  this is a bug in stacfetch; run again with -v for details and report it",
             file=sys.stderr,
         )
-        return 1
+        return EXIT_INTERNAL
 
 
 def entry() -> None:
