@@ -174,11 +174,12 @@ class Settings:
     def secrets(self) -> tuple[str, ...]:
         """Values that must never be printed, logged or written.
 
-        Each custom STAC header value counts whole and by its last word (the ``<token>`` of
-        ``Bearer <token>``): a server may echo either.
+        Each custom STAC header value counts whole, after its first word (the credential of
+        ``Scheme credential``) and by its last word: a server may echo any of them. An empty
+        value hides nothing.
         """
         header_values = [w for v in self.stac_headers.values() if v.strip()
-                         for w in dict.fromkeys((v.strip(), v.split()[-1]))]
+                         for w in dict.fromkeys((v.strip(), v.split(None, 1)[-1].strip(), v.split()[-1]))]
         return tuple(s for s in (self.client_secret, self.access_token, *header_values) if s)
 
     def with_urls(self, base_url: str, token_url: str) -> Settings:

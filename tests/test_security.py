@@ -289,8 +289,10 @@ def test_custom_header_values_are_masked_whole_and_by_last_word() -> None:
 
     settings = Settings(provider="stac", base_url=None, token_url=None,
                         stac_url="https://stac.example.com/api",
-                        stac_headers={"X-Api-Key": "team-41x7 Kq9-part-8812", "X-Blank": " "})
-    assert set(settings.secrets) == {"team-41x7 Kq9-part-8812", "Kq9-part-8812"}
+                        stac_headers={"X-Api-Key": "team-41x7 Kq9-part-8812", "X-Blank": " ",
+                                      "X-Sig": "Sig k7-a1b2c3 e9-d4e5f6"})
+    assert set(settings.secrets) == {"team-41x7 Kq9-part-8812", "Kq9-part-8812", "Sig k7-a1b2c3 e9-d4e5f6",
+                                     "k7-a1b2c3 e9-d4e5f6", "e9-d4e5f6"}
     open_session(settings).close()  # registers the settings' secrets
     whole = str(ServiceError("403: key 'team-41x7 Kq9-part-8812' is not valid", status=403))
     last = str(ServiceError("403: unknown key Kq9-part-8812", status=403))
