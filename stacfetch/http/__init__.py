@@ -14,8 +14,8 @@ from .urls import check_destination, is_loopback_host, origin, same_origin, stri
 
 _EXPORTS = {
     "DEFAULT_TIMEOUT": "session",
-    "body_limit": "session",
-    "read_body": "session",
+    "body_limit": "body",
+    "read_body": "body",
     "timeout_pair": "session",
     "USER_AGENT": "session",
     "ServiceSession": "session",
