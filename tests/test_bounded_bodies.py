@@ -1,8 +1,8 @@
-"""Bounded bodies and waits on 127.0.0.1 (review items 1-4, 15, 16).
+"""Bounded bodies and waits on 127.0.0.1 (review items 1-4, 7, 15, 16).
 
 A small loopback server answers one hostile way per path: a redirect whose body is a gzip
 bomb, a body trickled a byte at a time, error bodies that are gzip bombs or carry a huge
-message, a 429 forever. Each case goes through the real session (real sockets) and must end
+message, a 429 forever; and a COG server that stays silent. Each case goes through the real session (real sockets) and must end
 within seconds with bounded memory (``tracemalloc``: Python's own allocations, where a body
 held whole would show). Sizes are small (``BOMB`` decoded) so that a failing run stays cheap.
 """
@@ -21,7 +21,7 @@ from typing import Any
 import pytest
 
 from stacfetch.config import Settings
-from stacfetch.errors import NetworkError, ServiceError
+from stacfetch.errors import NetworkError, RateLimitError, ServiceError
 from stacfetch.http import RetryPolicy, body_limit, open_public_session
 from stacfetch.sources.process import fetch_tile
 from stacfetch.testing.hostile import gzip_bomb
@@ -175,8 +175,44 @@ def test_a_huge_json_error_message_is_shortened(server: _Server) -> None:
 
 # --- item 16: a deadline passed while rate limited says so -----------------------------------
 def test_a_deadline_passed_while_rate_limited_says_rate_limited(server: _Server) -> None:
-    with session_for(server) as session, pytest.raises(ServiceError) as caught:
+    with session_for(server) as session, pytest.raises(RateLimitError) as caught:
         session.get(server.url + "/always-429")
     text = str(caught.value)
     assert "rate limited" in text, text
     assert "did not answer" not in text, text
+
+
+# --- item 7: COG reads keep to --timeout ------------------------------------------------------
+def test_a_silent_cog_server_ends_a_read_within_the_timeout(tmp_path: Path) -> None:
+    import numpy as np
+    import pystac
+    import rasterio
+
+    from stacfetch.errors import DownloadError
+    from stacfetch.plan import Grid, Job, cut_tiles, group_acquisitions
+    from stacfetch.sources.assets import CogReader
+    from stacfetch.testing.cogserver import CogServer, Fault
+
+    transform = rasterio.Affine(100, 0, 200_000, 0, -100, 2_800_000)
+    profile = {"driver": "GTiff", "width": 64, "height": 64, "count": 1, "dtype": "uint16",
+               "crs": "EPSG:32629", "transform": transform, "nodata": 0}
+    with rasterio.open(tmp_path / "b04.tif", "w", **profile) as dst:
+        dst.write(np.full((1, 64, 64), 1234, dtype="uint16"))
+    item = {"type": "Feature", "stac_version": "1.0.0", "id": "S2A_29RKH_20200219_0_L2A",
+            "geometry": {"type": "Polygon", "coordinates": [[[-12, 25], [-11, 25], [-11, 26], [-12, 26], [-12, 25]]]},
+            "bbox": [-12, 25, -11, 26], "links": [],
+            "properties": {"datetime": "2020-02-19T11:34:25Z", "s2:mgrs_tile": "29RKH", "platform": "sentinel-2a"},
+            "assets": {"red": {"href": "", "type": "image/tiff; application=geotiff; profile=cloud-optimized"}}}
+    grid = Grid(crs="EPSG:32629", transform=transform, width=64, height=64, resolution=100.0)
+    with CogServer(tmp_path) as cogs:
+        item["assets"]["red"]["href"] = cogs.url_for("b04.tif")
+        cogs.faults["b04.tif"] = Fault(delay=20.0)  # silent for 20 s, every request
+        acq = group_acquisitions([pystac.Item.from_dict(item)])
+        job = Job(acq[0], grid, tuple(cut_tiles(grid, 64)), ("B04",), "uint16", tmp_path / "out.tif")
+        settings = Settings(provider="stac", base_url=None, token_url=None, stac_url=cogs.url, timeout=1.0)
+        started = time.monotonic()
+        with pytest.raises(DownloadError) as caught:
+            CogReader(job, settings).read_tile(job.tiles[0])
+        elapsed = time.monotonic() - started
+    assert elapsed < 12, f"{elapsed:.1f} s for --timeout 1"
+    assert "b04.tif" in str(caught.value), caught.value
