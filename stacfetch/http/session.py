@@ -209,8 +209,8 @@ class ServiceSession(requests.Session):
             attempt = _fresh_copy(request)
             self.limiter.acquire()
             sent_at = time.monotonic()
-            if deadline.passed():
-                raise self._timeout_error(url, read_timeout, state, total=True)
+            if deadline.passed():  # between tries: after 429s, say so
+                raise self._timeout_error(url, read_timeout, state, total=True, between_tries=True)
             token = self._authorize(attempt)
             try:
                 with self._waits.waiting(url, read_timeout):
@@ -274,12 +274,12 @@ class ServiceSession(requests.Session):
         self.limiter.backoff(delay, "connection")
 
     def _timeout_error(self, url: str, read_timeout: float, state: _Attempts, *,
-                       total: bool = False) -> ServiceError:
+                       total: bool = False, between_tries: bool = False) -> ServiceError:
         """The service did not answer in time (``total``: the request's whole deadline passed);
-        after 429s, the deadline passed while rate limited (RateLimitError)."""
+        a deadline passed ``between_tries`` after 429s: rate limited (RateLimitError)."""
         host = urlsplit(url).hostname or url
         tries = state.timeouts + state.failures + state.rate_limited
-        if total and state.rate_limited:
+        if total and between_tries and state.rate_limited:
             limit = read_timeout * self.retry_policy.deadline_factor
             return RateLimitError(
                 f"{host} still rate limited the request to {strip_query(url)} after "
