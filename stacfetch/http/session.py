@@ -194,8 +194,10 @@ class ServiceSession(requests.Session):
 
         Bounded: each attempt waits at most the read timeout for its answer to start (a line
         is logged while it waits), a request gives up after ``max_timeouts`` such silences
-        and after ``deadline_factor`` read timeouts in all, and a body is read with the
-        :func:`body_limit` in force.
+        and after ``deadline_factor`` read timeouts in all (its body too: a streamed response
+        carries that :class:`~.body.Deadline` for :func:`read_body`), a body is read with the
+        :func:`body_limit` in force, an error's body (4xx/5xx, streamed or not) is cut at
+        ``ERROR_BODY_LIMIT``, and a redirect's body is never read (see :mod:`.body`).
         """
         url = request.url or ""
         check_destination(url)
