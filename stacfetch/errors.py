@@ -24,6 +24,7 @@ EXIT_SERVICE = 4
 EXIT_PARTIAL = 5
 EXIT_NOTHING_WRITTEN = 6  # acquisitions failed and none is complete: no file to use
 EXIT_INTERRUPTED = 130
+MAX_ERROR_WORDS = 300  # characters of a server's error message kept (bodies can be megabytes)
 
 
 class StacfetchError(Exception):
@@ -180,6 +181,10 @@ class NetworkError(ServiceError):
     """A host could not be reached (DNS, refused, reset, timeout)."""
 
 
+class DeadlineError(NetworkError):
+    """A request (its tries, waits and body) took longer than it may in all."""
+
+
 class ShutDownHubError(NetworkError):
     """The configuration points at the Copernicus Open Access Hub, shut down in October 2023."""
 
@@ -218,17 +223,24 @@ def decode_error_body(response: Any) -> tuple[str | None, str]:
         body = response.json()
     except Exception:  # not JSON: XML ServiceException or text
         text = (getattr(response, "text", "") or "").strip()
-        return None, " ".join(text.split())[:300]
+        return None, _short(text)
     if isinstance(body, dict):
         inner = body.get("error", body)
         if isinstance(inner, dict):
             message = inner.get("message") or inner.get("description") or inner.get("reason") or ""
             code = inner.get("code")
-            return (str(code) if code else None), str(message)
+            return (_short(code) if code else None), _short(message)
         if isinstance(inner, str):  # OAuth: {"error": "invalid_client", "error_description": ...}
-            return inner, str(body.get("error_description") or inner)
+            return _short(inner), _short(body.get("error_description") or inner)
         if "description" in body:
-            return body.get("code"), str(body["description"])
-    return None, str(body)[:300]
+            code = body.get("code")
+            return (_short(code) if code else None), _short(body["description"])
+    return None, _short(body)
+
+
+def _short(value: Any) -> str:
+    """An error's words as shown: one line, at most ``MAX_ERROR_WORDS`` characters."""
+    text = " ".join(str(value).split())
+    return text if len(text) <= MAX_ERROR_WORDS else text[: MAX_ERROR_WORDS - 3] + "..."
 
 

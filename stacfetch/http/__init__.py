@@ -21,8 +21,8 @@ from .redact import (
 
 _EXPORTS = {
     "DEFAULT_TIMEOUT": "session",
-    "body_limit": "session",
-    "read_body": "session",
+    "body_limit": "body",
+    "read_body": "body",
     "timeout_pair": "session",
     "USER_AGENT": "session",
     "ServiceSession": "session",

@@ -191,7 +191,8 @@ def fetch_tile(
 
     With ``spool`` the body is streamed to that file in 1 MiB chunks (memory stays flat for
     large tiles); a connection lost mid-body then raises InvalidResponseError, so the caller
-    asks again. Retries of 429/5xx/dropped connections before the body happen inside the
+    asks again; a body still arriving when the request's deadline passes raises DeadlineError
+    (not asked again: the deadline is for the request, its tries and its body). Retries of 429/5xx/dropped connections before the body happen inside the
     session; service errors keep the server's words. ``timeout``: the session's (``--timeout``)
     unless given. ``max_bytes`` (``response_limit``): a larger body, decoded, is refused while
     it arrives (a gzip bomb is never inflated beyond it).
@@ -209,11 +210,13 @@ def fetch_tile(
             data = response.content
             head = data[:4]
         else:
-            try:
+            try:  # within the request's deadline (the session attached it to the response)
                 with spool.open("wb") as fh:
                     read_body(response, limit=max_bytes, what="this tile", into=fh)
-            except requests.RequestException as exc:
+            except BaseException as exc:
                 spool.unlink(missing_ok=True)
+                if not isinstance(exc, requests.RequestException):
+                    raise
                 raise InvalidResponseError(
                     f"the connection broke while receiving a tile ({type(exc).__name__})",
                     url=process_url,
