@@ -171,7 +171,8 @@ class Settings:
     @property
     def secrets(self) -> tuple[str, ...]:
         """Values that must never be printed, logged or written."""
-        header_values = tuple(v.split(None, 1)[-1] for v in self.stac_headers.values())
+        # the credential of "Scheme credential" (or the whole value); an empty value hides nothing
+        header_values = tuple(v.split(None, 1)[-1] for v in self.stac_headers.values() if v.strip())
         return tuple(s for s in (self.client_secret, self.access_token, *header_values) if s)
 
     def with_urls(self, base_url: str, token_url: str) -> Settings:
@@ -476,6 +477,9 @@ def parse_headers(text: str) -> dict[str, str]:
     for name, value in pairs:
         if not name.replace("-", "").replace("_", "").isalnum() or "\n" in value or "\r" in value:
             raise ConfigError(f"STACFETCH_STAC_HEADERS: bad header name or value for {name!r}")
+        if not value.strip():
+            raise ConfigError(f"STACFETCH_STAC_HEADERS: header {name!r} has no value",
+                              hint="give it a value, or leave it out")
         headers[name] = value
     return headers
 
