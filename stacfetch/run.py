@@ -45,13 +45,12 @@ from .plan import Job, Plan
 from .preview import contact_sheet
 from .raster import (
     PartFile,
-    complete_format,
     convert_format,
     destination_lock,
     discard_partial,
-    intact,
     run_tag,
     tags_for,
+    verified_format,
 )
 from .raster.profiles import gdal_options
 from .sources import source_for
@@ -296,14 +295,11 @@ def run_job(job: Job, context: RunContext) -> Outcome:
 
 def _run_locked(job: Job, context: RunContext) -> Outcome:
     fmt = context.fmt
-    found = None if context.overwrite else complete_format(job.destination, job.grid, job.bands, job.dtype)
-    digest = None
-    if found is not None:
-        ok, digest = intact(job.destination)
-        if not ok:
-            log.warning("%s looks complete but its data is not what was written (checksum or "
-                        "last block); fetching it again", job.destination.name)
-            found = None
+    found, digest, damaged = (None, None, False) if context.overwrite else \
+        verified_format(job.destination, job.grid, job.bands, job.dtype)
+    if damaged:
+        log.warning("%s looks complete but its data is not what was written (checksum or "
+                    "last block); fetching it again", job.destination.name)
     if found == fmt:
         return Outcome(job, "skipped", sha256=digest)
     if found is not None:  # complete in another format: convert locally, no request

@@ -24,6 +24,7 @@ from .formats import (
     file_format,
     intact,
     is_complete,
+    verified_format,
 )
 from .part import PartFile, TileData
 from .profiles import (
@@ -67,4 +68,5 @@ __all__ = [
     "sidecar_path",
     "tags_for",
     "tile_spool_path",
+    "verified_format",
 ]
