@@ -291,6 +291,9 @@ def run_job(job: Job, context: RunContext) -> Outcome:
             return _run_locked(job, context)
     except InterruptedError:  # stopped while waiting for the lock
         raise Interrupted("stopped before this acquisition was complete") from None
+    except OSError as exc:  # the lock itself could not be made (EMFILE, ENOSPC, NFS): not unlocked
+        return Outcome(job, "failed", error=f"cannot lock {job.destination} against other runs: "
+                       f"{exc.strerror or exc}")
 
 
 def _run_locked(job: Job, context: RunContext) -> Outcome:

@@ -148,3 +148,37 @@ def test_an_executor_that_fails_on_the_third_job(tmp_path: Path, monkeypatch: py
     if files_at_return:
         listed = {p.name for p in manifest_files(out)}
         assert listed == files_at_return, "the manifest does not list what was written"
+
+
+def test_a_lock_that_cannot_be_made_is_an_error_not_a_silent_unlocked_run(tmp_path: Path) -> None:
+    """Only a folder stacfetch may not write to (EROFS/EACCES/EPERM) runs unlocked; any other
+    failure to make the lock (here: its path is a folder, EISDIR) raises instead of
+    silently dropping the mutual exclusion between runs."""
+    from stacfetch.raster.files import destination_lock, lock_path
+
+    dest = tmp_path / "area" / "scene.tif"
+    lock_path(dest).mkdir(parents=True)
+    entered = False
+    with pytest.raises(OSError), destination_lock(dest):
+        entered = True
+    assert not entered
+
+
+def test_an_unwritable_folder_runs_unlocked_without_chaining_errors_to_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Read-only media (EACCES: root cannot be refused one, so filelock is made to raise it):
+    the block runs unlocked, and an error inside it is not "During handling of" the lock's."""
+    import errno
+
+    import filelock
+
+    from stacfetch.raster.files import destination_lock
+
+    def refused(self: Any, *args: Any, **kwargs: Any) -> None:
+        raise PermissionError(errno.EACCES, "Permission denied", self.lock_file)
+
+    monkeypatch.setattr(filelock.FileLock, "acquire", refused)
+    with pytest.raises(ValueError) as info, destination_lock(tmp_path / "scene.tif"):
+        raise ValueError("inside")
+    assert info.value.__context__ is None

@@ -11,8 +11,10 @@ temporaries; without it (``tag=None``) the names are ``<dest>.part`` etc.
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
+import logging
 import os
 import secrets
 import tempfile
@@ -23,6 +25,10 @@ from pathlib import Path
 
 from filelock import FileLock, Timeout
 
+log = logging.getLogger(__name__)
+
+# errors that mean "this folder may not be written" (read-only media): the lock is skipped
+UNWRITABLE = frozenset({errno.EROFS, errno.EACCES, errno.EPERM})
 SIDECAR_FILE_KEY = "stacfetch:file"  # in the sidecar: {"sha256": hex, "size": bytes} of the file
 
 __all__ = [
@@ -32,6 +38,7 @@ __all__ = [
     "destination_lock",
     "fsync_dir",
     "fsync_file",
+    "lock_path",
     "part_path",
     "record_file",
     "recorded_file",
@@ -78,26 +85,35 @@ def destination_lock(dest: Path, stop: threading.Event | None = None,
 
     Waits for another writer (another run fetching the same acquisition) to finish, calling
     ``on_wait()`` once when it has to wait; gives up with ``InterruptedError`` when ``stop``
-    is set meanwhile. Where no lock file can be made (a read-only folder), the block runs unlocked.
+    is set meanwhile. Where no lock file may be made (a read-only folder: EROFS, EACCES,
+    EPERM) the block runs unlocked, logged; any other failure (EMFILE, ENOSPC, a network
+    file system's lock error) raises: mutual exclusion is never dropped silently.
     """
     lock = FileLock(str(lock_path(dest)))
     waited = False
-    while True:
+    locked = False
+    while not locked:
         try:
             dest.parent.mkdir(parents=True, exist_ok=True)
             lock.acquire(timeout=0.5)
-            break
+            locked = True
         except Timeout:
             if stop is not None and stop.is_set():
                 raise InterruptedError(f"stopped while waiting for {dest.name}") from None
             if not waited and on_wait is not None:
                 on_wait()
             waited = True
-        except OSError:
+        except OSError as exc:
+            if exc.errno not in UNWRITABLE:
+                raise
             # no lock file in a folder we cannot write to (complete files on read-only media
             # are still checked and skipped); writing the file there fails on its own
-            yield
-            return
+            log.info("%s: no lock file can be made in %s (%s); going on unlocked",
+                     dest.name, dest.parent, exc.strerror or exc)
+            break
+    if not locked:
+        yield  # outside the handler: an error in the block is not "during handling" of ours
+        return
     try:
         yield
     finally:
