@@ -497,7 +497,7 @@ def _execute(
             result.manifest = _write_manifest(result, manifest_root)
             raise
         for future in as_completed(futures):
-            outcome = future.result()
+            outcome = _outcome_of(future, futures[future])
             result.outcomes.append(outcome)
             if bar is not None:
                 bar.update(1)
@@ -530,6 +530,20 @@ def _execute(
     return result
 
 
+def _outcome_of(future: Future[Outcome], job: Job) -> Outcome:
+    """The job's Outcome. A job that raised what no job should (not a stacfetch error: a bug,
+    or an executor's own failure) is that acquisition's failure: the others go on and the
+    manifest still lists what is complete. A stop (Ctrl-C, the quota) is raised."""
+    try:
+        return future.result()
+    except (Interrupted, QuotaExhaustedError):
+        raise
+    except Exception as exc:
+        log.debug("acquisition %s raised", job.acquisition.key, exc_info=exc)
+        return Outcome(job, "failed", error=f"unexpected {type(exc).__name__}: {exc} (a bug in "
+                       "stacfetch or the executor; please report it, with -v output)")
+
+
 def _stop(futures: dict[Future[Outcome], Job], context: RunContext, result: GetResult,
           started: float, manifest_root: Path | None) -> set[Path]:
     """Stop every worker (within 1.5 s), keep what is complete, remove this run's ``.part``
@@ -544,7 +558,9 @@ def _wind_down(futures: dict[Future[Outcome], Job], result: GetResult, context: 
                wait: float | None) -> None:
     """Stop the run: cancel what has not started, let running jobs stop at their next tile
     (for ``wait`` seconds; None: until they have), keep their outcomes, and remove this run's
-    temporaries of what is not complete."""
+    temporaries of finished jobs that are not complete (never those of a job still running:
+    it may be writing or renaming them; its ``PartFile`` removes them when it stops). A job
+    that commits after the manifest was written is found complete, and listed, by the next run."""
     context.stop.set()
     for future in futures:
         future.cancel()
@@ -555,8 +571,10 @@ def _wind_down(futures: dict[Future[Outcome], Job], result: GetResult, context: 
             if outcome not in result.outcomes:
                 result.outcomes.append(outcome)
     done = {o.job.destination for o in result.outcomes if o.status in ("written", "skipped")}
-    for job in futures.values():
-        if job.destination not in done:
+    for future, job in futures.items():
+        if not future.done():  # still running past the wait: its PartFile removes its own
+            log.debug("%s still finishing; it removes its own temporaries", job.destination.name)
+        elif job.destination not in done:
             discard_partial(job.destination, context.tag)
 
 
