@@ -48,6 +48,7 @@ from .raster import (
     convert_format,
     destination_lock,
     discard_partial,
+    file_identity,
     run_tag,
     tags_for,
     verified_format,
@@ -78,6 +79,7 @@ class Outcome:
     requests: int = 0
     error: str | None = None
     sha256: str | None = None  # of the file written (hashed by the worker, not the manifest)
+    identity: tuple[int, int, int] | None = None  # of that file (files.file_identity), under its lock
 
 
 @dataclass
@@ -304,7 +306,7 @@ def _run_locked(job: Job, context: RunContext) -> Outcome:
         log.warning("%s looks complete but its data is not what was written (checksum or "
                     "last block); fetching it again", job.destination.name)
     if found == fmt:
-        return Outcome(job, "skipped", sha256=digest)
+        return Outcome(job, "skipped", sha256=digest, identity=file_identity(job.destination))
     if found is not None:  # complete in another format: convert locally, no request
         try:
             convert_format(job.destination, fmt, job.bands, job.dtype)
@@ -345,8 +347,9 @@ def _run_locked(job: Job, context: RunContext) -> Outcome:
                 items=[item.to_dict(transform_hrefs=False) for item in acq.items],
                 scaling=reader.scaling(),
             )
-        size = job.destination.stat().st_size
-        return Outcome(job, "written", bytes=size, requests=requests_made, sha256=part.sha256)
+        identity = file_identity(job.destination)
+        return Outcome(job, "written", bytes=identity[1], requests=requests_made, sha256=part.sha256,
+                       identity=identity)
     except QuotaExhaustedError as exc:
         _quota_stop(context, exc)
         raise
@@ -588,10 +591,13 @@ def _write_manifest(result: GetResult, root: Path | None) -> Path | None:
         dest = o.job.destination
         if not dest.exists():
             continue
-        # write_manifest hashes what the worker did not (and sizes every file)
-        records.append({"job": o.job, "path": dest, "sha256": o.sha256})
+        # the worker's checksum, size and identity, taken under the file's lock; write_manifest
+        # hashes what the worker did not, and again a file replaced since (another run)
+        known = o.sha256 is not None and o.identity is not None
+        records.append({"job": o.job, "path": dest, "sha256": o.sha256 if known else None,
+                        "size": o.identity[1] if known else None, "identity": o.identity})
     try:
-        return write_manifest(root, records)
+        return write_manifest(root, records, skip_bad=True)  # a bad record costs only itself
     except OSError as exc:
         log.warning("could not write the manifest in %s: %s", root, exc)
         return None

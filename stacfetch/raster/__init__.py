@@ -11,6 +11,7 @@ from __future__ import annotations
 from .files import (
     cog_part_path,
     destination_lock,
+    file_identity,
     part_path,
     run_tag,
     sha256_file,
@@ -58,6 +59,7 @@ __all__ = [
     "destination_lock",
     "discard_partial",
     "file_format",
+    "file_identity",
     "gdal_options",
     "intact",
     "is_complete",

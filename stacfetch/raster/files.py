@@ -36,6 +36,7 @@ __all__ = [
     "atomic_write_text",
     "cog_part_path",
     "destination_lock",
+    "file_identity",
     "fsync_dir",
     "fsync_file",
     "lock_path",
@@ -43,6 +44,7 @@ __all__ = [
     "record_file",
     "recorded_file",
     "run_tag",
+    "sha256_and_size",
     "sha256_file",
     "sidecar_path",
     "tile_spool_path",
@@ -181,6 +183,22 @@ def atomic_write_text(path: Path, text: str) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def file_identity(path: Path) -> tuple[int, int, int]:
+    """``(inode, size, mtime_ns)`` of ``path``: changes when the file is replaced or rewritten."""
+    st = os.stat(path)
+    return st.st_ino, st.st_size, st.st_mtime_ns
+
+
+def sha256_and_size(path: Path, chunk: int = 1 << 20) -> tuple[str, int]:
+    """Hex SHA-256 and size of one version of ``path`` (hashed and sized through one open file,
+    so a rename onto ``path`` meanwhile cannot mix two versions)."""
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while block := fh.read(chunk):
+            h.update(block)
+        return h.hexdigest(), os.fstat(fh.fileno()).st_size
 
 
 def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
