@@ -219,3 +219,41 @@ def test_one_record_outside_the_folder_costs_only_itself(small, tmp_path: Path) 
     result.outcomes.append(Outcome(stray, "written", bytes=elsewhere.stat().st_size))
     assert _write_manifest(result, out) == out / "catalog.json"
     assert set(_checksums(out)) == {p.resolve() for p in result.written if p != elsewhere}
+
+
+def _break_item(out: Path, how: str) -> str:
+    """Damage the manifest one way; returns the name the error must give."""
+    catalog = json.loads((out / "catalog.json").read_text())
+    link = next(entry for entry in catalog["links"] if entry.get("rel") == "item")
+    item_file = (out / link["href"]).resolve()
+    if how == "missing item file":
+        item_file.unlink()
+    elif how == "item not json":
+        item_file.write_text('{"type": "Feature", "id": ')
+    elif how == "item without data asset":
+        raw = json.loads(item_file.read_text())
+        raw["assets"].pop("data")
+        item_file.write_text(json.dumps(raw))
+    elif how == "asset without href":
+        raw = json.loads(item_file.read_text())
+        raw["assets"]["data"].pop("href")
+        item_file.write_text(json.dumps(raw))
+    elif how == "link without href":
+        link.pop("href")
+        (out / "catalog.json").write_text(json.dumps(catalog))
+        return "catalog.json"
+    elif how == "item a list":
+        item_file.write_text("[]")
+    return item_file.name
+
+
+@pytest.mark.parametrize("how", ["missing item file", "item not json", "item without data asset",
+                                 "asset without href", "link without href", "item a list"])
+def test_a_damaged_manifest_item_is_an_error_naming_the_file(small, how: str) -> None:
+    from stacfetch.errors import InvalidOptionError
+
+    out, _ = small
+    name = _break_item(out, how)
+    with pytest.raises(InvalidOptionError) as info:
+        stacfetch.manifest_items(out)
+    assert name in info.value.message, info.value.message

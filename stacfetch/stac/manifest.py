@@ -472,6 +472,30 @@ def _band_assets(item: dict[str, Any]) -> None:
         })
 
 
+_REBUILD_HINT = ("run the same `stacfetch get` again: a damaged manifest is rebuilt from the "
+                 "GeoTIFFs and their sidecars")
+
+
+def _read_item(item_path: Path) -> dict[str, Any]:
+    """One manifest item with absolute hrefs and its band assets (KeyError etc. when damaged)."""
+    item = json.loads(item_path.read_text(encoding="utf-8"))
+    if not isinstance(item, dict) or not isinstance(item.get("assets"), dict) \
+            or not isinstance(item.get("properties"), dict) or "id" not in item:
+        raise ValueError("not a STAC item (id, properties and assets)")
+    if "data" not in item["assets"]:
+        raise KeyError("no 'data' asset (the GeoTIFF)")
+    for key, asset in item["assets"].items():
+        if not isinstance(asset, dict) or not isinstance(asset.get("href"), str):
+            raise KeyError(f"asset {key!r} has no href")
+        if "://" not in asset["href"]:
+            asset["href"] = str((item_path.parent / asset["href"]).resolve())
+    for entry in item.get("links", []):
+        if "://" not in entry.get("href", ""):
+            entry["href"] = str((item_path.parent / entry["href"]).resolve())
+    _band_assets(item)
+    return item
+
+
 def manifest_items(source: Any) -> list[dict[str, Any]]:
     """One area's manifest items as plain STAC dicts with absolute hrefs, in time order.
 
@@ -486,19 +510,23 @@ def manifest_items(source: Any) -> list[dict[str, Any]]:
         catalog = json.loads(catalog_path.read_text(encoding="utf-8"))
     except (OSError, ValueError) as exc:
         raise InvalidOptionError(f"cannot read the manifest {catalog_path}: {exc}") from None
+    links = catalog.get("links") if isinstance(catalog, dict) else None
+    if not isinstance(links, list):
+        raise InvalidOptionError(f"the manifest {catalog_path} is not a STAC catalog (no list of links)",
+                                 hint=_REBUILD_HINT)
     by_area: dict[Path, list[dict[str, Any]]] = {}
-    for link in catalog.get("links", []):
-        if link.get("rel") != "item":
+    for link in links:
+        if not isinstance(link, dict) or link.get("rel") != "item":
             continue
+        if not isinstance(link.get("href"), str):
+            raise InvalidOptionError(f"the manifest {catalog_path} has an item link without an href: "
+                                     f"{json.dumps(link)[:120]}", hint=_REBUILD_HINT)
         item_path = (catalog_path.parent / link["href"]).resolve()
-        item = json.loads(item_path.read_text(encoding="utf-8"))
-        for asset in item.get("assets", {}).values():
-            if "://" not in asset["href"]:
-                asset["href"] = str((item_path.parent / asset["href"]).resolve())
-        for entry in item.get("links", []):
-            if "://" not in entry.get("href", ""):
-                entry["href"] = str((item_path.parent / entry["href"]).resolve())
-        _band_assets(item)
+        try:
+            item = _read_item(item_path)
+        except (OSError, ValueError, TypeError, KeyError, AttributeError) as exc:
+            raise InvalidOptionError(f"cannot read manifest item {item_path}: {exc}",
+                                     hint=_REBUILD_HINT) from None
         folder = Path(item["assets"]["data"]["href"]).parent
         by_area.setdefault(folder, []).append(item)
     if area is not None:
