@@ -14,6 +14,7 @@ import ctypes.util
 import html
 import logging
 import sys
+import tempfile
 import threading
 import time
 import warnings
@@ -235,8 +236,42 @@ class GetResult:
         return contact_sheet(self.folder, **options)[0]
 
 
+class StopSignal(threading.Event):
+    """The run's stop (Ctrl-C, the monthly quota), seen by every worker.
+
+    A ``threading.Event`` in this process; ``set()`` also creates a file in the temporary
+    folder, which the copy a process-pool worker unpickles sees (``is_set()`` looks for it).
+    Workers on other machines (Dask) do not share the folder: they stop at their next refused
+    request. ``close()`` removes the file.
+    """
+
+    def __init__(self, path: Path) -> None:
+        super().__init__()
+        self.path = path
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return StopSignal, (self.path,)
+
+    def set(self) -> None:
+        super().set()
+        with contextlib.suppress(OSError):
+            self.path.touch()
+
+    def is_set(self) -> bool:
+        if super().is_set():
+            return True
+        if self.path.exists():  # set by the run in another process
+            super().set()
+            return True
+        return False
+
+    def close(self) -> None:
+        self.path.unlink(missing_ok=True)
+
+
 class RunContext:
-    """What every job needs. Picklable: a process-pool worker opens its own session."""
+    """What every job needs. Picklable: a process-pool worker opens its own session and sees
+    the run's stop (``StopSignal``); it has no request slots (its own pool bounds it)."""
 
     def __init__(
         self,
@@ -255,8 +290,8 @@ class RunContext:
         self.tags = dict(tags or {})
         self.session_options = dict(session_options or {})
         self._session = session
-        self.stop = threading.Event()
         self.tag = run_tag()  # in this run's temporary file names (never another run's)
+        self.stop = StopSignal(Path(tempfile.gettempdir()) / f"stacfetch-{self.tag}.stop")
         self.quota: QuotaExhaustedError | None = None  # set when the monthly quota stops the run
         self.tile_workers = 1  # threads for the tiles of one acquisition (set by execute)
         # at most this many Process requests in flight (set by execute; None: no bound)
@@ -265,13 +300,12 @@ class RunContext:
     def __getstate__(self) -> dict[str, Any]:
         state = self.__dict__.copy()
         state["_session"] = None
-        state["stop"] = None
         state["request_slots"] = None
         return state
 
-    def __setstate__(self, state: dict[str, Any]) -> None:
-        self.__dict__.update(state)
-        self.stop = threading.Event()
+    def close(self) -> None:
+        """Remove the stop's file (when no worker of the run is left to see it)."""
+        self.stop.close()
 
     def session(self) -> Any:
         if self._session is None:
@@ -526,6 +560,8 @@ def _execute(
             bar.close()
         if own_executor:
             pool.shutdown(wait=not context.stop.is_set(), cancel_futures=True)
+        if all(f.done() for f in futures):  # else a worker still running must see the stop
+            context.close()
     order = {job.destination: i for i, job in enumerate(jobs)}
     result.outcomes.sort(key=lambda o: order[o.job.destination])
     result.seconds = time.monotonic() - started

@@ -256,5 +256,25 @@ def test_wind_down_leaves_the_temporaries_of_a_job_still_running(tmp_path: Path)
         _wind_down({running: running_job, finished: done_job}, GetResult(), context, wait=0.2)
         still_there = running_part.exists()
         release.set()
+    context.close()
     assert still_there, "the .part of a job still running was deleted under it"
     assert not done_part.exists(), "the .part of a finished job was left"
+
+
+def test_the_stop_reaches_a_context_unpickled_elsewhere(tmp_path: Path) -> None:
+    """A process-pool worker gets the RunContext pickled: it must still see Ctrl-C / the quota
+    stop of the run (a file the stop creates), not a fresh Event that is never set."""
+    import pickle
+
+    from stacfetch.config import Settings
+    from stacfetch.run import RunContext
+
+    context = RunContext(Settings(provider="sentinelhub", base_url="http://127.0.0.1:9",
+                                  token_url="http://127.0.0.1:9/token"))
+    try:
+        worker = pickle.loads(pickle.dumps(context))  # what a ProcessPoolExecutor worker receives
+        assert not worker.stop.is_set()
+        context.stop.set()
+        assert worker.stop.is_set(), "a process-pool worker never sees the run's stop"
+    finally:
+        context.close()
