@@ -218,7 +218,10 @@ def get(
 
     Returns a ``GetResult`` with ``paths`` (complete files, time order), ``written``,
     ``skipped``, ``failed`` and ``cloudy`` (skipped by ``min_clear``). ``executor`` may be any
-    ``concurrent.futures.Executor``. ``format``: ``"cog"``, ``"gtiff"`` or ``"raw"``; ``preview``: a
+    ``concurrent.futures.Executor``; a process pool's workers see the run's stop (Ctrl-C, the
+    monthly quota) through a file in the temporary folder, but not its ``workers`` bound on
+    requests in flight: size the pool to the requests you want at once (Dask workers on other
+    machines see no stop: each stops at its next refused request). ``format``: ``"cog"``, ``"gtiff"`` or ``"raw"``; ``preview``: a
     quicklook PNG next to each file; ``min_clear``: minimum percentage of clear pixels (SCL)
     over the area, screened with one small request per acquisition; ``time_tolerance``: a
     ``timedelta`` or minutes; ``requests_per_minute``: the account's rate limit to pace to

@@ -485,6 +485,9 @@ def parse_headers(text: str) -> dict[str, str]:
     for name, value in pairs:
         if not name.replace("-", "").replace("_", "").isalnum() or "\n" in value or "\r" in value:
             raise ConfigError(f"STACFETCH_STAC_HEADERS: bad header name or value for {name!r}")
+        if not value.strip():
+            raise ConfigError(f"STACFETCH_STAC_HEADERS: header {name!r} has no value",
+                              hint="give it a value, or leave it out")
         headers[name] = value
     return headers
 
