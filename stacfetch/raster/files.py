@@ -39,7 +39,6 @@ __all__ = [
     "file_identity",
     "fsync_dir",
     "fsync_file",
-    "lock_path",
     "part_path",
     "record_file",
     "recorded_file",
