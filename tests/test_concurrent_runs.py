@@ -154,7 +154,7 @@ def test_a_lock_that_cannot_be_made_is_an_error_not_a_silent_unlocked_run(tmp_pa
     """Only a folder stacfetch may not write to (EROFS/EACCES/EPERM) runs unlocked; any other
     failure to make the lock (here: its path is a folder, EISDIR) raises instead of
     silently dropping the mutual exclusion between runs."""
-    from stacfetch.raster.files import destination_lock, _lock_path
+    from stacfetch.raster.files import _lock_path, destination_lock
 
     dest = tmp_path / "area" / "scene.tif"
     _lock_path(dest).mkdir(parents=True)
