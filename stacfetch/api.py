@@ -132,7 +132,8 @@ def get_query(
                     if options.overwrite or not is_complete(j.destination, j.grid, j.bands, j.dtype)]
             # before any Process request (screening included): --max-pu, disk space, free tier
             check_budget(todo, source=live.source, provider=live.provider, out_dir=options.out_dir,
-                         max_pu=options.max_pu, screening=options.min_clear is not None)
+                         max_pu=options.max_pu, screening=options.min_clear is not None,
+                         fmt=options.fmt, workers=options.workers)
             if options.dry_run:
                 return GetResult(jobs=jobs, dry_run=True)
             screened: list[ClearShare] = []
@@ -223,7 +224,10 @@ def get(
 
     Returns a ``GetResult`` with ``paths`` (complete files, time order), ``written``,
     ``skipped``, ``failed`` and ``cloudy`` (skipped by ``min_clear``). ``executor`` may be any
-    ``concurrent.futures.Executor``. ``format``: ``"cog"``, ``"gtiff"`` or ``"raw"``; ``preview``: a
+    ``concurrent.futures.Executor``; a process pool's workers see the run's stop (Ctrl-C, the
+    monthly quota) through a file in the temporary folder, but not its ``workers`` bound on
+    requests in flight: size the pool to the requests you want at once (Dask workers on other
+    machines see no stop: each stops at its next refused request). ``format``: ``"cog"``, ``"gtiff"`` or ``"raw"``; ``preview``: a
     quicklook PNG next to each file; ``min_clear``: minimum percentage of clear pixels (SCL)
     over the area, screened with one small request per acquisition; ``time_tolerance``: a
     ``timedelta`` or minutes; ``requests_per_minute``: the account's rate limit to pace to

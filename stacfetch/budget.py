@@ -6,8 +6,9 @@ already complete cost nothing and are not counted.
 * ``max_pu``: a plan estimated above it is refused, naming the estimate (Process API
   providers only; COG providers spend no processing units).
 * the CDSE free tier (``CDSE_FREE_TIER_PU`` a month): a plan above it warns, naming the figure.
-* disk: the plan's uncompressed size (the upper bound the dry run shows) must fit in the free
-  space of the output folder, or the run is refused with both figures.
+* disk: the plan's uncompressed size (the upper bound the dry run shows) plus the temporaries
+  that exist next to the files while they are made (:func:`temporary_bytes`) must fit in the
+  free space of the output folder, or the run is refused with the figures.
 
 The estimates are ``Plan.processing_units`` and ``clouds.screening_units`` (both
 ``plan.estimate_processing_units``, the one rule) and ``Plan.estimated_bytes``.
@@ -22,11 +23,15 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
+
 from .clouds import screening_units
 from .errors import BudgetError
 from .plan import DEFAULT_MAX_PX, Job, Plan, estimate_processing_units
+from .run import SPOOL_BYTES, THREADS_PER_SLOT
 
-__all__ = ["CDSE_FREE_TIER_PU", "Budget", "check_budget", "estimate", "max_px_for_budget", "size_text"]
+__all__ = ["CDSE_FREE_TIER_PU", "Budget", "check_budget", "estimate", "max_px_for_budget", "size_text",
+           "temporary_bytes"]
 
 log = logging.getLogger(__name__)
 
@@ -40,6 +45,7 @@ class Budget:
     processing_units: float  # 0 for COG providers
     bytes: int  # uncompressed upper bound of the files to write
     free_bytes: int | None  # free space where they go (None: unknown)
+    temporary_bytes: int = 0  # temporaries next to them while files are made (at the peak)
 
 
 def size_text(n: float) -> str:
@@ -51,7 +57,8 @@ def size_text(n: float) -> str:
     return f"{n:.1f} TB"
 
 
-def estimate(todo: Sequence[Job], *, source: str, screening: bool, out_dir: Path) -> Budget:
+def estimate(todo: Sequence[Job], *, source: str, screening: bool, out_dir: Path,
+             fmt: str = "gtiff", workers: int = 1) -> Budget:
     """The cost of downloading ``todo`` (jobs not yet complete), screening included."""
     plan = Plan(tuple(todo))
     pu = 0.0
@@ -59,7 +66,36 @@ def estimate(todo: Sequence[Job], *, source: str, screening: bool, out_dir: Path
         pu = plan.processing_units
         if screening:
             pu += screening_units(todo)
-    return Budget(pu, plan.estimated_bytes, _free_bytes(out_dir))
+    return Budget(pu, plan.estimated_bytes, _free_bytes(out_dir),
+                  temporary_bytes(todo, source=source, fmt=fmt, workers=workers))
+
+
+def temporary_bytes(todo: Sequence[Job], *, source: str, fmt: str, workers: int) -> int:
+    """Upper bound of the temporaries that exist next to the files while they are made.
+
+    A job's ``.part`` becomes its file, so it is counted with the files; on top of it, at
+    different moments, a job may hold:
+
+    * a spooled tile (``.tile.part``): a Process API tile larger than ``run.SPOOL_BYTES`` is
+      streamed to disk before it is copied into the ``.part`` (a single tile covering the whole
+      grid becomes the ``.part`` itself: nothing more);
+    * the output copy: ``.cog.part`` is made from the whole ``.part`` (``fmt="cog"``, and a
+      spooled single-tile GeoTIFF), and the ``.part`` is removed only after it.
+
+    Up to ``workers × run.THREADS_PER_SLOT`` jobs run at once: the largest of them count.
+    """
+    extras = []
+    for job in todo:
+        itemsize = len(job.bands) * np.dtype(job.dtype).itemsize
+        size = job.grid.width * job.grid.height * itemsize
+        spooled = [t.width * t.height * itemsize for t in job.tiles] if source == "process" else []
+        spooled = [b for b in spooled if b > SPOOL_BYTES]
+        whole_copied = fmt == "cog" or (fmt == "gtiff" and len(job.tiles) == 1 and bool(spooled))
+        copy = size if whole_copied else 0
+        spool = max(spooled) if spooled and len(job.tiles) > 1 else 0
+        extras.append(max(copy, spool))
+    at_once = max(1, workers) * THREADS_PER_SLOT
+    return sum(sorted(extras, reverse=True)[:at_once])
 
 
 def _free_bytes(folder: Path) -> int | None:
@@ -74,9 +110,14 @@ def _free_bytes(folder: Path) -> int | None:
 
 
 def check_budget(todo: Sequence[Job], *, source: str, provider: str, out_dir: Path,
-                 max_pu: float | None = None, screening: bool = False) -> Budget:
-    """Refuse (BudgetError) a plan above ``max_pu`` or the free disk space; warn above the free tier."""
-    budget = estimate(todo, source=source, screening=screening, out_dir=out_dir)
+                 max_pu: float | None = None, screening: bool = False, fmt: str = "gtiff",
+                 workers: int = 1) -> Budget:
+    """Refuse (BudgetError) a plan above ``max_pu`` or the free disk space; warn above the free tier.
+
+    ``fmt`` and ``workers`` (the run's) size the temporaries (:func:`temporary_bytes`).
+    """
+    budget = estimate(todo, source=source, screening=screening, out_dir=out_dir, fmt=fmt,
+                      workers=workers)
     if not todo:
         return budget
     what = f"{len(todo)} acquisition(s) to download"
@@ -90,10 +131,13 @@ def check_budget(todo: Sequence[Job], *, source: str, provider: str, out_dir: Pa
     if provider == "cdse" and budget.processing_units > CDSE_FREE_TIER_PU:
         log.warning("%s need about %s processing units (estimate): more than the CDSE free tier's "
                     "%s a month", what, f"{budget.processing_units:,.0f}", f"{CDSE_FREE_TIER_PU:,}")
-    if budget.free_bytes is not None and budget.bytes > budget.free_bytes:
+    needed = budget.bytes + budget.temporary_bytes
+    if budget.free_bytes is not None and needed > budget.free_bytes:
+        temporaries = (f" ({size_text(budget.temporary_bytes)} of it temporary files while files "
+                       "are converted or large tiles spooled)" if budget.temporary_bytes else "")
         raise BudgetError(
-            f"{what} need up to {size_text(budget.bytes)} (uncompressed estimate) in {out_dir}, "
-            f"which has {size_text(budget.free_bytes)} free; nothing was requested",
+            f"{what} need up to {size_text(needed)} (uncompressed estimate) in {out_dir}"
+            f"{temporaries}, which has {size_text(budget.free_bytes)} free; nothing was requested",
             hint="free some space or choose another --out; or download less (fewer bands, a shorter "
             "time window, a smaller area, a coarser --resolution)",
         )

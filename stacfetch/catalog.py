@@ -111,10 +111,10 @@ class _CatalogIO(StacApiIO):
             title = re.search(r"(?is)<title[^>]*>(.*?)</title>", text[:4000])
             shown = f" (titled {' '.join(title.group(1).split())[:80]!r})" if title else ""
             raise InvalidResponseError(
-                f"the catalog at {href.split('?', 1)[0]} answered HTML, not JSON{shown}",
+                f"the catalog at {strip_query(href)} answered HTML, not JSON{shown}",
                 hint="a login page, a proxy or a maintenance page answered instead of the STAC API: "
                 "check SH_BASE_URL (or STACFETCH_STAC_URL) and any HTTPS_PROXY, or try again later",
-                status=200, url=href.split("?", 1)[0],
+                status=200, url=strip_query(href),
             )
         return text
 
@@ -273,7 +273,9 @@ def _check_page(url: str, page: dict[str, Any], features: list[Any], *, pages: i
         raise InvalidResponseError(
             f"the catalog at {url} sent {len(features):,} features on one page where at most "
             f"{asked} were asked; stopped", hint=hint, url=url)
-    following = [link for link in page.get("links", []) if isinstance(link, dict) and link.get("rel") == "next"]
+    page_links = page.get("links")
+    following = [link for link in page_links if isinstance(link, dict) and link.get("rel") == "next"] \
+        if isinstance(page_links, list) else []  # "links": null or junk: no next page
     if not following:
         return
     key = json.dumps([following[0].get(k) for k in ("href", "method", "body")], sort_keys=True, default=str)
@@ -322,8 +324,17 @@ def list_collections(session: Any, settings_or_url: Settings | str) -> list[str]
     response = session.get(url, headers={"Accept": "application/json"})
     if response.status_code != 200:
         raise ServiceError.from_response(response)
-    body = response.json()
-    return sorted(c.get("id", "") for c in body.get("collections", []) if c.get("id"))
+    try:
+        body = response.json()
+    except ValueError:
+        body = None
+    listed = body.get("collections") if isinstance(body, dict) else None
+    if not isinstance(listed, list) or not all(isinstance(c, dict) for c in listed):
+        raise ServiceError(
+            f"the catalog at {url} answered GET /collections with {_sample(body)}, not an object "
+            "whose 'collections' is a list of collections",
+            hint="check that the URL is the STAC API (SH_BASE_URL or STACFETCH_STAC_URL)", url=url)
+    return sorted(str(c["id"]) for c in listed if c.get("id"))
 
 
 # -----------------------------------------------------------------------------------------
@@ -376,12 +387,16 @@ def _mapped_errors(
             code=code,
             url=url,
         ) from None
-    except (pystac.STACError, ValueError) as exc:
+    except (pystac.STACError, ValueError, AttributeError, TypeError, KeyError) as exc:
+        # a document of an unexpected shape (a list for an object, "links": null, ...) trips
+        # pystac/pystac-client with these: it is what the service sent, not a stacfetch bug
         ours = _stacfetch_cause(exc)
         if ours is not None:
             raise ours from None
         raise ServiceError(
-            f"the catalog at {url} sent something unreadable: {exc}", url=url
+            f"the catalog at {url} sent something unreadable ({type(exc).__name__}: {exc})", url=url,
+            hint="a landing page or search page of an unexpected shape: check that the URL is "
+            "the STAC API (SH_BASE_URL or STACFETCH_STAC_URL)",
         ) from None
 
 

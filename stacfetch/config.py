@@ -154,6 +154,7 @@ class Settings:
 
     @property
     def catalog_url(self) -> str:
+        """The STAC API root (with a trailing ``/``): the Catalog API, or ``STACFETCH_STAC_URL``."""
         if self.source == "assets":
             if not self.stac_url:
                 raise ConfigError("no STAC API URL is set", hint="set STACFETCH_STAC_URL")
@@ -162,6 +163,7 @@ class Settings:
 
     @property
     def process_url(self) -> str:
+        """The Process API endpoint under ``SH_BASE_URL``."""
         return f"{_need(self.base_url)}/api/v1/process"
 
     @property
@@ -170,11 +172,18 @@ class Settings:
 
     @property
     def secrets(self) -> tuple[str, ...]:
-        """Values that must never be printed, logged or written."""
-        header_values = tuple(v.split(None, 1)[-1] for v in self.stac_headers.values())
+        """Values that must never be printed, logged or written.
+
+        Each custom STAC header value counts whole, after its first word (the credential of
+        ``Scheme credential``) and by its last word: a server may echo any of them. An empty
+        value hides nothing.
+        """
+        header_values = [w for v in self.stac_headers.values() if v.strip()
+                         for w in dict.fromkeys((v.strip(), v.split(None, 1)[-1].strip(), v.split()[-1]))]
         return tuple(s for s in (self.client_secret, self.access_token, *header_values) if s)
 
     def with_urls(self, base_url: str, token_url: str) -> Settings:
+        """A copy pointed at another deployment (``base_url`` without a trailing ``/``)."""
         return replace(self, base_url=base_url.rstrip("/"), token_url=token_url)
 
     def describe(self) -> list[tuple[str, str, str]]:
@@ -476,6 +485,9 @@ def parse_headers(text: str) -> dict[str, str]:
     for name, value in pairs:
         if not name.replace("-", "").replace("_", "").isalnum() or "\n" in value or "\r" in value:
             raise ConfigError(f"STACFETCH_STAC_HEADERS: bad header name or value for {name!r}")
+        if not value.strip():
+            raise ConfigError(f"STACFETCH_STAC_HEADERS: header {name!r} has no value",
+                              hint="give it a value, or leave it out")
         headers[name] = value
     return headers
 

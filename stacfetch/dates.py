@@ -73,16 +73,6 @@ _TWO_DIGIT_YEAR = re.compile(r"\d{1,2}([/.-])\d{1,2}\1\d{2}|\d{6}")
 
 
 # --- public API -------------------------------------------------------------------------
-def parse_date(value: DateLike) -> tuple[datetime, bool]:
-    """Parse one value into ``(aware UTC datetime, is_date_only)``.
-
-    Date-only values (and months/years) give their first instant (00:00:00 UTC) and
-    ``True``; date-times give the instant converted to UTC and ``False``.
-    """
-    first, _, exact = _span(value, "date")
-    return first, not exact
-
-
 def to_interval(
     start: DateLike, end: DateLike | None = None, *, now: datetime | None = None
 ) -> Interval:

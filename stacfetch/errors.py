@@ -1,8 +1,8 @@
 """One exception hierarchy for stacfetch; each class carries its CLI exit code.
 
-Exit codes: 0 ok, 2 bad input/usage, 3 auth/config, 4 service/network,
-5 some acquisitions failed (others were written), 6 every acquisition failed (none was
-written), 130 interrupted.
+Exit codes (README.md "Exit codes" lists the same): 0 ok, 1 internal error (a bug), 2 bad
+input/usage, 3 auth/config, 4 service/network, 5 some acquisitions failed (others were
+written), 6 every acquisition failed (none was written), 130 interrupted.
 """
 
 from __future__ import annotations
@@ -13,13 +13,18 @@ from collections.abc import Iterable
 from datetime import datetime, timezone
 from typing import Any
 
+# a leaf (standard library only): the rest of the HTTP layer imports this module
+from .http.redact import redact, strip_query
+
 EXIT_OK = 0
+EXIT_INTERNAL = 1  # an unexpected exception: a bug (the CLI says "internal error")
 EXIT_USAGE = 2
 EXIT_AUTH = 3
 EXIT_SERVICE = 4
 EXIT_PARTIAL = 5
 EXIT_NOTHING_WRITTEN = 6  # acquisitions failed and none is complete: no file to use
 EXIT_INTERRUPTED = 130
+MAX_ERROR_WORDS = 300  # characters of a server's error message kept (bodies can be megabytes)
 
 
 class StacfetchError(Exception):
@@ -28,10 +33,12 @@ class StacfetchError(Exception):
     ``message`` says what was wrong; ``hint`` says what to do about it.
     """
 
-    exit_code = 1
+    exit_code = EXIT_INTERNAL
 
     def __init__(self, message: str, *, hint: str | None = None) -> None:
-        message, hint = _redacted(message), (None if hint is None else _redacted(hint))
+        # an error's words may quote a server that echoed the bearer token, and they reach
+        # summaries, JSON and tracebacks: mask every registered secret once, here
+        message, hint = redact(message), (None if hint is None else redact(hint))
         super().__init__(message)
         self.message = message
         self.hint = hint
@@ -123,7 +130,7 @@ class ServiceError(StacfetchError):
         and plain text.
         """
         status = getattr(response, "status_code", None)
-        url = _strip_query(getattr(response, "url", "") or "")
+        url = strip_query(getattr(response, "url", "") or "")
         code, text = decode_error_body(response)
         reason = getattr(response, "reason", "") or ""
         words = text or reason or "no error message in the response"
@@ -174,6 +181,10 @@ class NetworkError(ServiceError):
     """A host could not be reached (DNS, refused, reset, timeout)."""
 
 
+class DeadlineError(NetworkError):
+    """A request (its tries, waits and body) took longer than it may in all."""
+
+
 class ShutDownHubError(NetworkError):
     """The configuration points at the Copernicus Open Access Hub, shut down in October 2023."""
 
@@ -188,12 +199,6 @@ class ResponseTooLargeError(ServiceError):
 
 class DownloadError(ServiceError):
     """One acquisition could not be downloaded; other acquisitions may have succeeded."""
-
-
-class PartialFailureError(StacfetchError):
-    """Some acquisitions failed while others were written."""
-
-    exit_code = EXIT_PARTIAL
 
 
 class Interrupted(StacfetchError):
@@ -218,30 +223,24 @@ def decode_error_body(response: Any) -> tuple[str | None, str]:
         body = response.json()
     except Exception:  # not JSON: XML ServiceException or text
         text = (getattr(response, "text", "") or "").strip()
-        return None, " ".join(text.split())[:300]
+        return None, _short(text)
     if isinstance(body, dict):
         inner = body.get("error", body)
         if isinstance(inner, dict):
             message = inner.get("message") or inner.get("description") or inner.get("reason") or ""
             code = inner.get("code")
-            return (str(code) if code else None), str(message)
+            return (_short(code) if code else None), _short(message)
         if isinstance(inner, str):  # OAuth: {"error": "invalid_client", "error_description": ...}
-            return inner, str(body.get("error_description") or inner)
+            return _short(inner), _short(body.get("error_description") or inner)
         if "description" in body:
-            return body.get("code"), str(body["description"])
-    return None, str(body)[:300]
+            code = body.get("code")
+            return (_short(code) if code else None), _short(body["description"])
+    return None, _short(body)
 
 
-def _strip_query(url: str) -> str:
-    """Drop query strings from URLs shown to users (they may hold tokens or signatures)."""
-    return url.split("?", 1)[0]
+def _short(value: Any) -> str:
+    """An error's words as shown: one line, at most ``MAX_ERROR_WORDS`` characters."""
+    text = " ".join(str(value).split())
+    return text if len(text) <= MAX_ERROR_WORDS else text[: MAX_ERROR_WORDS - 3] + "..."
 
 
-def _redacted(text: str) -> str:
-    """``text`` with every registered secret and token pattern masked: an error's words may
-    quote a server that echoed the bearer token, and they reach summaries, JSON and tracebacks."""
-    # imported here: http.redact is standard library only, but importing the http package
-    # from this module at the top is a cycle (http imports errors)
-    from .http.redact import redact
-
-    return redact(text)

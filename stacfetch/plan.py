@@ -88,7 +88,6 @@ __all__ = [
     "estimate_processing_units",
     "group_acquisitions",
     "grid_for",
-    "make_plan",
     "plan_jobs",
     "safe_join",
     "sanitize",
@@ -635,16 +634,3 @@ class Plan:
                 for j in self.jobs
             ],
         }
-
-
-def make_plan(
-    query: Query,
-    items: Sequence[pystac.Item],
-    out_dir: Path,
-    *,
-    tolerance: timedelta = DEFAULT_TOLERANCE,
-    max_px: int = DEFAULT_MAX_PX,
-    align: int | None = DEFAULT_ALIGN,
-) -> Plan:
-    """``Plan(tuple(plan_jobs(...)))``."""
-    return Plan(tuple(plan_jobs(query, items, out_dir, tolerance=tolerance, max_px=max_px, align=align)))

@@ -15,6 +15,7 @@ import ctypes.util
 import html
 import logging
 import sys
+import tempfile
 import threading
 import time
 import warnings
@@ -47,13 +48,13 @@ from .plan import Job, Plan
 from .preview import contact_sheet
 from .raster import (
     PartFile,
-    complete_format,
     convert_format,
     destination_lock,
     discard_partial,
-    intact,
+    file_identity,
     run_tag,
     tags_for,
+    verified_format,
 )
 from .raster.profiles import gdal_options
 from .sources import source_for
@@ -81,6 +82,7 @@ class Outcome:
     requests: int = 0
     error: str | None = None
     sha256: str | None = None  # of the file written (hashed by the worker, not the manifest)
+    identity: tuple[int, int, int] | None = None  # of that file (files.file_identity), under its lock
 
 
 @dataclass
@@ -106,14 +108,17 @@ class GetResult:
 
     @property
     def written(self) -> list[Path]:
+        """Files downloaded by this run."""
         return [o.job.destination for o in self.outcomes if o.status == "written"]
 
     @property
     def skipped(self) -> list[Path]:
+        """Files found complete and left alone."""
         return [o.job.destination for o in self.outcomes if o.status == "skipped"]
 
     @property
     def failed(self) -> list[Outcome]:
+        """Outcomes of the acquisitions that failed (their ``error`` says why)."""
         return [o for o in self.outcomes if o.status == "failed"]
 
     @property
@@ -124,6 +129,7 @@ class GetResult:
 
     @property
     def bytes(self) -> int:
+        """Bytes downloaded by this run."""
         return sum(o.bytes for o in self.outcomes)
 
     @property
@@ -134,6 +140,7 @@ class GetResult:
         return EXIT_PARTIAL if self.paths else EXIT_NOTHING_WRITTEN
 
     def summary(self) -> str:
+        """The run in a few lines for people: counts, cloudy skips, manifest, ``FAILED`` lines."""
         if self.dry_run:
             return "dry run: nothing downloaded"
         lines = [
@@ -153,6 +160,7 @@ class GetResult:
         return "\n".join(lines)
 
     def to_dict(self) -> dict[str, Any]:
+        """The run as JSON-ready data (``--json``): the plan of a dry run, written, skipped, failed."""
         plan = {"plan": Plan(tuple(self.jobs)).summary()} if self.dry_run else {}
         return {
             "dry_run": self.dry_run,
@@ -236,8 +244,42 @@ class GetResult:
         return contact_sheet(self.folder, **options)[0]
 
 
+class StopSignal(threading.Event):
+    """The run's stop (Ctrl-C, the monthly quota), seen by every worker.
+
+    A ``threading.Event`` in this process; ``set()`` also creates a file in the temporary
+    folder, which the copy a process-pool worker unpickles sees (``is_set()`` looks for it).
+    Workers on other machines (Dask) do not share the folder: they stop at their next refused
+    request. ``close()`` removes the file.
+    """
+
+    def __init__(self, path: Path) -> None:
+        super().__init__()
+        self.path = path
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return StopSignal, (self.path,)
+
+    def set(self) -> None:
+        super().set()
+        with contextlib.suppress(OSError):
+            self.path.touch()
+
+    def is_set(self) -> bool:
+        if super().is_set():
+            return True
+        if self.path.exists():  # set by the run in another process
+            super().set()
+            return True
+        return False
+
+    def close(self) -> None:
+        self.path.unlink(missing_ok=True)
+
+
 class RunContext:
-    """What every job needs. Picklable: a process-pool worker opens its own session."""
+    """What every job needs. Picklable: a process-pool worker opens its own session and sees
+    the run's stop (``StopSignal``); it has no request slots (its own pool bounds it)."""
 
     def __init__(
         self,
@@ -257,8 +299,8 @@ class RunContext:
         self.session_options = dict(session_options or {})
         self._session = session
         self.remote: Any = None  # on a Dask worker: finds that worker's session for the run
-        self.stop = threading.Event()
         self.tag = run_tag()  # in this run's temporary file names (never another run's)
+        self.stop = StopSignal(Path(tempfile.gettempdir()) / f"stacfetch-{self.tag}.stop")
         self.quota: QuotaExhaustedError | None = None  # set when the monthly quota stops the run
         self.tile_workers = 1  # threads for the tiles of one acquisition (set by execute)
         # at most this many Process requests in flight (set by execute; None: no bound)
@@ -267,13 +309,12 @@ class RunContext:
     def __getstate__(self) -> dict[str, Any]:
         state = self.__dict__.copy()
         state["_session"] = None
-        state["stop"] = None
         state["request_slots"] = None
         return state
 
-    def __setstate__(self, state: dict[str, Any]) -> None:
-        self.__dict__.update(state)
-        self.stop = threading.Event()
+    def close(self) -> None:
+        """Remove the stop's file (when no worker of the run is left to see it)."""
+        self.stop.close()
 
     def for_workers(self, remote: Any) -> RunContext:
         """A copy for tasks on a cluster: ``remote.session()`` gives the worker's session."""
@@ -304,20 +345,20 @@ def run_job(job: Job, context: RunContext) -> Outcome:
             return _run_locked(job, context)
     except InterruptedError:  # stopped while waiting for the lock
         raise Interrupted("stopped before this acquisition was complete") from None
+    except OSError as exc:  # the lock itself could not be made (EMFILE, ENOSPC, NFS): not unlocked
+        return Outcome(job, "failed", error=f"cannot lock {job.destination} against other runs: "
+                       f"{exc.strerror or exc}")
 
 
 def _run_locked(job: Job, context: RunContext) -> Outcome:
     fmt = context.fmt
-    found = None if context.overwrite else complete_format(job.destination, job.grid, job.bands, job.dtype)
-    digest = None
-    if found is not None:
-        ok, digest = intact(job.destination)
-        if not ok:
-            log.warning("%s looks complete but its data is not what was written (checksum or "
-                        "last block); fetching it again", job.destination.name)
-            found = None
+    found, digest, damaged = (None, None, False) if context.overwrite else \
+        verified_format(job.destination, job.grid, job.bands, job.dtype)
+    if damaged:
+        log.warning("%s looks complete but its data is not what was written (checksum or "
+                    "last block); fetching it again", job.destination.name)
     if found == fmt:
-        return Outcome(job, "skipped", sha256=digest)
+        return Outcome(job, "skipped", sha256=digest, identity=file_identity(job.destination))
     if found is not None:  # complete in another format: convert locally, no request
         try:
             convert_format(job.destination, fmt, job.bands, job.dtype)
@@ -358,8 +399,9 @@ def _run_locked(job: Job, context: RunContext) -> Outcome:
                 items=[item.to_dict(transform_hrefs=False) for item in acq.items],
                 scaling=reader.scaling(),
             )
-        size = job.destination.stat().st_size
-        return Outcome(job, "written", bytes=size, requests=requests_made, sha256=part.sha256)
+        identity = file_identity(job.destination)
+        return Outcome(job, "written", bytes=identity[1], requests=requests_made, sha256=part.sha256,
+                       identity=identity)
     except QuotaExhaustedError as exc:
         _quota_stop(context, exc)
         raise
@@ -506,9 +548,13 @@ def _execute(
     *,
     executor: Executor | None,
     workers: int,
-    progress: bool,
+    progress: bool | None,
     manifest_root: Path | None,
 ) -> GetResult:
+    """Run ``jobs`` on ``executor`` (or an own thread pool of ``workers``), then write the manifest.
+
+    ``progress`` None: a bar only on a terminal or in Jupyter (see :func:`_progress`).
+    """
     started = time.monotonic()
     known = list(jobs) if isinstance(jobs, (list, tuple)) else None  # else jobs still arriving
     result = GetResult(jobs=[])
@@ -538,7 +584,7 @@ def _execute(
             bar.total = len(result.jobs)
             bar.refresh()
         for future in as_completed(futures):
-            outcome = future.result()
+            outcome = _outcome_of(future, futures[future])
             result.outcomes.append(outcome)
             if bar is not None:
                 bar.update(1)
@@ -564,13 +610,29 @@ def _execute(
             bar.close()
         if own_executor:
             pool.shutdown(wait=not context.stop.is_set(), cancel_futures=True)
-    if known is None:  # streamed in the service's order: the batch plan's order, by time
+        if all(f.done() for f in futures):  # else a worker still running must see the stop
+            context.close()
+    if known is None:  # jobs that arrived as an iterable: the plan's order, by time
         result.jobs.sort(key=lambda j: (j.acquisition.datetime, j.acquisition.key))
     order = {job.destination: i for i, job in enumerate(result.jobs)}
     result.outcomes.sort(key=lambda o: order[o.job.destination])
     result.seconds = time.monotonic() - started
     result.manifest = _write_manifest(result, manifest_root)
     return result
+
+
+def _outcome_of(future: Future[Outcome], job: Job) -> Outcome:
+    """The job's Outcome. A job that raised what no job should (not a stacfetch error: a bug,
+    or an executor's own failure) is that acquisition's failure: the others go on and the
+    manifest still lists what is complete. A stop (Ctrl-C, the quota) is raised."""
+    try:
+        return future.result()
+    except (Interrupted, QuotaExhaustedError):
+        raise
+    except Exception as exc:
+        log.debug("acquisition %s raised", job.acquisition.key, exc_info=exc)
+        return Outcome(job, "failed", error=f"unexpected {type(exc).__name__}: {exc} (a bug in "
+                       "stacfetch or the executor; please report it, with -v output)")
 
 
 def _stop(futures: dict[Future[Outcome], Job], context: RunContext, result: GetResult,
@@ -587,7 +649,9 @@ def _wind_down(futures: dict[Future[Outcome], Job], result: GetResult, context: 
                wait: float | None) -> None:
     """Stop the run: cancel what has not started, let running jobs stop at their next tile
     (for ``wait`` seconds; None: until they have), keep their outcomes, and remove this run's
-    temporaries of what is not complete."""
+    temporaries of finished jobs that are not complete (never those of a job still running:
+    it may be writing or renaming them; its ``PartFile`` removes them when it stops). A job
+    that commits after the manifest was written is found complete, and listed, by the next run."""
     context.stop.set()
     for future in futures:
         future.cancel()
@@ -598,8 +662,10 @@ def _wind_down(futures: dict[Future[Outcome], Job], result: GetResult, context: 
             if outcome not in result.outcomes:
                 result.outcomes.append(outcome)
     done = {o.job.destination for o in result.outcomes if o.status in ("written", "skipped")}
-    for job in futures.values():
-        if job.destination not in done:
+    for future, job in futures.items():
+        if not future.done():  # still running past the wait: its PartFile removes its own
+            log.debug("%s still finishing; it removes its own temporaries", job.destination.name)
+        elif job.destination not in done:
             discard_partial(job.destination, context.tag)
 
 
@@ -613,10 +679,13 @@ def _write_manifest(result: GetResult, root: Path | None) -> Path | None:
         dest = o.job.destination
         if not dest.exists():
             continue
-        # write_manifest hashes what the worker did not (and sizes every file)
-        records.append({"job": o.job, "path": dest, "sha256": o.sha256})
+        # the worker's checksum, size and identity, taken under the file's lock; write_manifest
+        # hashes what the worker did not, and again a file replaced since (another run)
+        known = o.sha256 is not None and o.identity is not None
+        records.append({"job": o.job, "path": dest, "sha256": o.sha256 if known else None,
+                        "size": o.identity[1] if known else None, "identity": o.identity})
     try:
-        return write_manifest(root, records)
+        return write_manifest(root, records, skip_bad=True)  # a bad record costs only itself
     except OSError as exc:
         log.warning("could not write the manifest in %s: %s", root, exc)
         return None

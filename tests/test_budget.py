@@ -96,3 +96,32 @@ def test_above_the_cdse_free_tier_warns_with_the_figure(tmp_path: Path, monkeypa
         get_query(query(), settings=settings_for(emu, tmp_path, provider="cdse"), dry_run=True)
         assert not [r for r in caplog.records if "free tier" in r.getMessage()]
         assert emu.log.count(kind="process") == 0
+
+
+def test_the_disk_check_counts_the_temporaries(emulator: Emulator, tmp_path: Path,
+                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    """.part and .cog.part coexist during the COG conversion; large tiles are spooled to disk."""
+    plan: list = []
+    get_query(query(), settings=settings_for(emulator, tmp_path), dry_run=True,
+              on_plan=lambda jobs, n: plan.extend(jobs))
+    files = Plan(tuple(plan)).estimated_bytes
+    monkeypatch.setattr(shutil, "disk_usage", lambda path: Usage(10**12, 0, files + 1000))
+    with pytest.raises(BudgetError) as info:  # the files fit, not with a COG copy of one of them
+        get_query(query(), settings=settings_for(emulator, tmp_path / "cog"), fmt="cog")
+    assert "temporary files" in str(info.value) and emulator.log.count(kind="process") == 0
+    # small single-tile GeoTIFFs are written in place: no temporaries, the run goes ahead
+    result = get_query(query(), settings=settings_for(emulator, tmp_path / "gtiff"), fmt="gtiff")
+    assert result.written and not result.failed
+
+    monkeypatch.setattr(shutil, "disk_usage", lambda path: Usage(10**15, 0, 10**15))
+    big: list = []  # 100 km at 10 m: 2048-px tiles of 25 MB each (3 bands), spooled to disk
+    get_query(build_query(POINT, "2022-01-20", "2022-01-25", size=100_000, bands="B04,B08,B03"),
+              settings=settings_for(emulator, tmp_path), dry_run=True, on_plan=lambda jobs, n: big.extend(jobs))
+    tile = max(t.width * t.height * 3 * 2 for j in big for t in j.tiles)
+    assert len(big[0].tiles) > 1 and tile > 16 * 2**20
+    at_once = min(len(big), 2)  # one worker: two jobs in flight
+    sizes = sorted((j.grid.width * j.grid.height * 3 * 2 for j in big), reverse=True)
+    assert estimate(big, source="process", screening=False, out_dir=tmp_path, fmt="gtiff",
+                    workers=1).temporary_bytes == at_once * tile
+    assert estimate(big, source="process", screening=False, out_dir=tmp_path, fmt="cog",
+                    workers=1).temporary_bytes == sum(sizes[:at_once])

@@ -6,6 +6,7 @@ import logging
 from collections.abc import Iterator
 from datetime import datetime, timezone
 from typing import Any
+from urllib.parse import urlsplit
 
 import pystac
 import pytest
@@ -24,6 +25,7 @@ from stacfetch.errors import AuthError, ServiceError
 from stacfetch.http import RetryPolicy, open_session
 from stacfetch.query import Interval, Query
 from stacfetch.testing.emulator import Emulator, Faults
+from stacfetch.testing.loopback import LoopbackServer, QuietHandler
 
 CLIENT_ID = "catalog-test-client"
 SECRET = "catalog-s3cr3t-value"
@@ -210,3 +212,89 @@ def test_debug_logs_of_a_search_hold_no_token_or_secret(
     assert "Authorization" in caplog.text  # pystac-client logged the request headers
     assert token not in caplog.text
     assert SECRET not in caplog.text
+
+
+# --- odd Catalog shapes: refused with what the service sent, never "internal error" ---------
+class _ShapesHandler(QuietHandler):
+    def _handle(self) -> None:
+        srv = self.server.owner
+        self.read_body()
+        path = urlsplit(self.path).path
+        if path.endswith("/token"):
+            self.send_json(200, {"access_token": "shapes-token", "expires_in": 3600, "token_type": "Bearer"})
+        elif path.endswith("/search"):
+            self.send_json(200, srv.docs["search"], "application/geo+json")
+        elif path.endswith("/collections"):
+            self.send_json(200, srv.docs["collections"])
+        elif path.endswith("/conformance"):
+            self.send_json(200, {"conformsTo": []})
+        elif path.endswith("/"):
+            self.send_json(200, srv.docs["landing"])
+        else:
+            self.send_json(404, {"code": 404, "description": "Not found."})
+
+    do_GET = do_POST = _handle  # noqa: N815
+
+
+class ShapesServer(LoopbackServer):
+    """A Catalog that answers each endpoint with the document given (any JSON shape)."""
+
+    what = "the shapes server"
+
+    def __init__(self, **docs: Any) -> None:
+        super().__init__(_ShapesHandler)
+        self.docs = docs
+
+    def landing(self) -> dict[str, Any]:
+        base = f"{self.url}/api/v1/catalog/1.0.0"
+        return {"type": "Catalog", "id": "shapes", "description": "shapes", "stac_version": "1.0.0",
+                "conformsTo": ["https://api.stacspec.org/v1.0.0/core",
+                               "https://api.stacspec.org/v1.0.0/item-search"],
+                "links": [{"rel": "self", "href": base + "/"}, {"rel": "root", "href": base + "/"},
+                          {"rel": "search", "href": base + "/search", "method": "POST"}]}
+
+
+ODD_FEATURE = {"type": "Feature", "stac_version": "1.0.0", "id": "S2A_MSIL2A_20220501T101031_N0400_R022_T33UUU_20220501T120000",
+               "geometry": None, "links": [], "assets": {},
+               "properties": {"datetime": "2022-05-01T10:10:31Z", "platform": "sentinel-2a"}}
+ODD_PAGES = {"a JSON list": [{"id": "x"}], "a string": "maintenance",
+             "links null": {"type": "FeatureCollection", "features": [ODD_FEATURE], "links": None},
+             "links a string": {"type": "FeatureCollection", "features": [ODD_FEATURE], "links": "next"}}
+
+
+@pytest.mark.parametrize("shape", sorted(ODD_PAGES))
+def test_an_odd_search_page_is_refused_saying_what_came(shape: str) -> None:
+    with ShapesServer(search=ODD_PAGES[shape], collections={"collections": []}) as srv:
+        srv.docs["landing"] = srv.landing()
+        settings = Settings(provider="sentinelhub", base_url=srv.url, token_url=srv.url + "/token",
+                            client_id=CLIENT_ID, client_secret=SECRET)
+        with open_session(settings, retry=FAST) as s:
+            try:  # used (the page's items) or refused saying what came; nothing else
+                items = search(s, settings, make_query())
+            except ServiceError as exc:
+                assert "catalog" in exc.message, exc.message
+                return
+    assert [i.id for i in items] == [ODD_FEATURE["id"]]
+
+
+@pytest.mark.parametrize("landing", [["not", "a", "catalog"], "links-null", 42])
+def test_an_odd_landing_page_is_refused_saying_what_came(landing: Any) -> None:
+    with ShapesServer(search={"type": "FeatureCollection", "features": []}, collections=[]) as srv:
+        srv.docs["landing"] = ({**srv.landing(), "links": None} if landing == "links-null" else landing)
+        settings = Settings(provider="sentinelhub", base_url=srv.url, token_url=srv.url + "/token",
+                            client_id=CLIENT_ID, client_secret=SECRET)
+        with open_session(settings, retry=FAST) as s, pytest.raises(ServiceError) as info:
+            search(s, settings, make_query())
+    assert "catalog" in info.value.message, info.value.message
+
+
+@pytest.mark.parametrize("collections", [["sentinel-2-l2a"], {"collections": None},
+                                         {"collections": ["sentinel-2-l2a", 3]}, "x"])
+def test_odd_collections_are_refused_or_ignored(collections: Any) -> None:
+    with ShapesServer(search={"type": "FeatureCollection", "features": []},
+                      collections=collections) as srv:
+        settings = Settings(provider="sentinelhub", base_url=srv.url, token_url=srv.url + "/token",
+                            client_id=CLIENT_ID, client_secret=SECRET)
+        with open_session(settings, retry=FAST) as s, pytest.raises(ServiceError) as info:
+            list_collections(s, settings)
+    assert "collections" in info.value.message, info.value.message

@@ -148,3 +148,133 @@ def test_an_executor_that_fails_on_the_third_job(tmp_path: Path, monkeypatch: py
     if files_at_return:
         listed = {p.name for p in manifest_files(out)}
         assert listed == files_at_return, "the manifest does not list what was written"
+
+
+def test_a_lock_that_cannot_be_made_is_an_error_not_a_silent_unlocked_run(tmp_path: Path) -> None:
+    """Only a folder stacfetch may not write to (EROFS/EACCES/EPERM) runs unlocked; any other
+    failure to make the lock (here: its path is a folder, EISDIR) raises instead of
+    silently dropping the mutual exclusion between runs."""
+    from stacfetch.raster.files import _lock_path, destination_lock
+
+    dest = tmp_path / "area" / "scene.tif"
+    _lock_path(dest).mkdir(parents=True)
+    entered = False
+    with pytest.raises(OSError), destination_lock(dest):
+        entered = True
+    assert not entered
+
+
+def test_an_unwritable_folder_runs_unlocked_without_chaining_errors_to_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Read-only media (EACCES: root cannot be refused one, so filelock is made to raise it):
+    the block runs unlocked, and an error inside it is not "During handling of" the lock's."""
+    import errno
+
+    import filelock
+
+    from stacfetch.raster.files import destination_lock
+
+    def refused(self: Any, *args: Any, **kwargs: Any) -> None:
+        raise PermissionError(errno.EACCES, "Permission denied", self.lock_file)
+
+    monkeypatch.setattr(filelock.FileLock, "acquire", refused)
+    with pytest.raises(ValueError) as info, destination_lock(tmp_path / "scene.tif"):
+        raise ValueError("inside")
+    assert info.value.__context__ is None
+
+
+class CrashingExecutor(ThreadPoolExecutor):
+    """A pool on which the first job raises an exception that is no StacfetchError (a bug)."""
+
+    def __init__(self) -> None:
+        super().__init__(max_workers=2)
+        self.crashed = False
+
+    def submit(self, fn: Any, /, *args: Any, **kwargs: Any) -> Future[Any]:
+        if not self.crashed:
+            self.crashed = True
+
+            def crash(*_: Any, **__: Any) -> Any:
+                raise RuntimeError("a bug in a worker")
+
+            return super().submit(crash, *args, **kwargs)
+        return super().submit(fn, *args, **kwargs)
+
+
+def test_a_job_that_raises_a_non_stacfetch_error_fails_alone(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The crash becomes that acquisition's failure (the others are written, listed in the
+    manifest), not an "internal error" that drops the manifest of what was complete."""
+    from stacfetch.api import build_query, get_query
+
+    out = tmp_path / "out"
+    with Emulator() as emu:
+        for name, value in environment(emu).items():
+            monkeypatch.setenv(name, value)
+        monkeypatch.chdir(tmp_path)
+        settings = load_settings(output_dir=out)
+        query = build_query([34.665, 31.625], "2022-01-01", "2022-01-31", size=1000, bands="B04")
+        with CrashingExecutor() as pool:
+            result = get_query(query, settings=settings, executor=pool, workers=2)
+    assert len(result.failed) == 1 and "RuntimeError" in (result.failed[0].error or ""), result.summary()
+    assert result.written, result.summary()
+    assert set(manifest_files(out)) == {p.resolve() for p in result.written}
+    assert result.exit_code == 5
+
+
+def test_wind_down_leaves_the_temporaries_of_a_job_still_running(tmp_path: Path) -> None:
+    """Stopping the run removes the ``.part`` files of finished jobs only: a job still running
+    (past the wait) cleans up its own; its file is never deleted under it."""
+    from stacfetch.config import Settings
+    from stacfetch.raster import part_path
+    from stacfetch.run import GetResult, Outcome, RunContext, _wind_down
+
+    context = RunContext(Settings(provider="sentinelhub", base_url="http://127.0.0.1:9",
+                                  token_url="http://127.0.0.1:9/token"))
+    release = threading.Event()
+
+    class FakeJob:
+        def __init__(self, name: str) -> None:
+            self.destination = tmp_path / name
+
+    running_job, done_job = FakeJob("running.tif"), FakeJob("done.tif")
+    running_part = part_path(running_job.destination, context.tag)
+    done_part = part_path(done_job.destination, context.tag)
+
+    def still_writing() -> Outcome:
+        running_part.write_bytes(b"tile")
+        release.wait(10)
+        return Outcome(running_job, "failed", error="stopped")  # type: ignore[arg-type]
+
+    with ThreadPoolExecutor(2) as pool:
+        running = pool.submit(still_writing)
+        while not running_part.exists():
+            time.sleep(0.01)
+        done_part.write_bytes(b"left over")
+        finished = pool.submit(lambda: Outcome(done_job, "failed", error="x"))  # type: ignore[arg-type]
+        finished.result()
+        _wind_down({running: running_job, finished: done_job}, GetResult(), context, wait=0.2)
+        still_there = running_part.exists()
+        release.set()
+    context.close()
+    assert still_there, "the .part of a job still running was deleted under it"
+    assert not done_part.exists(), "the .part of a finished job was left"
+
+
+def test_the_stop_reaches_a_context_unpickled_elsewhere(tmp_path: Path) -> None:
+    """A process-pool worker gets the RunContext pickled: it must still see Ctrl-C / the quota
+    stop of the run (a file the stop creates), not a fresh Event that is never set."""
+    import pickle
+
+    from stacfetch.config import Settings
+    from stacfetch.run import RunContext
+
+    context = RunContext(Settings(provider="sentinelhub", base_url="http://127.0.0.1:9",
+                                  token_url="http://127.0.0.1:9/token"))
+    try:
+        worker = pickle.loads(pickle.dumps(context))  # what a ProcessPoolExecutor worker receives
+        assert not worker.stop.is_set()
+        context.stop.set()
+        assert worker.stop.is_set(), "a process-pool worker never sees the run's stop"
+    finally:
+        context.close()

@@ -124,3 +124,20 @@ def test_secrets_are_masked_in_repr_and_describe() -> None:
     rows = dict((k, v) for k, v, _ in s.describe())
     assert "env-secret-value" not in str(rows)
     assert rows["SH_CLIENT_SECRET"] == mask("env-secret-value")
+
+
+@pytest.mark.parametrize("headers", ['{"X-Key": ""}', '{"X-Key": "  "}', "X-Key:", "X-Team: eo; X-Key: "])
+def test_an_empty_stac_header_value_is_refused_naming_it(headers: str) -> None:
+    with pytest.raises(ConfigError, match="X-Key") as info:
+        load_settings(provider="stac", environ={"STACFETCH_STAC_URL": "https://stac.example.com/api",
+                                                "STACFETCH_STAC_HEADERS": headers})
+    assert "no value" in info.value.message
+
+
+def test_secrets_of_settings_with_an_empty_header_value() -> None:
+    from stacfetch.config import Settings
+
+    settings = Settings(provider="stac", base_url=None, token_url=None, stac_url="https://stac.example.com/api",
+                        stac_headers={"X-Key": "", "X-Api-Key": "Key abc-123456789"})
+    # the credential and the whole value are secrets; the empty value adds nothing
+    assert set(settings.secrets) == {"Key abc-123456789", "abc-123456789"}

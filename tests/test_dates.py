@@ -11,7 +11,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from stacfetch.dates import SENTINEL2_START, parse_date, to_interval
+from stacfetch.dates import SENTINEL2_START, to_interval
 from stacfetch.errors import InvalidDateError, UsageError
 from stacfetch.query import Interval
 
@@ -49,7 +49,6 @@ DAY_END = datetime(2022, 1, 20, 23, 59, 59, 999999, tzinfo=UTC)
 )
 def test_date_forms_mean_the_whole_day(text: str) -> None:
     assert to_interval(text, now=NOW) == Interval(DAY_START, DAY_END)
-    assert parse_date(text) == (DAY_START, True)
 
 
 @pytest.mark.parametrize(
@@ -67,7 +66,7 @@ def test_date_forms_mean_the_whole_day(text: str) -> None:
     ],
 )
 def test_datetime_forms_are_instants_in_utc(text: str, instant: datetime) -> None:
-    assert parse_date(text) == (instant, False)
+    assert to_interval(text, now=NOW) == Interval(instant, instant)
 
 
 def test_date_only_end_includes_the_whole_end_day() -> None:
@@ -172,11 +171,6 @@ def test_failsafes(start: Any, end: Any, expected: list[str]) -> None:
         assert fragment in str(info.value)
 
 
-def test_parse_date_rejects_like_to_interval() -> None:
-    with pytest.raises(InvalidDateError, match="could be day/month"):
-        parse_date("01/02/2022")
-
-
 # --- properties ---------------------------------------------------------------------------
 def valid_or_our_error(start: Any, end: Any = None) -> None:
     try:
@@ -242,7 +236,8 @@ FORMS = {
 @given(valid_days, st.sampled_from(sorted(FORMS)))
 def test_property_every_form_gives_the_same_day(day: date, form: str) -> None:
     value = FORMS[form](day)
-    moment, date_only = parse_date(value)
+    interval = to_interval(value, now=NOW)
+    moment, date_only = interval.start, interval.end != interval.start
     assert moment.date() == day
     assert date_only == (form not in ("noon-naive", "noon-z", "noon-offset", "datetime-object"))
     if date_only:

@@ -165,3 +165,95 @@ def test_band_views_keep_an_internal_mask_band(tmp_path: Path) -> None:
         assert view.scales == (0.0001,) and view.crs.to_epsg() == 32636
         np.testing.assert_array_equal(view.read(1), data[1])
         np.testing.assert_array_equal(view.read_masks(1), mask)
+
+
+# --- the manifest records what is on disk, and one bad record costs only itself --------------
+@pytest.fixture
+def small(tmp_path: Path):
+    out = tmp_path / "small"
+    result = stacfetch.get(EDGE, "2022-01-01", "2022-01-07", size=1000, bands="B04",
+                           provider="sandbox", out=out)
+    assert len(result.written) >= 2
+    return out, result
+
+
+def _checksums(out: Path) -> dict[Path, str]:
+    found = {}
+    for item in pystac.Catalog.from_file(str(out / "catalog.json")).get_items():
+        asset = item.assets["data"]
+        found[Path(asset.get_absolute_href() or "").resolve()] = asset.extra_fields["file:checksum"]
+    return found
+
+
+def test_a_file_replaced_after_its_job_is_recorded_as_it_is_now(small) -> None:
+    """Another run (--overwrite) replaced a file between this run's write and its manifest
+    update: the manifest records the file on disk (checksum and size of one version)."""
+    import hashlib
+    import os
+    import shutil
+
+    from stacfetch.run import _write_manifest
+
+    out, result = small
+    victim, other = result.written[0], result.written[1]
+    fresh = victim.with_name("replacement.tmp")
+    shutil.copyfile(other, fresh)
+    os.replace(fresh, victim)  # atomically, as a commit does: a new file at the same path
+    _write_manifest(result, out)
+    now = "1220" + hashlib.sha256(victim.read_bytes()).hexdigest()
+    assert _checksums(out)[victim.resolve()] == now
+
+
+def test_one_record_outside_the_folder_costs_only_itself(small, tmp_path: Path) -> None:
+    import dataclasses
+    import shutil
+
+    from stacfetch.run import Outcome, _write_manifest
+
+    out, result = small
+    (out / "catalog.json").unlink()
+    elsewhere = tmp_path / "elsewhere" / result.written[0].name
+    elsewhere.parent.mkdir()
+    shutil.copyfile(result.written[0], elsewhere)
+    stray = dataclasses.replace(result.outcomes[0].job, destination=elsewhere)
+    result.outcomes.append(Outcome(stray, "written", bytes=elsewhere.stat().st_size))
+    assert _write_manifest(result, out) == out / "catalog.json"
+    assert set(_checksums(out)) == {p.resolve() for p in result.written if p != elsewhere}
+
+
+def _break_item(out: Path, how: str) -> str:
+    """Damage the manifest one way; returns the name the error must give."""
+    catalog = json.loads((out / "catalog.json").read_text())
+    link = next(entry for entry in catalog["links"] if entry.get("rel") == "item")
+    item_file = (out / link["href"]).resolve()
+    if how == "missing item file":
+        item_file.unlink()
+    elif how == "item not json":
+        item_file.write_text('{"type": "Feature", "id": ')
+    elif how == "item without data asset":
+        raw = json.loads(item_file.read_text())
+        raw["assets"].pop("data")
+        item_file.write_text(json.dumps(raw))
+    elif how == "asset without href":
+        raw = json.loads(item_file.read_text())
+        raw["assets"]["data"].pop("href")
+        item_file.write_text(json.dumps(raw))
+    elif how == "link without href":
+        link.pop("href")
+        (out / "catalog.json").write_text(json.dumps(catalog))
+        return "catalog.json"
+    elif how == "item a list":
+        item_file.write_text("[]")
+    return item_file.name
+
+
+@pytest.mark.parametrize("how", ["missing item file", "item not json", "item without data asset",
+                                 "asset without href", "link without href", "item a list"])
+def test_a_damaged_manifest_item_is_an_error_naming_the_file(small, how: str) -> None:
+    from stacfetch.errors import InvalidOptionError
+
+    out, _ = small
+    name = _break_item(out, how)
+    with pytest.raises(InvalidOptionError) as info:
+        stacfetch.manifest_items(out)
+    assert name in info.value.message, info.value.message

@@ -29,7 +29,6 @@ from stacfetch.plan import (
     estimate_processing_units,
     grid_for,
     group_acquisitions,
-    make_plan,
     plan_jobs,
     safe_join,
     sanitize,
@@ -497,8 +496,6 @@ def test_plan_jobs_and_summary(tmp_path: Path) -> None:
     json.dumps(summary)
     assert summary["requests"] == plan.requests
     assert [f["cloud_cover"] for f in summary["files"]] == [10, 50]
-    assert make_plan(make_query(geometry=geom, bands=("B04", "B03", "B02", "B08")), items,
-                     tmp_path).summary() == summary
 
 
 def test_empty_plan_summary() -> None:

@@ -9,10 +9,8 @@ Expected pixel values are recomputed from :mod:`stacfetch.testing.pixels`, never
 from __future__ import annotations
 
 import json
-import os
 import re
 import subprocess
-import sys
 from datetime import date, datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
@@ -21,6 +19,7 @@ import numpy as np
 import pytest
 import rasterio
 import requests
+from helpers import run_stacfetch
 from pyproj import Transformer
 from shapely import contains_xy
 from shapely.geometry import Point, Polygon
@@ -33,7 +32,6 @@ from stacfetch.testing.emulator import Emulator
 from stacfetch.testing.s2bands import has_offset
 from stacfetch.testing.units import input_band_count, processing_units
 
-REPO = Path(__file__).resolve().parents[1]
 UTC = timezone.utc
 # the middle of emulator tile (34, 31): a 5 km square lies in this one tile only
 CENTRE = [34.5, 31.5]
@@ -50,12 +48,7 @@ def settings_for(emu: Emulator, out: Path) -> Settings:
 
 
 def cli(args: list[str], emu: Emulator, tmp_path: Path) -> subprocess.CompletedProcess[str]:
-    environ = {k: v for k, v in os.environ.items() if not k.startswith(("SH_", "STACFETCH_"))}
-    environ.update(PYTHONPATH=str(REPO), SH_BASE_URL=emu.url, SH_TOKEN_URL=emu.token_url,
-                   SH_CLIENT_ID=SANDBOX_CLIENT_ID, SH_CLIENT_SECRET=SANDBOX_CLIENT_SECRET,
-                   STACFETCH_OUTPUT_DIR=str(tmp_path / "out"))
-    return subprocess.run([sys.executable, "-m", "stacfetch", *args], cwd=tmp_path, env=environ,
-                          capture_output=True, text=True, timeout=300)
+    return run_stacfetch(args, emu, tmp_path, timeout=300)
 
 
 def where(point: list[float], day: date, end: date | None = None) -> list[str]:

@@ -13,13 +13,12 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
+from helpers import run_stacfetch
 
-from stacfetch.config import SANDBOX_CLIENT_ID, SANDBOX_CLIENT_SECRET
 from stacfetch.testing.replay import REAL_HOSTS, ReplayServer, as_page, load, real_responses_dir
 
 REPO = Path(__file__).resolve().parents[1]
@@ -71,12 +70,7 @@ def _where(doc: Any) -> list[str]:
 
 
 def _run(args: list[str], rs: ReplayServer, tmp_path: Path) -> subprocess.CompletedProcess[str]:
-    environ = {k: v for k, v in os.environ.items() if not k.startswith(("SH_", "STACFETCH_"))}
-    environ.update(PYTHONPATH=str(REPO), SH_BASE_URL=rs.url, SH_TOKEN_URL=rs.token_url,
-                   SH_CLIENT_ID=SANDBOX_CLIENT_ID, SH_CLIENT_SECRET=SANDBOX_CLIENT_SECRET,
-                   STACFETCH_OUTPUT_DIR=str(tmp_path / "out"))
-    return subprocess.run([sys.executable, "-m", "stacfetch", *args], cwd=tmp_path, env=environ,
-                          capture_output=True, text=True, timeout=120)
+    return run_stacfetch(args, rs, tmp_path, timeout=120)
 
 
 def _rewritten(doc: Any, origin: str) -> Any:

@@ -112,6 +112,20 @@ def test_a_truncated_file_is_fetched_again_and_the_manifest_has_the_good_checksu
     assert victim in manifest_files(out)
 
 
+def test_a_truncated_file_counts_in_the_budget_before_any_request(emu: Emulator, tmp_path: Path) -> None:
+    """--max-pu, the disk check and screening see the same completeness as the run: a file
+    cut short is to be downloaded, so a tiny --max-pu refuses it before any Process request."""
+    out = tmp_path / "out"
+    assert get(out) == 0
+    assert get(out, "a", "--max-pu", "0.0001") == 0  # all complete: nothing to pay for
+    victim = sorted(tifs(out))[0]
+    with open(victim, "r+b") as fh:
+        fh.truncate(int(victim.stat().st_size * 0.6))
+    before = emu.log.count(kind="process")
+    assert get(out, "a", "--max-pu", "0.0001") == 2  # BudgetError: a usage error
+    assert emu.log.count(kind="process") == before, "the truncated file was downloaded past --max-pu"
+
+
 def test_a_corrupt_catalog_does_not_lose_other_areas(emu: Emulator, tmp_path: Path) -> None:
     out = tmp_path / "out"
     assert get(out, "a") == 0

@@ -280,3 +280,31 @@ def test_hostile_item_ids_never_write_outside_the_output_folder(
         assert root in path.resolve().parents and len(path.name) <= 255
         with rasterio.open(path) as src:
             assert "\x00" not in src.tags()["ITEM_IDS"]
+
+
+def test_custom_header_values_are_masked_whole_and_by_last_word() -> None:
+    """A server may echo a STACFETCH_STAC_HEADERS value whole or only its token: both go."""
+    from stacfetch.errors import ServiceError
+    from stacfetch.http import open_session
+
+    settings = Settings(provider="stac", base_url=None, token_url=None,
+                        stac_url="https://stac.example.com/api",
+                        stac_headers={"X-Api-Key": "team-41x7 Kq9-part-8812", "X-Blank": " ",
+                                      "X-Sig": "Sig k7-a1b2c3 e9-d4e5f6"})
+    assert set(settings.secrets) == {"team-41x7 Kq9-part-8812", "Kq9-part-8812", "Sig k7-a1b2c3 e9-d4e5f6",
+                                     "k7-a1b2c3 e9-d4e5f6", "e9-d4e5f6"}
+    open_session(settings).close()  # registers the settings' secrets
+    whole = str(ServiceError("403: key 'team-41x7 Kq9-part-8812' is not valid", status=403))
+    last = str(ServiceError("403: unknown key Kq9-part-8812", status=403))
+    assert "team-41x7" not in whole and "Kq9-part-8812" not in whole, whole
+    assert "Kq9-part-8812" not in last, last
+
+
+def test_a_secret_too_short_to_mask_gets_a_warning(caplog: pytest.LogCaptureFixture) -> None:
+    from stacfetch.http.redact import register_secret
+
+    with caplog.at_level(logging.WARNING, logger="stacfetch.http.redact"):
+        register_secret("q7z")
+        register_secret("q7z")  # once per value
+    warnings = [r.getMessage() for r in caplog.records if "too short to be masked" in r.getMessage()]
+    assert len(warnings) == 1 and "q7z" not in warnings[0]

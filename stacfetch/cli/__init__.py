@@ -19,7 +19,8 @@ from collections.abc import Sequence
 from typing import Any
 
 from .. import __version__
-from ..errors import EXIT_INTERRUPTED, EXIT_USAGE, StacfetchError
+from ..errors import EXIT_INTERNAL, EXIT_INTERRUPTED, EXIT_USAGE, StacfetchError
+from ..http.redact import install_redaction, redact
 
 __all__ = ["build_parser", "entry", "main"]
 
@@ -248,20 +249,10 @@ class _StderrHandler(logging.StreamHandler):  # type: ignore[type-arg]
         pass
 
 
-def _redacted(text: str) -> str:
-    """``text`` with every known secret and bearer token masked (error paths only)."""
-    try:  # lazy: the http layer is loaded only on this error path, never for --help
-        from ..http.redact import redact
-
-        return redact(text)
-    except Exception:  # never let redaction hide the error itself
-        return text
-
-
 def _print_traceback() -> None:
     """The current exception's traceback on stderr, secrets masked (its messages and the
     exceptions it chains may quote a server that echoed a token)."""
-    print(_redacted(traceback.format_exc()), file=sys.stderr, end="")
+    print(redact(traceback.format_exc()), file=sys.stderr, end="")
 
 
 def _no_core_dumps() -> None:
@@ -289,8 +280,6 @@ def _configure_logging(args: argparse.Namespace) -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)
-    from ..http.redact import install_redaction  # lazy: not needed for --help
-
     install_redaction()
 
 
@@ -315,7 +304,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except StacfetchError as exc:
         if args.verbose >= 2:
             _print_traceback()
-        print(f"error: {_redacted(str(exc))}", file=sys.stderr)
+        print(f"error: {redact(str(exc))}", file=sys.stderr)
         return exc.exit_code
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
@@ -326,11 +315,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.verbose:
             _print_traceback()
         print(
-            f"internal error: {type(exc).__name__}: {_redacted(str(exc))}\n"
+            f"internal error: {type(exc).__name__}: {redact(str(exc))}\n"
             "  this is a bug in stacfetch; run again with -v for details and report it",
             file=sys.stderr,
         )
-        return 1
+        return EXIT_INTERNAL
 
 
 def entry() -> None:

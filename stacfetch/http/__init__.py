@@ -7,15 +7,22 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
-# light (standard library only), and imported eagerly so that the name ``redact`` is the
-# function, not the submodule of the same name
-from .redact import RedactingFilter, install_redaction, known_secrets, redact, register_secret
-from .urls import check_destination, is_loopback_host, origin, same_origin, strip_query
+# the leaf (standard library only), imported eagerly so that the name ``redact`` is the
+# function, not the submodule of the same name. Nothing else may be imported eagerly here:
+# stacfetch.errors imports .redact, so importing this package must not import the errors.
+from .redact import (
+    RedactingFilter,
+    install_redaction,
+    known_secrets,
+    redact,
+    register_secret,
+    strip_query,
+)
 
 _EXPORTS = {
     "DEFAULT_TIMEOUT": "session",
-    "body_limit": "session",
-    "read_body": "session",
+    "body_limit": "body",
+    "read_body": "body",
     "timeout_pair": "session",
     "USER_AGENT": "session",
     "ServiceSession": "session",
@@ -33,6 +40,10 @@ _EXPORTS = {
     "ReadyToken": "tokens",
     "deployment_hint": "tokens",
     "jwt_claims": "tokens",
+    "check_destination": "urls",
+    "is_loopback_host": "urls",
+    "origin": "urls",
+    "same_origin": "urls",
 }
 __all__ = [
     "BearerAuth",

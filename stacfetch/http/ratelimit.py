@@ -103,10 +103,6 @@ class LimiterStats:
     pu_sent: float = 0.0
     pu_429s: int = 0
 
-    @property
-    def total_retries(self) -> int:
-        return sum(self.retries.values())
-
 
 class _Bucket:
     """A token bucket on an absolute schedule: ``rate`` units/s, at most ``capacity``."""

@@ -4,7 +4,12 @@ The library registers every secret it meets (client secret, tokens) with
 :func:`register_secret`, masks them in its error texts with :func:`redact`, and puts a
 :class:`RedactingFilter` on its own loggers. It changes no process-wide logging state: the
 process owner (the CLI) may call :func:`install_redaction` to cover every logger, including
-third-party ones (urllib3 logs at DEBUG).
+third-party ones (urllib3 logs at DEBUG). :func:`strip_query` removes URL query strings
+(signed URLs, SAS tokens) from text shown to users.
+
+This module is a leaf (standard library only, no stacfetch import), so that
+:mod:`stacfetch.errors` can import it at the top although the rest of the HTTP layer
+imports the errors.
 """
 
 from __future__ import annotations
@@ -25,6 +30,7 @@ __all__ = [
     "redact",
     "redacting_logger",
     "register_secret",
+    "strip_query",
 ]
 
 _MASK = "***"
@@ -43,14 +49,31 @@ _PATTERNS: list[tuple[re.Pattern[str], str]] = [
     # anything that looks like a JWT
     (re.compile(r"\beyJ[A-Za-z0-9_-]{4,}\.[A-Za-z0-9_-]{4,}\.[A-Za-z0-9_-]*"), _MASK),
 ]
+# a URL's query and fragment end at whitespace, a quote, ")" or a list separator ("," ";")
+_QUERY = re.compile(r"(?i)\b((?:https?|s3|gs)://[^\s?#'\"]*)[?#][^\s'\"),;]*")
 _SECRETS: set[str] = set()
 _SECRETS_LOCK = threading.Lock()
 
 
+def strip_query(text: str) -> str:
+    """``text`` with the query string (and fragment) of every URL in it removed."""
+    return _QUERY.sub(r"\1", text)
+
+
 def register_secret(*values: str | None) -> None:
-    """Remember ``values`` (empty ones are ignored) so that :func:`redact` masks them."""
+    """Remember ``values`` (empty ones are ignored) so that :func:`redact` masks them.
+
+    A value shorter than 4 characters is remembered but cannot be masked (it would mangle
+    ordinary text): a warning says so, once per value, without showing it.
+    """
     with _SECRETS_LOCK:
-        _SECRETS.update(v for v in values if v)
+        new = {v for v in values if v and v not in _SECRETS}
+        _SECRETS.update(new)
+    for value in new:
+        if len(value) < _MIN_SECRET_LEN:
+            logging.getLogger(__name__).warning(
+                "a secret of %d characters is too short to be masked in logs and errors; "
+                "use a longer secret or token", len(value))
 
 
 def known_secrets() -> tuple[str, ...]:

@@ -16,31 +16,39 @@
 from __future__ import annotations
 
 import contextlib
-import contextvars
 import random
 import re
 import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
-from typing import IO, Any, Protocol
+from typing import Any, Protocol
 from urllib.parse import urlsplit
 
 import requests
 from requests.adapters import HTTPAdapter
-from requests.exceptions import ChunkedEncodingError, ContentDecodingError, SSLError, Timeout
-from requests.exceptions import ConnectionError as RequestsConnectionError
-from urllib3.exceptions import DecodeError, ProtocolError, ReadTimeoutError
-from urllib3.exceptions import SSLError as Urllib3SSLError
+from requests.exceptions import SSLError, Timeout
+from urllib3.exceptions import ReadTimeoutError
 
 from .. import __version__
 from ..config import DEFAULT_TIMEOUT_SECONDS, Settings
 from ..errors import (
     ConfigError,
+    DeadlineError,
     NetworkError,
-    ResponseTooLargeError,
+    RateLimitError,
     ServiceError,
     ShutDownHubError,
+)
+from .body import (
+    DEFAULT_BODY_LIMIT,
+    ERROR_BODY_LIMIT,
+    Deadline,
+    body_limit,
+    current_limit,
+    discard_body,
+    read_body,
+    read_whole,
 )
 from .ratelimit import RateLimiter
 from .redact import redact, redacting_logger, register_secret
@@ -81,35 +89,13 @@ USER_AGENT = f"stacfetch/{__version__}"
 CONNECT_TIMEOUT = 10.0  # at most, for the connection itself
 DEFAULT_TIMEOUT: tuple[float, float] = (CONNECT_TIMEOUT, DEFAULT_TIMEOUT_SECONDS)  # (connect, read)
 WAITING_NOTICE = 10.0  # a line on stderr when a response has not started after this long
-DEFAULT_BODY_LIMIT = 128 * 1024 * 1024  # decoded bytes of a body nobody set a limit for
-READ_CHUNK = 1 << 20  # decoded bytes read at a time (urllib3 bounds its decompression to it)
 TimeoutValue = tuple[float, float] | float
-
-_BODY_LIMIT: contextvars.ContextVar[tuple[int, str] | None] = contextvars.ContextVar(
-    "stacfetch_body_limit", default=None
-)
 
 
 def timeout_pair(seconds: float) -> tuple[float, float]:
     """``(connect, read)`` for ``--timeout SECONDS``: the read timeout is how long a response
     may take to start arriving (and any pause in it); connecting takes at most 10 s of it."""
     return (min(CONNECT_TIMEOUT, seconds), seconds)
-
-
-@contextlib.contextmanager
-def body_limit(max_bytes: int | None, what: str) -> Iterator[None]:
-    """Within the block, a response body (decoded) may hold at most ``max_bytes``: more raises
-    :class:`ResponseTooLargeError` while it is read, before it is held whole. ``what`` names
-    it in the message ("a Catalog page"). None: the default limit."""
-    token = _BODY_LIMIT.set(None if max_bytes is None else (int(max_bytes), what))
-    try:
-        yield
-    finally:
-        _BODY_LIMIT.reset(token)
-
-
-def _megabytes(n: int) -> str:
-    return f"{n / 1e6:.0f} MB" if n >= 10_000_000 else f"{n / 1e6:.1f} MB"
 
 
 class Authorizer(Protocol):
@@ -200,6 +186,8 @@ class ServiceSession(requests.Session):
 
     def get_redirect_target(self, resp: requests.Response) -> str | None:
         target = super().get_redirect_target(resp)
+        if target:  # requests reads a redirect's body whole before following it: never read it
+            discard_body(resp)
         if target and self.redirect_guard is not None:
             self.redirect_guard(resp.url, requests.compat.urljoin(resp.url, target))
         return target
@@ -210,8 +198,10 @@ class ServiceSession(requests.Session):
 
         Bounded: each attempt waits at most the read timeout for its answer to start (a line
         is logged while it waits), a request gives up after ``max_timeouts`` such silences
-        and after ``deadline_factor`` read timeouts in all, and a body is read with the
-        :func:`body_limit` in force.
+        and after ``deadline_factor`` read timeouts in all (its body too: a streamed response
+        carries that :class:`~.body.Deadline` for :func:`read_body`), a body is read with the
+        :func:`body_limit` in force, an error's body (4xx/5xx, streamed or not) is cut at
+        ``ERROR_BODY_LIMIT``, and a redirect's body is never read (see :mod:`.body`).
         """
         url = request.url or ""
         check_destination(url)
@@ -219,23 +209,26 @@ class ServiceSession(requests.Session):
             kwargs["timeout"] = self.default_timeout
         read_timeout = _read_timeout(kwargs["timeout"])
         state = _Attempts(url=url, method=request.method or "", replayable=replayable(request))
-        deadline = time.monotonic() + read_timeout * self.retry_policy.deadline_factor
-        limit = _BODY_LIMIT.get()
+        deadline = Deadline.after(read_timeout * self.retry_policy.deadline_factor)
+        limit = current_limit()
         while True:
             attempt = _fresh_copy(request)
             self.limiter.acquire()
             sent_at = time.monotonic()
-            if sent_at > deadline:
-                raise self._timeout_error(url, read_timeout, state, total=True)
+            if deadline.passed():  # between tries: after 429s, say so
+                raise self._timeout_error(url, read_timeout, state, total=True, between_tries=True)
             token = self._authorize(attempt)
             try:
                 with self._waits.waiting(url, read_timeout):
                     response = super().send(attempt, **{**kwargs, "stream": True})
-                if not kwargs.get("stream"):
-                    _read_whole(response, limit, deadline)
+                deadline.attach(response)  # a streamed body read later keeps to it
+                if response.status_code >= 400:  # streamed or not: an error's words, cut
+                    read_whole(response, (ERROR_BODY_LIMIT, "an error"), deadline, cut=True)
+                elif not kwargs.get("stream"):
+                    read_whole(response, limit, deadline)
             except SSLError as exc:
                 raise self._network_error(url, exc, tls=True) from None
-            except _DeadlinePassed:
+            except DeadlineError:
                 raise self._timeout_error(url, read_timeout, state, total=True) from None
             except TRANSIENT_ERRORS as exc:
                 self._after_broken_connection(exc, state, read_timeout)
@@ -287,10 +280,20 @@ class ServiceSession(requests.Session):
         self.limiter.backoff(delay, "connection")
 
     def _timeout_error(self, url: str, read_timeout: float, state: _Attempts, *,
-                       total: bool = False) -> NetworkError:
-        """The service did not answer in time (``total``: the request's whole deadline passed)."""
+                       total: bool = False, between_tries: bool = False) -> ServiceError:
+        """The service did not answer in time (``total``: the request's whole deadline passed);
+        a deadline passed ``between_tries`` after 429s: rate limited (RateLimitError)."""
         host = urlsplit(url).hostname or url
         tries = state.timeouts + state.failures + state.rate_limited
+        if total and between_tries and state.rate_limited:
+            limit = read_timeout * self.retry_policy.deadline_factor
+            return RateLimitError(
+                f"{host} still rate limited the request to {strip_query(url)} after "
+                f"{state.rate_limited} retries (HTTP 429): it took more than {limit:g} s in all and was given up",
+                hint="lower the number of workers or try again later (monthly quotas reset on the 1st); "
+                "to wait longer, give --timeout SECONDS (in Python: timeout=)",
+                status=429, url=strip_query(url),
+            )
         if total:
             limit = read_timeout * self.retry_policy.deadline_factor
             text = (f"{host} did not answer within {read_timeout:g} s: the request to {strip_query(url)} "
@@ -397,69 +400,6 @@ def _fresh_copy(request: requests.PreparedRequest) -> requests.PreparedRequest:
     if getattr(request, "_body_position", None) is not None:
         requests.utils.rewind_body(attempt)
     return attempt
-
-
-class _DeadlinePassed(Exception):
-    """A body still arriving when the request's deadline passed."""
-
-
-def read_body(response: requests.Response, *, limit: int | None = None, what: str = "a response",
-              into: IO[bytes] | None = None, deadline: float | None = None) -> bytes:
-    """Read ``response``'s body, decoded, in 1 MiB steps; ``into``: write it there (returns b"").
-
-    ``limit``: the most decoded bytes accepted (:class:`ResponseTooLargeError` as soon as it is
-    passed: a gzip bomb is never inflated beyond it); None: the :func:`body_limit` in force.
-    urllib3's errors become requests' own, so that the session's retry loop sees them.
-    """
-    if limit is None:
-        current = _BODY_LIMIT.get()
-        limit, what = current if current is not None else (DEFAULT_BODY_LIMIT, what)
-    chunks: list[bytes] = []
-    total = 0
-    try:
-        while True:
-            chunk = response.raw.read(READ_CHUNK, decode_content=True)
-            if not chunk:
-                break
-            total += len(chunk)
-            if total > limit:
-                host = urlsplit(response.url or "").hostname or "the service"
-                raise ResponseTooLargeError(
-                    f"the answer from {host} is larger than the {_megabytes(limit)} stacfetch "
-                    f"accepts for {what} (more than {total:,} bytes decoded); stopped reading it",
-                    hint="a server answering this much is broken or hostile; check the URL settings "
-                    "(SH_BASE_URL, STACFETCH_STAC_URL) and try again later",
-                    status=response.status_code, url=strip_query(response.url or ""),
-                )
-            if deadline is not None and time.monotonic() > deadline:
-                raise _DeadlinePassed()
-            if into is not None:
-                into.write(chunk)
-            else:
-                chunks.append(chunk)
-    except ProtocolError as exc:  # a connection cut mid-body, or a short body
-        raise ChunkedEncodingError(exc) from exc
-    except DecodeError as exc:
-        raise ContentDecodingError(exc) from exc
-    except ReadTimeoutError as exc:
-        raise RequestsConnectionError(exc) from exc
-    except Urllib3SSLError as exc:
-        raise SSLError(exc) from exc
-    return b"".join(chunks)
-
-
-def _read_whole(response: requests.Response, limit: tuple[int, str] | None, deadline: float) -> None:
-    """Read a whole body into ``response.content`` (1 MiB at a time, not requests' 10 KiB:
-    half the CPU for a large GeoTIFF), within ``limit`` and the request's ``deadline``."""
-    try:
-        max_bytes, what = limit if limit is not None else (DEFAULT_BODY_LIMIT, "a response")
-        response._content = read_body(response, limit=max_bytes, what=what, deadline=deadline)  # noqa: SLF001
-    except BaseException:
-        response.close()
-        raise
-    finally:
-        response._content_consumed = True  # noqa: SLF001
-        response.raw.release_conn()
 
 
 def _read_timeout(timeout: TimeoutValue) -> float:

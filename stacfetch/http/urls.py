@@ -2,16 +2,18 @@
 
 Plain HTTP is refused except to loopback (a local emulator); the Copernicus Open Access Hub
 (shut down in October 2023) is refused before any connection. This module imports nothing
-from stacfetch but the errors, so ``config`` can use it too.
+from stacfetch but the errors and the :mod:`.redact` leaf, so ``config`` can use it too.
+:func:`strip_query` lives in :mod:`.redact` (the errors use it, and this module imports the
+errors) and is re-exported here.
 """
 
 from __future__ import annotations
 
 import ipaddress
-import re
 from urllib.parse import urlsplit
 
 from ..errors import ConfigError, InsecureTransportError, ShutDownHubError
+from .redact import strip_query
 
 __all__ = [
     "OLD_HUB_HINT",
@@ -36,14 +38,7 @@ OLD_HUB_HINT = (
     "client at https://shapps.dataspace.copernicus.eu/dashboard/#/account/settings"
 )
 _DEFAULT_PORTS = {"https": 443, "http": 80}
-# a URL's query and fragment end at whitespace, a quote, ")" or a list separator ("," ";")
-_QUERY = re.compile(r"(?i)\b((?:https?|s3|gs)://[^\s?#'\"]*)[?#][^\s'\"),;]*")
 _PLAIN_HTTP_HINT = "use https://, or a loopback address (127.0.0.1, localhost) for a local emulator"
-
-
-def strip_query(text: str) -> str:
-    """``text`` with the query string (and fragment) of every URL in it removed."""
-    return _QUERY.sub(r"\1", text)
 
 
 def origin(url: str) -> tuple[str, str, int | None]:

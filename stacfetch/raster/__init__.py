@@ -11,6 +11,7 @@ from __future__ import annotations
 from .files import (
     cog_part_path,
     destination_lock,
+    file_identity,
     part_path,
     run_tag,
     sha256_file,
@@ -24,6 +25,7 @@ from .formats import (
     file_format,
     intact,
     is_complete,
+    verified_format,
 )
 from .part import PartFile, TileData
 from .profiles import (
@@ -57,6 +59,7 @@ __all__ = [
     "destination_lock",
     "discard_partial",
     "file_format",
+    "file_identity",
     "gdal_options",
     "intact",
     "is_complete",
@@ -67,4 +70,5 @@ __all__ = [
     "sidecar_path",
     "tags_for",
     "tile_spool_path",
+    "verified_format",
 ]

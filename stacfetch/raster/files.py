@@ -11,8 +11,10 @@ temporaries; without it (``tag=None``) the names are ``<dest>.part`` etc.
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
+import logging
 import os
 import secrets
 import tempfile
@@ -23,6 +25,10 @@ from pathlib import Path
 
 from filelock import FileLock, Timeout
 
+log = logging.getLogger(__name__)
+
+# errors that mean "this folder may not be written" (read-only media): the lock is skipped
+UNWRITABLE = frozenset({errno.EROFS, errno.EACCES, errno.EPERM})
 SIDECAR_FILE_KEY = "stacfetch:file"  # in the sidecar: {"sha256": hex, "size": bytes} of the file
 
 __all__ = [
@@ -30,12 +36,14 @@ __all__ = [
     "atomic_write_text",
     "cog_part_path",
     "destination_lock",
+    "file_identity",
     "fsync_dir",
     "fsync_file",
     "part_path",
     "record_file",
     "recorded_file",
     "run_tag",
+    "sha256_and_size",
     "sha256_file",
     "sidecar_path",
     "tile_spool_path",
@@ -66,7 +74,7 @@ def tile_spool_path(dest: Path, tile_name: str, tag: str | None = None) -> Path:
     return _tagged(dest, tag, f"{tile_name}.tile.part")
 
 
-def lock_path(dest: Path) -> Path:
+def _lock_path(dest: Path) -> Path:
     """``.<dest>.lock``: the destination's lock file (hidden, next to it)."""
     return dest.with_name(f".{dest.name}.lock")
 
@@ -78,26 +86,35 @@ def destination_lock(dest: Path, stop: threading.Event | None = None,
 
     Waits for another writer (another run fetching the same acquisition) to finish, calling
     ``on_wait()`` once when it has to wait; gives up with ``InterruptedError`` when ``stop``
-    is set meanwhile. Where no lock file can be made (a read-only folder), the block runs unlocked.
+    is set meanwhile. Where no lock file may be made (a read-only folder: EROFS, EACCES,
+    EPERM) the block runs unlocked, logged; any other failure (EMFILE, ENOSPC, a network
+    file system's lock error) raises: mutual exclusion is never dropped silently.
     """
-    lock = FileLock(str(lock_path(dest)))
+    lock = FileLock(str(_lock_path(dest)))
     waited = False
-    while True:
+    locked = False
+    while not locked:
         try:
             dest.parent.mkdir(parents=True, exist_ok=True)
             lock.acquire(timeout=0.5)
-            break
+            locked = True
         except Timeout:
             if stop is not None and stop.is_set():
                 raise InterruptedError(f"stopped while waiting for {dest.name}") from None
             if not waited and on_wait is not None:
                 on_wait()
             waited = True
-        except OSError:
+        except OSError as exc:
+            if exc.errno not in UNWRITABLE:
+                raise
             # no lock file in a folder we cannot write to (complete files on read-only media
             # are still checked and skipped); writing the file there fails on its own
-            yield
-            return
+            log.info("%s: no lock file can be made in %s (%s); going on unlocked",
+                     dest.name, dest.parent, exc.strerror or exc)
+            break
+    if not locked:
+        yield  # outside the handler: an error in the block is not "during handling" of ours
+        return
     try:
         yield
     finally:
@@ -145,6 +162,7 @@ def fsync_dir(folder: Path) -> None:
 
 
 def fsync_file(path: Path) -> None:
+    """Flush ``path``'s data to disk (before a rename makes it visible)."""
     fd = os.open(path, os.O_RDONLY)
     try:
         os.fsync(fd)
@@ -165,6 +183,22 @@ def atomic_write_text(path: Path, text: str) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def file_identity(path: Path) -> tuple[int, int, int]:
+    """``(inode, size, mtime_ns)`` of ``path``: changes when the file is replaced or rewritten."""
+    st = os.stat(path)
+    return st.st_ino, st.st_size, st.st_mtime_ns
+
+
+def sha256_and_size(path: Path, chunk: int = 1 << 20) -> tuple[str, int]:
+    """Hex SHA-256 and size of one version of ``path`` (hashed and sized through one open file,
+    so a rename onto ``path`` meanwhile cannot mix two versions)."""
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while block := fh.read(chunk):
+            h.update(block)
+        return h.hexdigest(), os.fstat(fh.fileno()).st_size
 
 
 def sha256_file(path: Path, chunk: int = 1 << 20) -> str:

@@ -1,7 +1,9 @@
 """Output formats and resume: which format a file is, copying into a format, completeness.
 
 A file is complete only when it carries ``STACFETCH_COMPLETE=1``, matches the expected grid,
-bands and dtype, and has its sidecar; ``complete_format`` is that one check.
+bands and dtype, and has its sidecar (``complete_format``), and is still the file that was
+written (``intact``: the sidecar's checksum and size). ``verified_format`` is both, the one
+check resume uses everywhere (``is_complete`` is it as a yes/no).
 """
 
 from __future__ import annotations
@@ -47,6 +49,7 @@ __all__ = [
     "intact",
     "is_complete",
     "same_crs",
+    "verified_format",
 ]
 
 log = logging.getLogger(__name__)
@@ -233,6 +236,23 @@ def complete_format(
         return None
 
 
+def verified_format(
+    dest: Path, grid: Grid, bands: Sequence[str], dtype: str, *, deep: bool = False
+) -> tuple[str | None, str | None, bool]:
+    """Resume's one check: ``(format, sha256, damaged)`` of ``dest``.
+
+    ``format`` is set when ``complete_format`` finds it complete AND ``intact`` confirms it is
+    still the file that was written (``sha256`` then its digest, when the sidecar recorded
+    one); ``damaged`` when it looked complete but was not intact (cut short, changed). The
+    budget, the disk check and screening (``api``) and the run (``run``) all decide with it.
+    """
+    found = complete_format(dest, grid, bands, dtype, deep=deep)
+    if found is None:
+        return None, None, False
+    ok, digest = intact(Path(dest))
+    return (found, digest, False) if ok else (None, None, True)
+
+
 def is_complete(
     dest: Path,
     grid: Grid,
@@ -242,12 +262,12 @@ def is_complete(
     deep: bool = False,
     fmt: str | None = None,
 ) -> bool:
-    """True when ``dest`` is a finished stacfetch file for exactly this grid, bands and dtype.
+    """True when ``dest`` is a finished, intact stacfetch file for exactly this grid, bands and dtype.
 
-    ``complete_format`` as a yes/no: every output format is accepted unless ``fmt``
+    ``verified_format`` as a yes/no: every output format is accepted unless ``fmt``
     ("cog", "gtiff" or "raw") names one.
     """
-    found = complete_format(dest, grid, bands, dtype, deep=deep)
+    found = verified_format(dest, grid, bands, dtype, deep=deep)[0]
     return found is not None and (fmt is None or found == check_format(fmt))
 
 

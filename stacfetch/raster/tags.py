@@ -61,7 +61,7 @@ def strip_href_queries(value: Any) -> Any:
     """Copy of a JSON value with query strings removed from every ``href`` (signed URLs)."""
     if isinstance(value, dict):
         return {
-            k: (v.split("?", 1)[0] if k == "href" and isinstance(v, str) else strip_href_queries(v))
+            k: (strip_query(v) if k == "href" and isinstance(v, str) else strip_href_queries(v))
             for k, v in value.items()
         }
     if isinstance(value, list):

@@ -50,7 +50,7 @@ resampling of each band go into the file's tags.
 
 GDAL reads with ``GDAL_DISABLE_READDIR_ON_OPEN=EMPTY_DIR`` (no sidecar probing),
 ``CPL_VSIL_CURL_ALLOWED_EXTENSIONS=.tif,.tiff``, ``GDAL_HTTP_MAX_RETRY``/``GDAL_HTTP_RETRY_DELAY``
-(429/5xx retried by GDAL) and, for assets on the STAC API's own origin only,
+(429/5xx retried by GDAL), HTTP timeouts from ``--timeout`` (:func:`gdal_timeouts`) and, for assets on the STAC API's own origin only,
 ``GDAL_HTTP_HEADERS`` with ``STACFETCH_STAC_TOKEN``/``STACFETCH_STAC_HEADERS``. Plain ``http://``
 asset URLs are refused except on loopback. URLs in messages and logs never carry query strings.
 
@@ -92,7 +92,8 @@ from ..bands import BANDS
 from ..config import Settings
 from ..errors import DownloadError, InsecureTransportError, ServiceError
 from ..http.redact import register_secret
-from ..http.session import USER_AGENT
+from ..http.retry import RetryPolicy
+from ..http.session import CONNECT_TIMEOUT, USER_AGENT
 from ..http.urls import is_loopback_host, same_origin, strip_query
 from ..plan import Job, Tile
 from ..stac.items import scene_facts
@@ -106,8 +107,8 @@ __all__ = [
     "CogReader",
     "PlanetaryComputerSigner",
     "band_asset_keys",
-    "fetch_tile_array",
     "forget_remote",
+    "gdal_timeouts",
     "resampling_for",
 ]
 
@@ -150,10 +151,25 @@ GDAL_OPTIONS: dict[str, str] = {
     "GDAL_HTTP_MAX_RETRY": "3",
     "GDAL_HTTP_RETRY_DELAY": "1",
     "GDAL_HTTP_MERGE_CONSECUTIVE_RANGES": "YES",
-    "GDAL_HTTP_CONNECTTIMEOUT": "10",
-    "GDAL_HTTP_TIMEOUT": "120",
     "VSI_CACHE": "FALSE",
 }
+
+
+def gdal_timeouts(seconds: float, deadline_factor: float = RetryPolicy.deadline_factor) -> dict[str, str]:
+    """GDAL's HTTP timeouts for ``--timeout SECONDS``, as the session keeps them: connecting
+    takes at most 10 s of it, a read that receives nothing (under 1 byte/s) for ``seconds`` is
+    given up, and one request in all after ``deadline_factor`` times ``seconds``.
+
+    Not bounded here: GDAL's own retries (``GDAL_HTTP_MAX_RETRY``) each get these limits again,
+    and a window may take several range requests.
+    """
+    whole = max(1, round(seconds))
+    return {
+        "GDAL_HTTP_CONNECTTIMEOUT": str(max(1, round(min(CONNECT_TIMEOUT, seconds)))),
+        "GDAL_HTTP_LOW_SPEED_TIME": str(whole),
+        "GDAL_HTTP_LOW_SPEED_LIMIT": "1",
+        "GDAL_HTTP_TIMEOUT": str(max(whole, round(seconds * deadline_factor))),
+    }
 
 # -----------------------------------------------------------------------------------------
 # Band -> asset
@@ -521,7 +537,8 @@ class CogReader:
         return href
 
     def _env(self, href: str) -> dict[str, str]:
-        options = dict(GDAL_OPTIONS, GDAL_HTTP_USERAGENT=USER_AGENT)
+        options = dict(GDAL_OPTIONS, GDAL_HTTP_USERAGENT=USER_AGENT,
+                       **gdal_timeouts(self.settings.timeout))
         stac_url = self.settings.stac_url or ""
         if self.settings.stac_headers and stac_url and same_origin(href, stac_url):
             options["GDAL_HTTP_HEADERS"] = "\r\n".join(f"{k}: {v}" for k, v in self.settings.stac_headers.items())
@@ -574,11 +591,6 @@ class CogReader:
                 values = raw.astype(job.dtype)
         log.debug("read %s: %dx%d px, %s", where, tile.width, tile.height, resampling.name)
         return values, valid
-
-
-def fetch_tile_array(job: Job, tile: Tile, settings: Settings, session: Any = None) -> np.ndarray:
-    """One tile of ``job`` from its COG assets (a new :class:`CogReader`; prefer one per job)."""
-    return CogReader(job, settings, session).read_tile(tile)
 
 
 def _with_item(item: pystac.Item, fn: Any) -> Any:

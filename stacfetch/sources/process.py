@@ -88,12 +88,6 @@ def check_crs(crs: str) -> str:
     )
 
 
-def band_units(band: str, dtype: str) -> str:
-    """Units to request for ``band``: the band's own (CLD/SNW PERCENT, SCL/CLP/CLM DN), DN for
-    integer spectral/AOT output, REFLECTANCE/OPTICAL_DEPTH for float32 output."""
-    return BANDS[band].request_units(dtype)
-
-
 def band_scaling(band: str, dtype: str, *, offset_baseline: bool = False) -> tuple[float, float]:
     """``(scale, offset)`` so that ``value * scale + offset`` is the physical value.
 
@@ -198,7 +192,8 @@ def fetch_tile(
 
     With ``spool`` the body is streamed to that file in 1 MiB chunks (memory stays flat for
     large tiles); a connection lost mid-body then raises InvalidResponseError, so the caller
-    asks again. Retries of 429/5xx/dropped connections before the body happen inside the
+    asks again; a body still arriving when the request's deadline passes raises DeadlineError
+    (not asked again: the deadline is for the request, its tries and its body). Retries of 429/5xx/dropped connections before the body happen inside the
     session; service errors keep the server's words. ``timeout``: the session's (``--timeout``)
     unless given. ``max_bytes`` (``response_limit``): a larger body, decoded, is refused while
     it arrives (a gzip bomb is never inflated beyond it).
@@ -216,11 +211,13 @@ def fetch_tile(
             data = response.content
             head = data[:4]
         else:
-            try:
+            try:  # within the request's deadline (the session attached it to the response)
                 with spool.open("wb") as fh:
                     read_body(response, limit=max_bytes, what="this tile", into=fh)
-            except requests.RequestException as exc:
+            except BaseException as exc:
                 spool.unlink(missing_ok=True)
+                if not isinstance(exc, requests.RequestException):
+                    raise
                 raise InvalidResponseError(
                     f"the connection broke while receiving a tile ({type(exc).__name__})",
                     url=process_url,

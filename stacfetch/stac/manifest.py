@@ -28,7 +28,7 @@ import json
 import logging
 import re
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -43,7 +43,14 @@ from .. import __version__
 from ..bands import BANDS, COMMON_NAMES, center_wavelength_um
 from ..errors import InvalidOptionError
 from ..plan import Acquisition, Grid, Job, sanitize
-from ..raster.files import atomic_write_text, recorded_file, sha256_file, sidecar_path
+from ..raster.files import (
+    atomic_write_text,
+    file_identity,
+    recorded_file,
+    sha256_and_size,
+    sha256_file,
+    sidecar_path,
+)
 from ..raster.tags import COMPLETE_TAG, iso
 
 __all__ = ["MANIFEST_NAME", "ManifestRecord", "band_metadata", "manifest_items",
@@ -78,6 +85,9 @@ class ManifestRecord:
     dtype: str
     grid: Grid
     synthetic: bool = False
+    # (inode, size, mtime_ns) of the file when sha256/size were taken (files.file_identity);
+    # the manifest re-hashes a file whose identity changed since (replaced by another run)
+    identity: tuple[int, int, int] | None = None
 
 
 def record_for(
@@ -87,10 +97,13 @@ def record_for(
     sha256: str | None = None,
     size: int | None = None,
     synthetic: bool = False,
+    identity: tuple[int, int, int] | None = None,
 ) -> ManifestRecord:
     """The manifest record of a committed job (hashes the file unless ``sha256`` is given)."""
     acq = job.acquisition
     path = Path(path or job.destination)
+    if sha256 is None:  # checksum and size of one version of the file
+        sha256, size = sha256_and_size(path)
     return ManifestRecord(
         destination=path,
         item_ids=acq.item_ids,
@@ -99,12 +112,13 @@ def record_for(
         end=acq.end,
         platform=acq.platform,
         cloud_cover=acq.cloud_cover,
-        sha256=sha256 or sha256_file(path),
+        sha256=sha256,
         size=path.stat().st_size if size is None else int(size),
         bands=job.bands,
         dtype=job.dtype,
         grid=job.grid,
         synthetic=synthetic,
+        identity=identity,
     )
 
 
@@ -115,6 +129,7 @@ def _record_from_mapping(entry: Mapping[str, Any]) -> ManifestRecord:
         sha256=entry.get("sha256"),
         size=entry.get("size"),
         synthetic=bool(entry.get("synthetic", False)),
+        identity=entry.get("identity"),
     )
 
 
@@ -344,7 +359,8 @@ def _rebuilt(root: Path, items: dict[str, pystac.Item]) -> list[ManifestRecord]:
 
 
 def write_manifest(
-    root: Path, records: Iterable[ManifestRecord | Mapping[str, Any]], *, title: str | None = None
+    root: Path, records: Iterable[ManifestRecord | Mapping[str, Any]], *, title: str | None = None,
+    skip_bad: bool = False,
 ) -> Path:
     """Write or update ``<root>/catalog.json``; returns its path.
 
@@ -355,27 +371,51 @@ def write_manifest(
 
     Earlier entries are kept when their file still exists with the recorded size; entries
     for the same file are replaced; every record must point at an existing file inside
-    ``root``. Each file is written atomically, the catalog last, all under the folder's
-    manifest lock (safe for several runs at once, threads or processes).
+    ``root`` (ValueError / FileNotFoundError; with ``skip_bad`` such a record is logged and
+    left out, the others are written). Records are hashed under the lock, and a record whose
+    file was replaced since its ``identity`` was taken is hashed again, so checksum and size
+    are those of the file on disk. Each file is written atomically, the catalog last, all
+    under the folder's manifest lock (safe for several runs at once, threads or processes).
     """
     root = Path(root).resolve()
-    records = [e if isinstance(e, ManifestRecord) else _record_from_mapping(e) for e in records]
     items_dir = _items_dir(root)
     with FileLock(str(root / LOCK_NAME), timeout=LOCK_TIMEOUT):
-        return _write_locked(root, items_dir, records, title)
+        return _write_locked(root, items_dir, records, title, skip_bad=skip_bad)
 
 
-def _write_locked(root: Path, items_dir: Path, records: list[ManifestRecord], title: str | None) -> Path:
+def _checked(root: Path, entry: ManifestRecord | Mapping[str, Any]) -> ManifestRecord:
+    """The record of ``entry`` for the file as it is now (under the manifest lock)."""
+    if isinstance(entry, Mapping):
+        path = Path(entry.get("path") or entry["job"].destination).resolve()
+    else:
+        path = entry.destination.resolve()
+    if root not in path.parents:
+        raise ValueError(f"manifest record {path} is not inside {root}")
+    if not path.is_file():
+        raise FileNotFoundError(f"manifest record points at a missing file: {path}")
+    record = entry if isinstance(entry, ManifestRecord) else _record_from_mapping(entry)
+    if record.identity is not None and file_identity(path) != tuple(record.identity):
+        log.info("manifest: %s was replaced since it was checked; hashing it again", path.name)
+        digest, size = sha256_and_size(path)
+        record = replace(record, sha256=digest, size=size, identity=None)
+    return record
+
+
+def _write_locked(root: Path, items_dir: Path, entries: Iterable[ManifestRecord | Mapping[str, Any]],
+                  title: str | None, *, skip_bad: bool = False) -> Path:
     catalog_path = root / MANIFEST_NAME
     items, old_files, damaged = _existing_items(root)
+    records: list[ManifestRecord] = []
+    for entry in entries:
+        try:
+            records.append(_checked(root, entry))
+        except (ValueError, OSError) as exc:
+            if not skip_bad:
+                raise
+            log.warning("manifest: left out a record (%s)", exc)
     if damaged:
         records = _rebuilt(root, items) + records
     for record in records:
-        dest = record.destination.resolve()
-        if root not in dest.parents:
-            raise ValueError(f"manifest record {dest} is not inside {root}")
-        if not dest.is_file():
-            raise FileNotFoundError(f"manifest record points at a missing file: {dest}")
         item = _item_for(record, root)
         items[item.id] = item
     catalog = pystac.Catalog(
@@ -432,6 +472,30 @@ def _band_assets(item: dict[str, Any]) -> None:
         })
 
 
+_REBUILD_HINT = ("run the same `stacfetch get` again: a damaged manifest is rebuilt from the "
+                 "GeoTIFFs and their sidecars")
+
+
+def _read_item(item_path: Path) -> dict[str, Any]:
+    """One manifest item with absolute hrefs and its band assets (KeyError etc. when damaged)."""
+    item = json.loads(item_path.read_text(encoding="utf-8"))
+    if not isinstance(item, dict) or not isinstance(item.get("assets"), dict) \
+            or not isinstance(item.get("properties"), dict) or "id" not in item:
+        raise ValueError("not a STAC item (id, properties and assets)")
+    if "data" not in item["assets"]:
+        raise KeyError("no 'data' asset (the GeoTIFF)")
+    for key, asset in item["assets"].items():
+        if not isinstance(asset, dict) or not isinstance(asset.get("href"), str):
+            raise KeyError(f"asset {key!r} has no href")
+        if "://" not in asset["href"]:
+            asset["href"] = str((item_path.parent / asset["href"]).resolve())
+    for entry in item.get("links", []):
+        if "://" not in entry.get("href", ""):
+            entry["href"] = str((item_path.parent / entry["href"]).resolve())
+    _band_assets(item)
+    return item
+
+
 def manifest_items(source: Any) -> list[dict[str, Any]]:
     """One area's manifest items as plain STAC dicts with absolute hrefs, in time order.
 
@@ -446,19 +510,23 @@ def manifest_items(source: Any) -> list[dict[str, Any]]:
         catalog = json.loads(catalog_path.read_text(encoding="utf-8"))
     except (OSError, ValueError) as exc:
         raise InvalidOptionError(f"cannot read the manifest {catalog_path}: {exc}") from None
+    links = catalog.get("links") if isinstance(catalog, dict) else None
+    if not isinstance(links, list):
+        raise InvalidOptionError(f"the manifest {catalog_path} is not a STAC catalog (no list of links)",
+                                 hint=_REBUILD_HINT)
     by_area: dict[Path, list[dict[str, Any]]] = {}
-    for link in catalog.get("links", []):
-        if link.get("rel") != "item":
+    for link in links:
+        if not isinstance(link, dict) or link.get("rel") != "item":
             continue
+        if not isinstance(link.get("href"), str):
+            raise InvalidOptionError(f"the manifest {catalog_path} has an item link without an href: "
+                                     f"{json.dumps(link)[:120]}", hint=_REBUILD_HINT)
         item_path = (catalog_path.parent / link["href"]).resolve()
-        item = json.loads(item_path.read_text(encoding="utf-8"))
-        for asset in item.get("assets", {}).values():
-            if "://" not in asset["href"]:
-                asset["href"] = str((item_path.parent / asset["href"]).resolve())
-        for entry in item.get("links", []):
-            if "://" not in entry.get("href", ""):
-                entry["href"] = str((item_path.parent / entry["href"]).resolve())
-        _band_assets(item)
+        try:
+            item = _read_item(item_path)
+        except (OSError, ValueError, TypeError, KeyError, AttributeError) as exc:
+            raise InvalidOptionError(f"cannot read manifest item {item_path}: {exc}",
+                                     hint=_REBUILD_HINT) from None
         folder = Path(item["assets"]["data"]["href"]).parent
         by_area.setdefault(folder, []).append(item)
     if area is not None:

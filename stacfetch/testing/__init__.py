@@ -2,6 +2,10 @@
 
 ``from stacfetch.testing import Emulator, Faults`` loads the server lazily, so importing
 ``stacfetch.testing.pixels`` stays light.
+
+:mod:`.hostile`, :mod:`.quota`, :mod:`.replay` and :mod:`.earthsearch` are test and benchmark
+infrastructure (hostile servers, recorded real responses), not part of the user-facing API;
+they live here because ``tests/`` and ``benchmarks/`` both import them.
 """
 
 from __future__ import annotations

@@ -23,10 +23,10 @@ import time
 from dataclasses import dataclass
 from email.utils import formatdate
 from http import HTTPStatus
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from types import TracebackType
 from urllib.parse import unquote, urlsplit
+
+from .loopback import LoopbackServer, QuietHandler
 
 __all__ = ["CogServer", "Fault", "RequestRecord"]
 
@@ -58,19 +58,8 @@ class Fault:
     delay: float = 0.0
 
 
-class _Server(ThreadingHTTPServer):
-    daemon_threads = True
-    allow_reuse_address = True
-    owner: CogServer
-
-
-class _Handler(BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"
-    server: _Server
+class _Handler(QuietHandler):
     server_version = "stacfetch-cogserver/1"
-
-    def log_message(self, format: str, *args: object) -> None:  # noqa: A002 - stdlib signature
-        """Stay quiet; the request log is kept in ``CogServer.log``."""
 
     def do_HEAD(self) -> None:  # noqa: N802 - stdlib naming
         """Answer a HEAD request."""
@@ -81,7 +70,7 @@ class _Handler(BaseHTTPRequestHandler):
         self._serve(body=True)
 
     def _serve(self, *, body: bool) -> None:
-        owner = self.server.owner
+        owner: CogServer = self.server.owner
         name = unquote(urlsplit(self.path).path).lstrip("/")
         rng = self.headers.get("Range")
         fault = owner.faults.get(name)
@@ -174,68 +163,21 @@ def _parse_range(value: str, size: int) -> tuple[int, int] | None:
     return start, end
 
 
-class CogServer:
+class CogServer(LoopbackServer):
     """Serve the files under ``root`` on ``host:port`` (port 0: a free one) from a thread."""
+
+    what = "CogServer"
 
     def __init__(self, root: Path | str, *, host: str = "127.0.0.1", port: int = 0) -> None:
         self.root = Path(root).resolve()
         if not self.root.is_dir():
             raise FileNotFoundError(f"not a folder: {self.root}")
-        self.host = host
-        self._port = port
+        super().__init__(_Handler, host=host, port=port)
         self.faults: dict[str, Fault] = {}
         self._log: list[RequestRecord] = []
         self._lock = threading.Lock()
-        self._httpd: _Server | None = None
-        self._thread: threading.Thread | None = None
 
-    # -- lifecycle -------------------------------------------------------------------------
-    def start(self) -> CogServer:
-        """Bind and serve in a daemon thread; returns self."""
-        if self._httpd is not None:
-            return self
-        httpd = _Server((self.host, self._port), _Handler)
-        httpd.owner = self
-        self._httpd = httpd
-        self._thread = threading.Thread(
-            target=httpd.serve_forever, kwargs={"poll_interval": 0.1}, daemon=True,
-            name=f"cogserver-{httpd.server_address[1]}",
-        )
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        """Stop serving and close the socket."""
-        if self._httpd is None:
-            return
-        self._httpd.shutdown()
-        self._httpd.server_close()
-        if self._thread is not None:
-            self._thread.join(timeout=5)
-        self._httpd = None
-        self._thread = None
-
-    def __enter__(self) -> CogServer:
-        return self.start()
-
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.stop()
-
-    # -- addresses -------------------------------------------------------------------------
-    @property
-    def port(self) -> int:
-        """The bound port (after ``start``)."""
-        if self._httpd is None:
-            raise RuntimeError("CogServer is not running")
-        return int(self._httpd.server_address[1])
-
-    @property
-    def url(self) -> str:
-        """Base URL without a trailing slash, e.g. ``http://127.0.0.1:40123``."""
-        return f"http://{self.host}:{self.port}"
-
+    # -- addresses (start, stop, port and url come from LoopbackServer) --------------------
     def url_for(self, name: str) -> str:
         """URL of a file under the root."""
         return f"{self.url}/{name.lstrip('/')}"

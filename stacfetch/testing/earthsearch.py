@@ -22,9 +22,7 @@ from __future__ import annotations
 
 import json
 import math
-import threading
 from datetime import date, datetime, timezone
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit
@@ -38,6 +36,7 @@ from shapely.ops import transform as shp_transform
 
 from . import grid, pixels
 from .cogserver import CogServer
+from .loopback import LoopbackServer, QuietHandler
 from .s2bands import has_offset
 
 COLLECTION = "sentinel-2-l2a"
@@ -53,11 +52,14 @@ def _item_id(acq: grid.Acquisition) -> str:
     return f"{acq.sat}_{tile}_{acq.datetime:%Y%m%d}_{int(acq.reprocessed)}_L2A"
 
 
-class EarthSearch:
+class EarthSearch(LoopbackServer):
     """Items and COG chips of the tile containing ``point``; a context manager."""
+
+    what = "EarthSearch"
 
     def __init__(self, folder: Path, point: tuple[float, float], start: date, end: date, *,
                  size_m: float = 6000.0, include_reprocessed: bool = False) -> None:
+        super().__init__(_Handler)
         self.folder = Path(folder)
         lon, lat = point
         tile = grid.Tile(math.floor(lon), math.floor(lat))
@@ -79,7 +81,6 @@ class EarthSearch:
         self.footprint = shp_transform(to_lonlat, chip)
         self.chip_utm = chip
         self._cogs: CogServer | None = None
-        self._server: ThreadingHTTPServer | None = None
         self._write_cogs()
 
     # COGs ------------------------------------------------------------------------------
@@ -197,62 +198,36 @@ class EarthSearch:
                           {"rel": "root", "href": root}]}
 
     # servers -----------------------------------------------------------------------------
-    @property
-    def url(self) -> str:
-        if self._server is None:
-            raise RuntimeError("EarthSearch is not running")
-        return f"http://127.0.0.1:{self._server.server_address[1]}"
+    def start(self) -> EarthSearch:
+        """Start the COG server, then the STAC API; returns self."""
+        if self._cogs is None:
+            self._cogs = CogServer(self.folder).start()
+        return super().start()
 
-    def __enter__(self) -> EarthSearch:
-        self._cogs = CogServer(self.folder).__enter__()
-        server = ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
-        server.daemon_threads = True
-        server.earthsearch = self  # type: ignore[attr-defined]
-        self._server = server
-        threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05},
-                         name="earthsearch", daemon=True).start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        server, self._server = self._server, None
-        if server is not None:
-            server.shutdown()
-            server.server_close()
+    def stop(self) -> None:
+        """Stop the STAC API, then the COG server."""
+        super().stop()
         if self._cogs is not None:
-            self._cogs.__exit__(None, None, None)
+            self._cogs.stop()
             self._cogs = None
 
 
-class _Handler(BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"
-
-    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - base signature
-        pass
-
-    def _send(self, status: int, doc: Any, content_type: str = "application/json") -> None:
-        data = json.dumps(doc).encode()
-        self.send_response(status)
-        self.send_header("Content-Type", content_type)
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
-
+class _Handler(QuietHandler):
     def _handle(self) -> None:
-        es: EarthSearch = self.server.earthsearch  # type: ignore[attr-defined]
+        es: EarthSearch = self.server.owner
         split = urlsplit(self.path)
-        length = int(self.headers.get("Content-Length") or 0)
-        raw = self.rfile.read(length) if length else b""
+        raw = self.read_body()
         path = split.path.rstrip("/")
         if path == "":
-            self._send(200, es.landing())
+            self.send_json(200, es.landing())
         elif path == "/conformance":
-            self._send(200, {"conformsTo": es.landing()["conformsTo"]})
+            self.send_json(200, {"conformsTo": es.landing()["conformsTo"]})
         elif path == f"/collections/{COLLECTION}":
-            self._send(200, es.collection())
+            self.send_json(200, es.collection())
         elif path == "/search":
             params: dict[str, Any] = json.loads(raw) if raw else dict(parse_qsl(split.query))
-            self._send(200, es.search(params), "application/geo+json")
+            self.send_json(200, es.search(params), "application/geo+json")
         else:
-            self._send(404, {"code": "NotFound", "description": f"no {path}"})
+            self.send_json(404, {"code": "NotFound", "description": f"no {path}"})
 
     do_GET = do_POST = _handle  # noqa: N815

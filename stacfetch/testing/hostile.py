@@ -36,18 +36,19 @@ import secrets
 import signal
 import struct
 import subprocess
+import tempfile
 import threading
 import time
 import zlib
 from collections import Counter
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
 from .emulator import CATALOG_PREFIX, Emulator
+from .loopback import LoopbackServer, QuietHandler
 
 __all__ = ["CATALOG_MODES", "PROCESS_MODES", "TOKEN_MODES", "Hostile", "Watched", "gzip_bomb", "watch"]
 
@@ -88,13 +89,15 @@ def gzip_bomb(prefix: bytes, filler: bytes, size: int, suffix: bytes = b"") -> I
     yield struct.pack("<II", crc & 0xFFFFFFFF, total & 0xFFFFFFFF)
 
 
-class Hostile:
+class Hostile(LoopbackServer):
     """A hostile loopback front for an emulator (see the module docstring); a context manager.
 
     ``hostile.url`` / ``hostile.token_url`` replace the emulator's; ``hostile.requests`` counts
     requests by kind (``token``, ``catalog``, ``search``, ``process``); ``hostile.tokens``
     are the opaque tokens it issued.
     """
+
+    what = "the hostile server"
 
     def __init__(
         self,
@@ -113,6 +116,7 @@ class Hostile:
                                    (process, PROCESS_MODES, "process")):
             if value is not None and value not in modes:
                 raise ValueError(f"{name} mode must be one of {', '.join(modes)}, got {value!r}")
+        super().__init__(_Handler)
         self.upstream = upstream
         self.modes = {"token": token, "catalog": catalog, "process": process}
         self.lifetime = lifetime
@@ -125,52 +129,30 @@ class Hostile:
         self.tokens: dict[str, str] = {}  # opaque alias -> emulator token
         self.stopping = threading.Event()
         self._lock = threading.Lock()
-        self._server: ThreadingHTTPServer | None = None
-        self._thread: threading.Thread | None = None
         self._timer: threading.Timer | None = None
         self._template: dict[str, Any] | None = None
 
     # lifecycle ---------------------------------------------------------------------------
     @property
-    def url(self) -> str:
-        if self._server is None:
-            raise RuntimeError("the hostile server is not running")
-        return f"http://127.0.0.1:{self._server.server_address[1]}"
-
-    @property
     def token_url(self) -> str:
         return self.url + self.upstream.token_path
 
     def start(self) -> Hostile:
-        server = ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
-        server.daemon_threads = True
-        server.hostile = self  # type: ignore[attr-defined]
-        self._server = server
-        self._thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05},
-                                        name="hostile", daemon=True)
-        self._thread.start()
-        self._timer = threading.Timer(self.lifetime, self.stop)
-        self._timer.daemon = True
-        self._timer.start()
+        """Serve, and stop by itself after ``lifetime`` seconds; returns self."""
+        super().start()
+        if self._timer is None:
+            self._timer = threading.Timer(self.lifetime, self.stop)
+            self._timer.daemon = True
+            self._timer.start()
         return self
 
     def stop(self) -> None:
+        """Release every silent answer, then stop serving."""
         self.stopping.set()
-        server, self._server = self._server, None
-        if self._timer is not None and self._timer is not threading.current_thread():
-            self._timer.cancel()
-        if server is None:
-            return
-        server.shutdown()
-        server.server_close()
-        if self._thread is not None:
-            self._thread.join(timeout=5)
-
-    def __enter__(self) -> Hostile:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
+        timer, self._timer = self._timer, None
+        if timer is not None and timer is not threading.current_thread():
+            timer.cancel()
+        super().stop()
 
     # helpers for the handler -------------------------------------------------------------
     def kind_of(self, path: str) -> str:
@@ -237,24 +219,18 @@ class Hostile:
         return status, kept, payload
 
 
-class _Handler(BaseHTTPRequestHandler):
+class _Handler(QuietHandler):
     protocol_version = "HTTP/1.0"  # one request per connection; bodies end at close
 
     @property
     def hostile(self) -> Hostile:
-        return self.server.hostile  # type: ignore[attr-defined]
-
-    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - base signature
-        return None
-
-    def _body(self) -> bytes:
-        length = int(self.headers.get("Content-Length") or 0)
-        return self.rfile.read(length) if length else b""
+        owner: Hostile = self.server.owner
+        return owner
 
     def _handle(self) -> None:
         h = self.hostile
         path = urlsplit(self.path).path
-        body = self._body()
+        body = self.read_body()
         headers = {k.lower(): v for k, v in self.headers.items()}
         kind = h.kind_of(path)
         if not h.count(kind):
@@ -441,8 +417,6 @@ def watch(
     ``marks``: texts (regular expressions) whose first appearance on stderr is timed.
     ``limits_after``: read ``/proc/<pid>/limits`` that many seconds after the start.
     """
-    import tempfile
-
     with tempfile.TemporaryDirectory(dir=folder) as tmp:
         out_path, err_path = Path(tmp) / "stdout", Path(tmp) / "stderr"
         with open(out_path, "wb") as out, open(err_path, "wb") as err:

@@ -24,10 +24,11 @@ import json
 import os
 import threading
 from collections.abc import Sequence
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
+
+from .loopback import LoopbackServer, QuietHandler
 
 __all__ = ["REAL_HOSTS", "ReplayServer", "as_page", "load", "real_responses_dir"]
 
@@ -55,29 +56,20 @@ def as_page(doc: Any) -> dict[str, Any]:
             "context": {"limit": max(len(features), 1), "returned": len(features)}}
 
 
-class _Handler(BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"
+class _Handler(QuietHandler):
     server_version = "stacfetch-replay/1"
-
-    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - base signature
-        pass
 
     def _answer(self, status: int, doc: Any, content_type: str = "application/json") -> None:
         text = json.dumps(doc)
+        origin = self.server.url
         for host in REAL_HOSTS:
-            text = text.replace(host, self.server.origin)  # type: ignore[attr-defined]
-        data = text.encode()
-        self.send_response(status)
-        self.send_header("Content-Type", content_type)
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
+            text = text.replace(host, origin)
+        self.send_body(status, text.encode(), content_type)
 
     def _handle(self) -> None:
-        srv: ReplayServer = self.server.replay  # type: ignore[attr-defined]
+        srv: ReplayServer = self.server.owner
         split = urlsplit(self.path)
-        length = int(self.headers.get("Content-Length") or 0)
-        raw = self.rfile.read(length) if length else b""
+        raw = self.read_body()
         srv.requests.append((self.command, split.path, raw.decode("utf-8", "replace")))
         path = split.path
         if path.endswith("/openid-connect/token"):
@@ -102,17 +94,19 @@ class _Handler(BaseHTTPRequestHandler):
     do_GET = do_POST = _handle  # noqa: N815
 
 
-class ReplayServer:
+class ReplayServer(LoopbackServer):
     """Serves one landing page and a sequence of search pages; a context manager."""
 
+    what = "the replay server"
+
     def __init__(self, landing: dict[str, Any], pages: Sequence[Any], *, realm: str = "main") -> None:
+        super().__init__(_Handler)
         self.landing = landing
         self.pages = [as_page(p) for p in pages]
         self.realm = realm
         self.requests: list[tuple[str, str, str]] = []
         self._served = 0
         self._lock = threading.Lock()
-        self._server: ThreadingHTTPServer | None = None
 
     def page(self, follow: bool) -> dict[str, Any]:
         with self._lock:
@@ -124,27 +118,5 @@ class ReplayServer:
                 "context": {"limit": 1, "returned": 0}}
 
     @property
-    def url(self) -> str:
-        if self._server is None:
-            raise RuntimeError("the replay server is not running")
-        return f"http://127.0.0.1:{self._server.server_address[1]}"
-
-    @property
     def token_url(self) -> str:
         return f"{self.url}/auth/realms/{self.realm}/protocol/openid-connect/token"
-
-    def __enter__(self) -> ReplayServer:
-        server = ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
-        server.daemon_threads = True
-        server.replay = self  # type: ignore[attr-defined]
-        self._server = server
-        server.origin = self.url  # type: ignore[attr-defined]
-        threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05},
-                         name="replay", daemon=True).start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        server, self._server = self._server, None
-        if server is not None:
-            server.shutdown()
-            server.server_close()

@@ -10,7 +10,13 @@ bands, one sample per pixel, at most 16 bits per sample. Multiplication factors:
 * one data sample per pixel (``SIMPLE`` mosaicking, the only one the emulator runs);
 * a request costs **at least 0.005 PU** (Process API).
 
-The emulator charges this in ``x-processingunits-spent``; the issue-14 budget uses it too.
+The emulator charges this in ``x-processingunits-spent``.
+
+The client's estimate (``stacfetch.plan.estimate_processing_units``, used by the dry run,
+``--max-pu`` and the budget) follows the same page but is written separately, on purpose:
+the emulator stands for the service, so it follows the service's documentation and never
+the client's code; a test comparing the client's estimate with what the emulator charges
+then checks the client against the documented rule, not against itself.
 """
 
 from __future__ import annotations
