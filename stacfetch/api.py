@@ -38,7 +38,8 @@ from .query import (
     build_query,
 )
 from .raster import is_complete
-from .run import GetResult, RunContext, execute
+from .result import GetResult
+from .run import RunContext, execute
 from .sources.process import check_crs
 
 __all__ = ["build_query", "get", "get_query", "open_service", "search", "search_query"]

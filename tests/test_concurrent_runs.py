@@ -227,7 +227,8 @@ def test_wind_down_leaves_the_temporaries_of_a_job_still_running(tmp_path: Path)
     (past the wait) cleans up its own; its file is never deleted under it."""
     from stacfetch.config import Settings
     from stacfetch.raster import part_path
-    from stacfetch.run import GetResult, Outcome, RunContext, _wind_down
+    from stacfetch.result import GetResult, Outcome
+    from stacfetch.run import RunContext, _wind_down
 
     context = RunContext(Settings(provider="sentinelhub", base_url="http://127.0.0.1:9",
                                   token_url="http://127.0.0.1:9/token"))

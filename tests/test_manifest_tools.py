@@ -208,7 +208,8 @@ def test_one_record_outside_the_folder_costs_only_itself(small, tmp_path: Path) 
     import dataclasses
     import shutil
 
-    from stacfetch.run import Outcome, _write_manifest
+    from stacfetch.result import Outcome
+    from stacfetch.run import _write_manifest
 
     out, result = small
     (out / "catalog.json").unlink()
