@@ -11,7 +11,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .dataset import open_dataset
 from .errors import EXIT_NOTHING_WRITTEN, EXIT_OK, EXIT_PARTIAL, InvalidOptionError
 from .http import redact
 from .plan import Job, Plan
@@ -180,6 +179,9 @@ class GetResult:
 
     def to_xarray(self, **options: Any) -> Any:
         """The files as one lazy ``xarray.Dataset`` (``stacfetch.open_dataset``; the xarray extra)."""
+        # here: stacfetch.dataset loads xarray and dask, which a download does not need
+        from .dataset import open_dataset
+
         return open_dataset(self, **options)
 
     def contact_sheet(self, **options: Any) -> Any:
