@@ -12,11 +12,20 @@ from affine import Affine
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
+from test_outputs import cog_errors  # tests/ is on sys.path (no package)
 
 from stacfetch.raster import formats as write
 from stacfetch.raster.formats import copy_as as _copy_as
 from stacfetch.raster.formats import discard_partial
-from stacfetch.raster.overviews import discard, halve, level_count, level_paths, pyramid, vrt_path
+from stacfetch.raster.overviews import (
+    discard,
+    halve,
+    halve_masked,
+    level_count,
+    level_paths,
+    pyramid,
+    vrt_path,
+)
 
 
 def reference_mean(block: np.ndarray, nodata: int) -> np.ndarray:
@@ -75,13 +84,45 @@ def test_levels_halve_until_one_tile(size: tuple[int, int], levels: int) -> None
     assert level_count(*size, 512) == levels
 
 
-def write_mosaic(path: Path, data: np.ndarray, *, scale: float = 1e-4) -> None:
+def reference_masked(block: np.ndarray, mask: np.ndarray, average: bool) -> tuple[np.ndarray, np.ndarray]:
+    """``halve_masked`` cell by cell: the mean (or first) of the valid samples, 255 if any is valid."""
+    bands, rows, cols = block.shape
+    out = np.zeros((bands, math.ceil(rows / 2), math.ceil(cols / 2)), block.dtype)
+    out_mask = np.zeros(out.shape[1:], np.uint8)
+    for r in range(out.shape[1]):
+        for c in range(out.shape[2]):
+            cells = [(min(2 * r + dy, rows - 1), min(2 * c + dx, cols - 1)) for dy in (0, 1) for dx in (0, 1)]
+            valid = [(y, x) for y, x in cells if mask[y, x]]
+            out_mask[r, c] = 255 if valid else 0
+            for b in range(bands):
+                values = [int(block[b, y, x]) for y, x in valid]
+                if values:
+                    out[b, r, c] = int(math.floor(sum(values) / len(values) + 0.5)) if average else values[0]
+    return out, out_mask
+
+
+@settings(max_examples=60, deadline=None)
+@given(arrays(np.uint16, st.tuples(st.integers(1, 2), st.integers(1, 7), st.integers(1, 7)),
+              elements=st.sampled_from([0, 1, 2, 999, 65535])), st.booleans(), st.data())
+def test_halve_masked_averages_or_picks_valid_samples_only(block: np.ndarray, average: bool,
+                                                           data: st.DataObject) -> None:
+    mask = data.draw(arrays(np.uint8, block.shape[1:], elements=st.sampled_from([0, 255])))
+    got, got_mask = halve_masked(block, mask, average)
+    want, want_mask = reference_masked(block, mask, average)
+    np.testing.assert_array_equal(got_mask, want_mask)
+    np.testing.assert_array_equal(got, want)
+
+
+def write_mosaic(path: Path, data: np.ndarray, *, scale: float = 1e-4, mask: np.ndarray | None = None) -> None:
+    """A tiled mosaic with nodata 0, or, given ``mask``, with an internal mask band and no nodata."""
     profile = {"driver": "GTiff", "width": data.shape[2], "height": data.shape[1], "count": data.shape[0],
-               "dtype": data.dtype.name, "crs": "EPSG:32636", "nodata": 0, "tiled": True,
+               "dtype": data.dtype.name, "crs": "EPSG:32636", "nodata": 0 if mask is None else None, "tiled": True,
                "blockxsize": 512, "blockysize": 512,
                "transform": Affine(10, 0, 600000, 0, -10, 3500000)}
-    with rasterio.open(path, "w", **profile) as dst:
+    with rasterio.Env(GDAL_TIFF_INTERNAL_MASK=True), rasterio.open(path, "w", **profile) as dst:
         dst.write(data)
+        if mask is not None:
+            dst.write_mask(mask)
         dst.descriptions = tuple(f"B{i:02d}" for i in range(1, data.shape[0] + 1))
         dst.scales = (scale,) * data.shape[0]
         dst.update_tags(STACFETCH_COMPLETE="1", ACQUISITION_DATETIME="2022-01-21T08:32:01Z")
@@ -110,6 +151,41 @@ def test_a_large_cog_gets_our_pyramid_with_every_level_exact(
         with rasterio.open(target, OVERVIEW_LEVEL=level) as ov:
             np.testing.assert_array_equal(ov.read(), expected)
             assert ov.transform == Affine(10 * 2 ** (level + 1), 0, 600000, 0, -10 * 2 ** (level + 1), 3500000)
+
+
+@pytest.mark.parametrize("bands", [["B04", "B08"], ["B04", "SCL"]])  # AVERAGE, NEAREST
+def test_a_large_masked_cog_gets_our_pyramid_with_its_mask_in_every_level(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, bands: list[str]
+) -> None:
+    monkeypatch.setattr(write, "SMALL_COPY_PIXELS", 1000)  # this small mosaic counts as large
+    rng = np.random.default_rng(11)
+    data = rng.integers(0, 10000, size=(2, 1300, 1100), dtype=np.uint16)  # valid zeros included
+    mask = np.full(data.shape[1:], 255, np.uint8)
+    mask[:, :333] = 0  # outside a swath
+    mask[rng.random(mask.shape) < 0.2] = 0  # scattered no data (clouds cut out, say)
+    data[:, mask == 0] = 0
+    source, target = tmp_path / "m.tif.part", tmp_path / "m.tif.cog.part"
+    write_mosaic(source, data, mask=mask)
+    _copy_as(source, target, "cog", bands, "uint16")
+    assert not list(tmp_path.glob("*.tmp"))
+    assert cog_errors(target) == []
+    average = bands == ["B04", "B08"]
+    with rasterio.open(target) as cog:
+        assert cog.overviews(1) == [2, 4] and cog.nodata is None
+        assert cog.tags(ns="IMAGE_STRUCTURE")["LAYOUT"] == "COG"
+        np.testing.assert_array_equal(cog.read(), data)
+        np.testing.assert_array_equal(cog.read_masks(1), mask)
+    expected, expected_mask = data, mask
+    for level in range(2):
+        expected, expected_mask = halve_masked(expected, expected_mask, average)
+        with rasterio.open(target, OVERVIEW_LEVEL=level) as ov:
+            got = ov.read(masked=True)
+            np.testing.assert_array_equal(ov.read_masks(1), expected_mask)
+            np.testing.assert_array_equal(got.mask[0], expected_mask == 0)
+            np.testing.assert_array_equal(got.filled(0), np.where(expected_mask, expected, 0))
+    with rasterio.open(target) as cog:  # what a reader asking for a coarse window gets: the overview's mask
+        coarse = cog.read_masks(1, out_shape=expected_mask.shape)
+        np.testing.assert_array_equal(coarse, expected_mask)
 
 
 def test_pyramid_temporaries_are_removed_on_error_and_by_discard(tmp_path: Path) -> None:

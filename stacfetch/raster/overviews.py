@@ -10,6 +10,12 @@ a VRT lists them as the source's overviews and the COG driver copies them as the
 
 Levels halve until the image fits in one COG tile (GDAL's ``OVERVIEWS=AUTO`` rule), with
 exact factors of 2: level ``k`` is ``ceil(size / 2**k)`` px and covers the same extent.
+
+A source whose no data is a per-dataset mask band (see part.py) gets mask levels in the same
+pass: each level file carries an internal mask, 255 where any of the 2 x 2 samples is valid;
+means (or the nearest sample) take valid samples only. The VRT lists them as its mask band's
+overviews, and the COG driver copies them too (its own builder needed ~50 s and 340 MB for the
+mosaic above).
 """
 
 from __future__ import annotations
@@ -20,11 +26,13 @@ import math
 import xml.etree.ElementTree as ET
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import rasterio
 import rasterio.shutil
 from affine import Affine
+from rasterio.enums import MaskFlags
 from rasterio.windows import Window
 
 from .profiles import PROFILES
@@ -39,11 +47,46 @@ def halve(block: np.ndarray, nodata: float | None, average: bool) -> np.ndarray:
     Means skip ``nodata`` (and NaN) samples; a 2 x 2 cell with no valid sample is ``nodata``.
     Odd edges repeat their last row/column, so the output is ``ceil(rows/2) x ceil(cols/2)``.
     """
-    _, rows, cols = block.shape
-    if rows % 2 or cols % 2:
-        block = np.pad(block, ((0, 0), (0, rows % 2), (0, cols % 2)), mode="edge")
+    block = _even(block)
     if not average:
         return block[:, 0::2, 0::2].copy()
+    return _mean(block, nodata if nodata is not None else 0, nodata=nodata)
+
+
+def halve_masked(block: np.ndarray, mask: np.ndarray, average: bool) -> tuple[np.ndarray, np.ndarray]:
+    """One overview step of a ``(bands, rows, cols)`` block whose no data is ``mask`` (``rows, cols``; 0 no data).
+
+    Returns the block and its mask halved: the mask is 255 where any of the 2 x 2 samples is
+    valid, else 0; the block is the mean of the valid samples (NaN skipped too), or the first
+    valid one (row by row) when not ``average``; 0 where none is valid. Odd edges as ``halve``.
+    """
+    block, valid = _even(block), _even(mask[np.newaxis] != 0)[0]
+    any_valid = valid[0::2, 0::2] | valid[0::2, 1::2] | valid[1::2, 0::2] | valid[1::2, 1::2]
+    halved_mask = np.where(any_valid, 255, 0).astype(np.uint8)
+    if average:
+        return _mean(block, 0, valid=valid), halved_mask
+    out = np.zeros((block.shape[0], *any_valid.shape), block.dtype)
+    taken = np.zeros(any_valid.shape, bool)
+    for dy, dx in ((0, 0), (0, 1), (1, 0), (1, 1)):  # the first valid sample wins
+        take = valid[dy::2, dx::2] & ~taken
+        out[:, take] = block[:, dy::2, dx::2][:, take]
+        taken |= take
+    return out, halved_mask
+
+
+def _even(block: np.ndarray) -> np.ndarray:
+    """``block`` with an odd last row/column repeated, so both sizes are even."""
+    _, rows, cols = block.shape
+    if rows % 2 or cols % 2:
+        return np.pad(block, ((0, 0), (0, rows % 2), (0, cols % 2)), mode="edge")
+    return block
+
+
+def _mean(block: np.ndarray, fill: float, *, nodata: float | None = None,
+          valid: np.ndarray | None = None) -> np.ndarray:
+    """2 x 2 means of an even-sized block over its valid samples: those ``valid`` marks (one 2-D
+    array for every band), else those not ``nodata``; NaN is never valid. Integers get the
+    rounded mean; a cell without a valid sample gets ``fill``."""
     floating = block.dtype.kind == "f"
     total = np.zeros((block.shape[0], block.shape[1] // 2, block.shape[2] // 2),
                      np.float64 if floating else np.uint32)
@@ -51,15 +94,18 @@ def halve(block: np.ndarray, nodata: float | None, average: bool) -> np.ndarray:
     for dy in (0, 1):
         for dx in (0, 1):
             part = block[:, dy::2, dx::2]
-            valid = np.ones(part.shape, bool) if nodata is None else part != nodata
+            if valid is not None:
+                ok = np.broadcast_to(valid[dy::2, dx::2], part.shape)
+            else:
+                ok = np.ones(part.shape, bool) if nodata is None else part != nodata
             if floating:
-                valid &= ~np.isnan(part)
-            total += np.where(valid, part, 0).astype(total.dtype)
-            count += valid
+                ok = ok & ~np.isnan(part)
+            total += np.where(ok, part, 0).astype(total.dtype)
+            count += ok
     empty = count == 0
     # floats: the mean; integers: the rounded mean
     out = total / np.maximum(count, 1) if floating else (total + count // 2) // np.maximum(count, 1)
-    out[empty] = nodata if nodata is not None else 0
+    out[empty] = fill
     return out.astype(block.dtype)
 
 
@@ -87,11 +133,16 @@ def _windows(width: int, height: int) -> Iterator[Window]:
             yield Window(col, row, min(CHUNK_COLS, width - col), min(CHUNK_ROWS, height - row))
 
 
+def has_mask(src: Any) -> bool:
+    """Whether an open dataset marks no data with a per-dataset mask band."""
+    return MaskFlags.per_dataset in src.mask_flag_enums[0]
+
+
 def write_levels(source: str, target: Path, block: int, *, average: bool) -> list[Path]:
-    """Write every overview level of ``source`` next to ``target``; returns their paths."""
+    """Write every overview level of ``source`` (and of its mask) next to ``target``; returns their paths."""
     with rasterio.open(source) as src:
         profile = src.profile
-        width, height, nodata = src.width, src.height, src.nodata
+        width, height, nodata, masked = src.width, src.height, src.nodata, has_mask(src)
     paths = level_paths(target, level_count(width, height, block))
     previous = source
     for k, path in enumerate(paths, start=1):
@@ -101,26 +152,36 @@ def write_levels(source: str, target: Path, block: int, *, average: bool) -> lis
             "dtype": profile["dtype"], "crs": profile["crs"], "nodata": nodata,
             "transform": profile["transform"] * Affine.scale(2**k),
         }
-        with rasterio.open(previous) as src, rasterio.open(path, "w", **level_profile) as dst:
+        with rasterio.open(previous) as src, rasterio.Env(GDAL_TIFF_INTERNAL_MASK=True), \
+                rasterio.open(path, "w", **level_profile) as dst:
             for window in _windows(width, height):
-                small = halve(src.read(window=window), nodata, average)
-                dst.write(small, window=Window(int(window.col_off) // 2, int(window.row_off) // 2,
-                                               small.shape[2], small.shape[1]))
+                if masked:
+                    small, mask = halve_masked(src.read(window=window), src.read_masks(1, window=window), average)
+                else:
+                    small, mask = halve(src.read(window=window), nodata, average), None
+                out = Window(int(window.col_off) // 2, int(window.row_off) // 2, small.shape[2], small.shape[1])
+                dst.write(small, window=out)
+                if mask is not None:
+                    dst.write_mask(mask, window=out)
         previous, width, height = str(path), out_w, out_h
     return paths
 
 
 def write_vrt(source: str, levels: list[Path], target: Path) -> Path:
-    """A VRT of ``source`` (its tags, band names, nodata, scale/offset) listing ``levels`` as overviews."""
+    """A VRT of ``source`` (its tags, band names, nodata, scale/offset, mask band) listing ``levels``
+    as the overviews of its bands and of its mask band."""
     path = vrt_path(target)
     path.unlink(missing_ok=True)
     rasterio.shutil.copy(source, str(path), driver="VRT")
     tree = ET.parse(path)
-    for band in tree.getroot().iter("VRTRasterBand"):
+    root = tree.getroot()
+    bands = [(band, band.get("band")) for band in root.findall("VRTRasterBand")]
+    bands += [(band, "mask,1") for band in root.findall("MaskBand/VRTRasterBand")]
+    for band, source_band in bands:
         for level in levels:
             overview = ET.SubElement(band, "Overview")
             ET.SubElement(overview, "SourceFilename", relativeToVRT="0").text = str(level)
-            ET.SubElement(overview, "SourceBand").text = band.get("band")
+            ET.SubElement(overview, "SourceBand").text = source_band
     tree.write(path)
     return path
 
