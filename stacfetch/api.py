@@ -129,8 +129,9 @@ def get_query(
             jobs = plan_jobs(query, items, options.out_dir, tolerance=options.tolerance, max_px=max_px)
             if on_plan is not None:
                 on_plan(jobs, len(items))
-            todo = [j for j in jobs
-                    if options.overwrite or not is_complete(j.destination, j.grid, j.bands, j.dtype)]
+            digests: dict[tuple[str, int, int, int], str] = {}  # each complete file hashed once
+            todo = [j for j in jobs if options.overwrite
+                    or not is_complete(j.destination, j.grid, j.bands, j.dtype, digests=digests)]
             # before any Process request (screening included): --max-pu, disk space, free tier
             check_budget(todo, source=live.source, provider=live.provider, out_dir=options.out_dir,
                          max_pu=options.max_pu, screening=options.min_clear is not None,
@@ -144,7 +145,7 @@ def get_query(
                     on_screen(screened)
             tags = {"SYNTHETIC": "true"} if settings.is_sandbox else {}
             context = RunContext(live, session=session, overwrite=options.overwrite, tags=tags,
-                                 session_options={"pool_size": 2}, fmt=options.fmt)
+                                 session_options={"pool_size": 2}, fmt=options.fmt, digests=digests)
             result = execute(jobs, context, executor=executor, workers=options.workers,
                              progress=progress, manifest_root=options.out_dir)
             result.min_clear, result.screened = options.min_clear, screened

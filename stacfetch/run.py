@@ -112,8 +112,10 @@ class RunContext:
         tags: dict[str, str] | None = None,
         session_options: dict[str, Any] | None = None,
         fmt: str = "cog",
+        digests: dict[tuple[str, int, int, int], str] | None = None,
     ) -> None:
         self.settings = settings
+        self.digests = digests if digests is not None else {}  # files this run already hashed
         self.source = source_for(settings)  # the pixel source, chosen once from the provider
         self.overwrite = overwrite
         self.fmt = fmt
@@ -175,7 +177,7 @@ def run_job(job: Job, context: RunContext) -> Outcome:
 def _run_locked(job: Job, context: RunContext) -> Outcome:
     fmt = context.fmt
     found, digest, damaged = (None, None, False) if context.overwrite else \
-        verified_format(job.destination, job.grid, job.bands, job.dtype)
+        verified_format(job.destination, job.grid, job.bands, job.dtype, digests=context.digests)
     if damaged:
         log.warning("%s looks complete but its data is not what was written (checksum or "
                     "last block); fetching it again", job.destination.name)

@@ -169,3 +169,22 @@ def test_corrupt_manifest_items_leave_no_stray_files(emu: Emulator, tmp_path: Pa
     assert manifest_files(out) == tifs(out)
     names = {p.name for p in (out / "items").glob("*.json")}
     assert len(names) == len(tifs(out))
+
+
+def test_a_resumed_run_hashes_each_complete_file_once(emu: Emulator, tmp_path: Path,
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    """The plan's budget check and the job both verify a complete file; the run reads it once."""
+    import stacfetch.raster.formats as formats
+
+    out = tmp_path / "out"
+    assert get(out) == 0
+    hashed: list[Path] = []
+    real = formats.sha256_file
+
+    def counting(path: Path, *args: object, **kwargs: object) -> str:
+        hashed.append(Path(path))
+        return real(path, *args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(formats, "sha256_file", counting)
+    assert get(out) == 0
+    assert sorted(hashed) == sorted(tifs(out)), "each complete file is read exactly once"

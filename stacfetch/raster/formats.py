@@ -25,6 +25,7 @@ from ..plan import Grid
 from . import overviews
 from .files import (
     cog_part_path,
+    file_identity,
     fsync_dir,
     fsync_file,
     record_file,
@@ -52,6 +53,10 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
+
+#: one run's memo of file digests: ``(path, inode, size, mtime_ns) -> SHA-256``
+Digests = dict[tuple[str, int, int, int], str]
+
 
 LARGE_COPY_PIXELS = 100_000_000  # samples above which the COG copy runs single-threaded
 SMALL_COPY_PIXELS = 16_000_000  # samples up to which a copy is single-threaded (jobs run in parallel)
@@ -236,19 +241,21 @@ def complete_format(
 
 
 def verified_format(
-    dest: Path, grid: Grid, bands: Sequence[str], dtype: str, *, deep: bool = False
+    dest: Path, grid: Grid, bands: Sequence[str], dtype: str, *, deep: bool = False,
+    digests: Digests | None = None,
 ) -> tuple[str | None, str | None, bool]:
     """Resume's one check: ``(format, sha256, damaged)`` of ``dest``.
 
     ``format`` is set when ``complete_format`` finds it complete AND ``intact`` confirms it is
     still the file that was written (``sha256`` then its digest, when the sidecar recorded
     one); ``damaged`` when it looked complete but was not intact (cut short, changed). The
-    budget, the disk check and screening (``api``) and the run (``run``) all decide with it.
+    budget, the disk check and screening (``api``) and the run (``run``) all decide with it;
+    ``digests``: the run's memo (see ``_digest``).
     """
     found = complete_format(dest, grid, bands, dtype, deep=deep)
     if found is None:
         return None, None, False
-    ok, digest = intact(Path(dest))
+    ok, digest = intact(Path(dest), digests)
     return (found, digest, False) if ok else (None, None, True)
 
 
@@ -260,17 +267,32 @@ def is_complete(
     *,
     deep: bool = False,
     fmt: str | None = None,
+    digests: Digests | None = None,
 ) -> bool:
     """True when ``dest`` is a finished, intact stacfetch file for exactly this grid, bands and dtype.
 
     ``verified_format`` as a yes/no: every output format is accepted unless ``fmt``
     ("cog", "gtiff" or "raw") names one.
     """
-    found = verified_format(dest, grid, bands, dtype, deep=deep)[0]
+    found = verified_format(dest, grid, bands, dtype, deep=deep, digests=digests)[0]
     return found is not None and (fmt is None or found == check_format(fmt))
 
 
-def intact(dest: Path) -> tuple[bool, str | None]:
+def _digest(path: Path, digests: Digests | None) -> str:
+    """SHA-256 of ``path``; with a run's ``digests``, a file unchanged since that run hashed it
+    (the plan's budget and screening, then the job) is not read again."""
+    if digests is None:
+        return sha256_file(path)
+    key = (str(path.resolve()), *file_identity(path))
+    known = digests.get(key)
+    if known is None:
+        known = sha256_file(path)
+        if (str(path.resolve()), *file_identity(path)) == key:  # not replaced while it was read
+            digests[key] = known
+    return known
+
+
+def intact(dest: Path, digests: Digests | None = None) -> tuple[bool, str | None]:
     """Whether a complete-looking ``dest`` is still the file that was written; its SHA-256.
 
     Checked against the SHA-256 and size its sidecar recorded at commit (the digest is
@@ -286,7 +308,7 @@ def intact(dest: Path) -> tuple[bool, str | None]:
             digest, size = recorded
             if os.path.getsize(dest) != size:
                 return False, None
-            actual = sha256_file(dest)
+            actual = _digest(dest, digests)
             return (True, actual) if actual == digest else (False, None)
         with rasterio.Env(**IO_ENV), rasterio.open(dest) as src:
             samples = src.width * src.height * src.count
