@@ -224,19 +224,10 @@ def build_options(
         raise InvalidOptionError(f"workers={workers!r} must be a whole number from 1 to {MAX_WORKERS}")
     tolerance = _tolerance(time_tolerance)
     if requests_per_minute is not None:
-        requests_per_minute = number(requests_per_minute, "rate limit", hint="e.g. --rate-limit 300")
-        if not 1 <= requests_per_minute <= 100_000:
-            raise InvalidOptionError(
-                f"rate limit {requests_per_minute:g} requests/minute is outside 1..100000",
-                hint="give your account's limit, e.g. --rate-limit 300 for the CDSE free tier",
-            )
+        requests_per_minute = _per_minute(requests_per_minute, "rate limit", "requests",
+                                          "--rate-limit", 100_000)
     if pu_limit is not None:
-        pu_limit = number(pu_limit, "processing-unit limit", hint="e.g. --pu-limit 300")
-        if not 1 <= pu_limit <= 1_000_000:
-            raise InvalidOptionError(
-                f"processing-unit limit {pu_limit:g} PU/minute is outside 1..1000000",
-                hint="give your account's limit, e.g. --pu-limit 300 for the CDSE free tier",
-            )
+        pu_limit = _per_minute(pu_limit, "processing-unit limit", "PU", "--pu-limit", 1_000_000)
     requests_per_minute, pu_limit, note = _provider_limits(settings, requests_per_minute, pu_limit)
     if max_pu is not None:
         max_pu = number(max_pu, "--max-pu", hint="give a number of processing units, e.g. --max-pu 500")
@@ -329,6 +320,17 @@ def _whole(value: Any, name: str, *, hint: str | None = None) -> int:
     if isinstance(value, str) and value.strip().lstrip("+-").isdigit():
         return int(value.strip())
     raise InvalidOptionError(f"{name}={value!r} must be a whole number from 1 to {MAX_WORKERS}", hint=hint)
+
+
+def _per_minute(value: Any, name: str, unit: str, flag: str, most: int) -> float:
+    """An account's limit per minute, 1..``most`` (``--rate-limit``, ``--pu-limit``)."""
+    result = number(value, name, hint=f"e.g. {flag} 300")
+    if not 1 <= result <= most:
+        raise InvalidOptionError(
+            f"{name} {result:g} {unit}/minute is outside 1..{most}",
+            hint=f"give your account's limit, e.g. {flag} 300 for the CDSE free tier",
+        )
+    return result
 
 
 def _percent(value: Any, name: str, *, hint: str) -> float:

@@ -80,6 +80,14 @@ examples:
 """
 
 
+def _add_output_flags(group: Any, *, json: str, verbose: str = "more detail on stderr",
+                      quiet: str = "only errors on stderr") -> None:
+    """``--json``, ``-v`` and ``-q``, the same flags on every command (each with its own help)."""
+    group.add_argument("--json", action="store_true", help=json)
+    group.add_argument("-v", "--verbose", action="count", default=0, help=verbose)
+    group.add_argument("-q", "--quiet", action="store_true", help=quiet)
+
+
 def _add_common(parser: argparse.ArgumentParser) -> None:
     where = parser.add_argument_group(
         "location (one of)", "Longitude first, then latitude, in degrees (WGS84)."
@@ -120,10 +128,9 @@ def _add_common(parser: argparse.ArgumentParser) -> None:
                       help="how long a request waits for the service to start answering (default "
                       "120); a silent service is asked twice, then the run stops and says so")
 
-    out = parser.add_argument_group("output")
-    out.add_argument("--json", action="store_true", help="print machine-readable JSON on stdout only")
-    out.add_argument("-v", "--verbose", action="count", default=0, help="more detail on stderr (-vv: debug)")
-    out.add_argument("-q", "--quiet", action="store_true", help="only errors on stderr")
+    _add_output_flags(parser.add_argument_group("output"),
+                      json="print machine-readable JSON on stdout only",
+                      verbose="more detail on stderr (-vv: debug)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -198,9 +205,7 @@ def build_parser() -> argparse.ArgumentParser:
     prev.add_argument("--output", "-o", metavar="FILE.png", help="where to write the sheet (one area only)")
     prev.add_argument("--thumb", type=int, default=220, metavar="PX", help="thumbnail size (default 220)")
     prev.add_argument("--quicklooks", action="store_true", help="also write a quicklook PNG next to each GeoTIFF")
-    prev.add_argument("--json", action="store_true", help="print the written paths as JSON")
-    prev.add_argument("-v", "--verbose", action="count", default=0, help="more detail on stderr")
-    prev.add_argument("-q", "--quiet", action="store_true", help="only errors on stderr")
+    _add_output_flags(prev, json="print the written paths as JSON")
 
     stats = sub.add_parser("stats", help="per-acquisition statistics of a spectral index (NDVI, ...)",
                            description="For each acquisition in a `get` output folder: date, platform, "
@@ -214,9 +219,7 @@ def build_parser() -> argparse.ArgumentParser:
     stats.add_argument("--index", default="ndvi", metavar="NAME",
                        help="ndvi (default), ndwi, ndmi, nbr, ndre, ndsi or ndbi")
     stats.add_argument("--csv", metavar="FILE", help="also write the table as CSV to FILE")
-    stats.add_argument("--json", action="store_true", help="print the rows as JSON on stdout")
-    stats.add_argument("-v", "--verbose", action="count", default=0, help="more detail on stderr")
-    stats.add_argument("-q", "--quiet", action="store_true", help="only errors on stderr")
+    _add_output_flags(stats, json="print the rows as JSON on stdout")
 
     check = sub.add_parser("check", help="check the configuration, credentials and service (doctor)",
                            description="Check, line by line, what `get` needs: the .env file and where "
@@ -228,9 +231,7 @@ def build_parser() -> argparse.ArgumentParser:
     check.add_argument("--env-file", metavar="PATH", help="read settings from PATH instead of ./.env")
     check.add_argument("--out", metavar="DIR", help="output folder to check (overrides STACFETCH_OUTPUT_DIR)")
     check.add_argument("--collection", default="sentinel-2-l2a", help="collection id (default sentinel-2-l2a)")
-    check.add_argument("--json", action="store_true", help="print the checks as JSON on stdout")
-    check.add_argument("-v", "--verbose", action="count", default=0, help="more detail on stderr")
-    check.add_argument("-q", "--quiet", action="store_true", help="print only failed checks")
+    _add_output_flags(check, json="print the checks as JSON on stdout", quiet="print only failed checks")
     return parser
 
 
