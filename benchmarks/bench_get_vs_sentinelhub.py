@@ -344,6 +344,8 @@ class Row:
     best_s: float = math.nan  # best possible duration of the rate-limited phase
     phase_s: float = math.nan  # its measured duration
     limit_s: float = math.nan
+    first_process_s: float = math.nan  # from the process start to the first Process request
+    last_catalog_s: float = math.nan  # from the process start to the last Catalog answer
     stats: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -448,7 +450,7 @@ def run_client(client: Client, scen: Scenario, grid: Any, emu: Any, workers: int
     row = Row(client.label)
     log_path = work / f"{slug}.log"
     with log_path.open("wb") as log_file:
-        t0 = time.perf_counter()
+        t0, started = time.perf_counter(), time.time()
         proc = subprocess.Popen([sys.executable, __file__, "--child", str(spec_path)],
                                 stdout=log_file, stderr=subprocess.STDOUT, env=env)
         code, usage = _wait(proc, CHILD_TIMEOUT_S)
@@ -478,6 +480,10 @@ def run_client(client: Client, scen: Scenario, grid: Any, emu: Any, workers: int
     row.pu_429 = sum(1 for r in records if r.status == 429 and (r.fault or "").startswith("pu_"))
     served = [r for r in records if r.kind in ("catalog", "process") and r.status == 200]
     row.served = len(served)
+    process = [r.started for r in records if r.kind == "process"]
+    catalog = [r.started + r.duration for r in records if r.kind == "catalog"]
+    row.first_process_s = min(process) - started if process else math.nan
+    row.last_catalog_s = max(catalog) - started if catalog else math.nan
     row.server_s = sum(r.duration for r in served)
     measure_pace(row, records, scen)
     row.limit_s = max(row.server_s / workers, row.best_s if row.best_s > 0 else 0.0)
@@ -508,6 +514,8 @@ def table(rows: list[Row]) -> str:
         ("Process requests", lambda r: str(r.counts.get("process", 0))),
         ("Catalog requests", lambda r: str(r.counts.get("catalog", 0))),
         ("token requests", lambda r: str(r.counts.get("token", 0))),
+        ("first Process request (s)", lambda r: _fmt(r.first_process_s)),
+        ("last Catalog answer (s)", lambda r: _fmt(r.last_catalog_s)),
         ("429s received", lambda r: f"{r.total_429} ({r.share_429:.1%})"),
         ("  of them PU 429s", lambda r: str(r.pu_429)),
         ("server time, served (s)", lambda r: _fmt(r.server_s)),

@@ -12,7 +12,7 @@ nothing: the CLI passes ``on_plan``/``on_screen`` callbacks to show the plan and
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Executor
 from dataclasses import replace
 from datetime import timedelta
@@ -22,7 +22,8 @@ from typing import Any
 from pystac import Item, ItemCollection
 
 from .bands import PRESETS, output_dtype
-from .budget import check_budget, max_px_for_budget
+from .budget import CDSE_FREE_TIER_PU, check_budget, free_space, max_px_for_budget
+from .catalog import Page, iter_pages, sort_key
 from .catalog import search as catalog_search
 from .clouds import ClearShare, screen, screen_assets
 from .config import Settings, check_timeout, load_settings
@@ -41,6 +42,7 @@ from .raster import is_complete
 from .result import GetResult
 from .run import RunContext, execute
 from .sources.process import check_crs
+from .stream import PageStream
 
 __all__ = ["build_query", "get", "get_query", "open_service", "search", "search_query"]
 
@@ -48,6 +50,9 @@ log = logging.getLogger(__name__)
 
 PlanHook = Callable[[Sequence[Job], int], None]  # (jobs, number of items found)
 ScreenHook = Callable[[Sequence[ClearShare]], None]  # the --min-clear measurements
+# the search has more than one page: None when downloads start during it, else the option
+# that needs the whole plan first ("--max-pu", "--min-clear")
+StreamHook = Callable[[str | None], None]
 
 
 def _settings(settings: Settings | None, provider: str | None, env_file: Any, *,
@@ -102,13 +107,21 @@ def get_query(
     progress: bool | None = None,
     on_plan: PlanHook | None = None,
     on_screen: ScreenHook | None = None,
+    on_stream: StreamHook | None = None,
     **raw: Any,
 ) -> GetResult:
     """Search, plan and download; returns a ``GetResult``.
 
     ``options``: validated run options; or give their raw values as keywords (``fmt``,
     ``workers``, ``overwrite``, ``dry_run``, ``time_tolerance``, ``min_clear``,
-    ``requests_per_minute``, ``preview``, ``max_pu``: see ``query.build_options``).
+    ``requests_per_minute``, ``preview``, ``max_pu``, ``stream``: see ``query.build_options``).
+
+    A search of several Catalog pages streams (``stream.PageStream``): each page's final
+    acquisitions start downloading while the next page is asked, ``on_plan`` is told the whole
+    plan when the search ends, and the result is the one of the whole search. Guard rails that
+    need the whole plan keep it: ``max_pu`` and ``min_clear`` (and a dry run, and
+    ``stream=False``) plan the whole search first; the disk space is checked page by page
+    against the free space before the first download (never more is started than fits).
     """
     if options is None:
         options = build_options(settings, **raw)
@@ -122,14 +135,28 @@ def get_query(
                               pu_per_minute=options.pu_limit, memory=memory)
         session = open_session(live, limiter=limiter, pool_size=max(options.workers, 4))
         try:
-            items = catalog_search(session, live.catalog_url, query)
             # no request costs more PU than the (configured or remembered) budget holds
             bands = tuple(query.bands) or PRESETS["all"]
             max_px = max_px_for_budget(limiter.pu_capacity, len(bands), output_dtype(bands, query.dtype))
+            unstreamed = _needs_whole_plan(options)
+            pages = iter_pages(session, live.catalog_url, query, newest_first=unstreamed is None)
+            first, more = next(pages, ([], False))
+            if more and on_stream is not None and not options.dry_run and options.stream:
+                on_stream(unstreamed)
+            tags = {"SYNTHETIC": "true"} if settings.is_sandbox else {}
+            digests: dict[tuple[str, int, int, int], str] = {}  # each complete file hashed once
+            context = RunContext(live, session=session, overwrite=options.overwrite, tags=tags,
+                                 session_options={"pool_size": 2}, fmt=options.fmt, digests=digests)
+            if more and unstreamed is None:  # several pages: download from the first one on
+                stream = PageStream(query, options.out_dir, tolerance=options.tolerance, max_px=max_px)
+                jobs_found = _streamed(stream, first, pages, live, options, digests, on_plan)
+                result = execute(jobs_found, context, executor=executor, workers=options.workers,
+                                 progress=progress, manifest_root=options.out_dir)
+                return _finish(result, session, options, [])
+            items = sorted([*first, *(item for page, _ in pages for item in page)], key=sort_key)
             jobs = plan_jobs(query, items, options.out_dir, tolerance=options.tolerance, max_px=max_px)
             if on_plan is not None:
                 on_plan(jobs, len(items))
-            digests: dict[tuple[str, int, int, int], str] = {}  # each complete file hashed once
             todo = [j for j in jobs if options.overwrite
                     or not is_complete(j.destination, j.grid, j.bands, j.dtype, digests=digests)]
             # before any Process request (screening included): --max-pu, disk space, free tier
@@ -143,18 +170,64 @@ def get_query(
                 jobs, screened = _screen(jobs, todo, session, live, query, options)
                 if on_screen is not None and screened:
                     on_screen(screened)
-            tags = {"SYNTHETIC": "true"} if settings.is_sandbox else {}
-            context = RunContext(live, session=session, overwrite=options.overwrite, tags=tags,
-                                 session_options={"pool_size": 2}, fmt=options.fmt, digests=digests)
             result = execute(jobs, context, executor=executor, workers=options.workers,
                              progress=progress, manifest_root=options.out_dir)
-            result.min_clear, result.screened = options.min_clear, screened
-            if options.preview:
-                result.previews = _previews(result.paths, overwrite=options.overwrite)
-            result.stats = {**_session_stats(session), **result.stats}  # and a cluster's counters
-            return result
+            return _finish(result, session, options, screened)
         finally:
             session.close()
+
+
+def _needs_whole_plan(options: GetOptions) -> str | None:
+    """Why the run plans the whole search before its first download (None: it may stream)."""
+    if options.dry_run:
+        return "--dry-run"
+    if not options.stream:
+        return "--no-stream"
+    if options.max_pu is not None:
+        return "--max-pu"  # refused before any request when the whole plan's estimate is above
+    if options.min_clear is not None:
+        return "--min-clear"  # screens the whole plan, then downloads what is clear
+    return None
+
+
+def _streamed(stream: PageStream, first: list[Item], pages: Iterator[Page], live: Settings,
+              options: GetOptions, digests: dict[tuple[str, int, int, int], str],
+              on_plan: PlanHook | None) -> Iterator[Job]:
+    """The jobs of each page as it arrives, each batch checked (disk space, the free tier)
+    with every job before it, against the free space measured before the first download;
+    then the rest of the whole search's plan, told to ``on_plan``."""
+    todo: list[Job] = []
+    free = free_space(options.out_dir)  # before the first download: what every batch must fit in
+    warned = False
+
+    def checked(jobs: list[Job]) -> list[Job]:
+        nonlocal warned
+        started = bool(todo)  # jobs that request something were given out before these
+        todo.extend(j for j in jobs if options.overwrite
+                    or not is_complete(j.destination, j.grid, j.bands, j.dtype, digests=digests))
+        budget = check_budget(todo, source=live.source, provider="" if warned else live.provider,
+                              out_dir=options.out_dir, fmt=options.fmt, workers=options.workers,
+                              free_bytes=free, started=started)
+        warned = warned or (live.provider == "cdse" and budget.processing_units > CDSE_FREE_TIER_PU)
+        return jobs
+
+    yield from checked(stream.add(first))
+    for page, _ in pages:
+        yield from checked(stream.add(page))
+    rest = stream.finish()
+    if on_plan is not None:  # the totals, now that the search has ended
+        on_plan(stream.plan, len(stream.items))
+    yield from checked(rest)
+
+
+def _finish(result: GetResult, session: Any, options: GetOptions,
+            screened: list[ClearShare]) -> GetResult:
+    """Quicklooks and counters after the downloads."""
+    result.min_clear, result.screened = options.min_clear, screened
+    if options.preview:
+        result.previews = _previews(result.paths, overwrite=options.overwrite)
+    result.stats = {**_session_stats(session), **result.stats}  # and a cluster's counters
+    return result
 
 
 def _screen(jobs: list[Job], todo: list[Job], session: Any, settings: Settings, query: Query,

@@ -30,7 +30,7 @@ from .errors import BudgetError
 from .plan import DEFAULT_MAX_PX, Job, Plan, estimate_processing_units
 from .run import SPOOL_BYTES, THREADS_PER_SLOT
 
-__all__ = ["CDSE_FREE_TIER_PU", "Budget", "check_budget", "estimate", "max_px_for_budget", "size_text",
+__all__ = ["CDSE_FREE_TIER_PU", "Budget", "check_budget", "estimate", "free_space", "max_px_for_budget", "size_text",
            "temporary_bytes"]
 
 log = logging.getLogger(__name__)
@@ -58,15 +58,18 @@ def size_text(n: float) -> str:
 
 
 def estimate(todo: Sequence[Job], *, source: str, screening: bool, out_dir: Path,
-             fmt: str = "gtiff", workers: int = 1) -> Budget:
-    """The cost of downloading ``todo`` (jobs not yet complete), screening included."""
+             fmt: str = "gtiff", workers: int = 1, free_bytes: int | None = None) -> Budget:
+    """The cost of downloading ``todo`` (jobs not yet complete), screening included.
+
+    ``free_bytes``: the output folder's free space measured before (default: measured now)."""
     plan = Plan(tuple(todo))
     pu = 0.0
     if source == "process":
         pu = plan.processing_units
         if screening:
             pu += screening_units(todo)
-    return Budget(pu, plan.estimated_bytes, _free_bytes(out_dir),
+    free = free_space(out_dir) if free_bytes is None else free_bytes
+    return Budget(pu, plan.estimated_bytes, free,
                   temporary_bytes(todo, source=source, fmt=fmt, workers=workers))
 
 
@@ -98,7 +101,7 @@ def temporary_bytes(todo: Sequence[Job], *, source: str, fmt: str, workers: int)
     return sum(sorted(extras, reverse=True)[:at_once])
 
 
-def _free_bytes(folder: Path) -> int | None:
+def free_space(folder: Path) -> int | None:
     """Free space where ``folder`` is or will be (its nearest existing parent); None if unknown."""
     for candidate in (Path(folder), *Path(folder).resolve().parents):
         if candidate.exists():
@@ -111,13 +114,15 @@ def _free_bytes(folder: Path) -> int | None:
 
 def check_budget(todo: Sequence[Job], *, source: str, provider: str, out_dir: Path,
                  max_pu: float | None = None, screening: bool = False, fmt: str = "gtiff",
-                 workers: int = 1) -> Budget:
+                 workers: int = 1, free_bytes: int | None = None, started: bool = False) -> Budget:
     """Refuse (BudgetError) a plan above ``max_pu`` or the free disk space; warn above the free tier.
 
     ``fmt`` and ``workers`` (the run's) size the temporaries (:func:`temporary_bytes`).
+    A streamed run (``stream.PageStream``) checks the jobs found so far, page by page, against
+    the ``free_bytes`` measured before its first download; ``started``: downloads have begun.
     """
     budget = estimate(todo, source=source, screening=screening, out_dir=out_dir, fmt=fmt,
-                      workers=workers)
+                      workers=workers, free_bytes=free_bytes)
     if not todo:
         return budget
     what = f"{len(todo)} acquisition(s) to download"
@@ -137,7 +142,9 @@ def check_budget(todo: Sequence[Job], *, source: str, provider: str, out_dir: Pa
                        "are converted or large tiles spooled)" if budget.temporary_bytes else "")
         raise BudgetError(
             f"{what} need up to {size_text(needed)} (uncompressed estimate) in {out_dir}"
-            f"{temporaries}, which has {size_text(budget.free_bytes)} free; nothing was requested",
+            f"{temporaries}, which has {size_text(budget.free_bytes)} free; "
+            + ("stopped before more was requested (complete files are kept)" if started
+               else "nothing was requested"),
             hint="free some space or choose another --out; or download less (fewer bands, a shorter "
             "time window, a smaller area, a coarser --resolution)",
         )

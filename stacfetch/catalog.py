@@ -60,11 +60,13 @@ __all__ = [
     "UnknownCollectionError",
     "cloud_filter",
     "describe_item",
+    "iter_pages",
     "iter_search",
     "list_collections",
     "open_catalog",
     "search",
     "search_parameters",
+    "sort_key",
 ]
 
 
@@ -217,7 +219,13 @@ def _as_item(feature: Any, query: Query, url: str, client: Client | None) -> Ser
     return item
 
 
-def iter_search(
+Page = tuple[list[pystac.Item], bool]  # a page's new items (the service's order), and whether more follow
+
+# the sortby asked of a catalog that conforms to the STAC sort extension
+NEWEST_FIRST = [{"field": "properties.datetime", "direction": "desc"}]
+
+
+def iter_pages(
     session: Any,
     settings_or_url: Settings | str,
     query: Query,
@@ -225,11 +233,20 @@ def iter_search(
     limit: int = MAX_PAGE_SIZE,
     max_items: int | None = None,
     client: Client | None = None,
-) -> Iterator[pystac.Item]:
-    """Yield matching items in the service's order, each id once, following every page."""
+    newest_first: bool = False,
+) -> Iterator[Page]:
+    """Yield each page's new items (each id once, in the service's order) as the page arrives,
+    and whether it links to a next page.
+
+    ``newest_first``: ask ``sortby`` datetime descending where the catalog conforms to the STAC
+    sort extension (a generic STAC API). The Sentinel Hub Catalog does not advertise it and is
+    not asked; it pages newest first on its own (every recorded answer does).
+    """
     url = _catalog_url(settings_or_url)
     client = client or open_catalog(session, url)
     params = search_parameters(query, limit=limit)
+    if newest_first and client.conforms_to(ConformanceClasses.SORT):
+        params["sortby"] = NEWEST_FIRST
     with warnings.catch_warnings(record=True) as caught:
         # the commercial landing page advertises its search link without a method
         warnings.simplefilter("always", PystacClientWarning)
@@ -252,22 +269,40 @@ def iter_search(
             if not isinstance(features, list):
                 raise ServiceError(f"the catalog at {url} answered a search with {_sample(page)}, "
                                    "not a FeatureCollection of items", url=url)
-            _check_page(url, page, features, pages=pages, items=len(seen), asked=params["limit"],
-                        links=links)
+            more = _check_page(url, page, features, pages=pages, items=len(seen),
+                               asked=params["limit"], links=links)
+            fresh = []
             for feature in features:
                 item = _as_item(feature, query, url, client)
                 if item.id in seen:
                     continue
                 seen.add(item.id)
-                yield item
+                fresh.append(item)
+            yield fresh, more and bool(features)  # pystac-client stops at an empty page too
     _log_warnings(caught)
     log.debug("search of %s: %d items in %d pages", query.collection, len(seen), pages)
 
 
+def iter_search(
+    session: Any,
+    settings_or_url: Settings | str,
+    query: Query,
+    *,
+    limit: int = MAX_PAGE_SIZE,
+    max_items: int | None = None,
+    client: Client | None = None,
+) -> Iterator[pystac.Item]:
+    """Yield matching items in the service's order, each id once, following every page."""
+    for page, _ in iter_pages(session, settings_or_url, query, limit=limit, max_items=max_items,
+                              client=client):
+        yield from page
+
+
 def _check_page(url: str, page: dict[str, Any], features: list[Any], *, pages: int, items: int,
-                asked: int, links: set[str]) -> None:
+                asked: int, links: set[str]) -> bool:
     """Stop a search that cannot end well: more features than asked on a page, a ``next``
-    link seen before (it would page forever), more than MAX_PAGES pages or MAX_ITEMS items."""
+    link seen before (it would page forever), more than MAX_PAGES pages or MAX_ITEMS items.
+    Returns whether the page links to a next one."""
     hint = "narrow the area or the time window (or --max-cloud); if it persists the catalog is misbehaving"
     if len(features) > asked:
         raise InvalidResponseError(
@@ -277,7 +312,7 @@ def _check_page(url: str, page: dict[str, Any], features: list[Any], *, pages: i
     following = [link for link in page_links if isinstance(link, dict) and link.get("rel") == "next"] \
         if isinstance(page_links, list) else []  # "links": null or junk: no next page
     if not following:
-        return
+        return False
     key = json.dumps([following[0].get(k) for k in ("href", "method", "body")], sort_keys=True, default=str)
     if key in links:
         raise InvalidResponseError(
@@ -290,6 +325,9 @@ def _check_page(url: str, page: dict[str, Any], features: list[Any], *, pages: i
             f"the search at {url} went on past {pages:,} pages ({items + len(features):,} items; "
             f"stacfetch stops at {MAX_PAGES:,} pages or {MAX_ITEMS:,} items); stopped",
             hint=hint, url=url)
+    return True
+
+
 def _log_warnings(caught: list[warnings.WarningMessage]) -> None:
     for w in caught:
         log.debug("pystac-client: %s", w.message)
@@ -310,10 +348,10 @@ def search(
     collection becomes :class:`UnknownCollectionError` listing the available ones.
     """
     items = list(iter_search(session, settings_or_url, query, limit=limit, max_items=max_items))
-    return sorted(items, key=_sort_key)
+    return sorted(items, key=sort_key)
 
 
-def _sort_key(item: pystac.Item) -> tuple[datetime, str]:
+def sort_key(item: pystac.Item) -> tuple[datetime, str]:
     when = scene_facts(item).datetime
     return (when or datetime.min.replace(tzinfo=timezone.utc), item.id)
 

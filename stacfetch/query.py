@@ -100,6 +100,7 @@ class GetOptions:
     pu_limit: float | None = None  # the account's processing units per minute (None: learn it)
     limits_note: str | None = None  # where the limits come from, when not from the caller
     max_pu: float | None = None  # refuse a plan estimated above this many processing units
+    stream: bool = True  # download from the first Catalog page on (False: plan the whole search first)
 
 
 # --- the query --------------------------------------------------------------------------
@@ -200,12 +201,14 @@ def build_options(
     preview: bool = False,
     pu_limit: Any = None,
     max_pu: Any = None,
+    stream: bool = True,
 ) -> GetOptions:
     """Validate the options of a run once; the output folder is ``settings.output_dir``.
 
     ``time_tolerance``: a ``timedelta`` or minutes (a number or its text). The output folder is
     created here unless ``dry_run`` (a dry run creates nothing), so a folder that cannot be
-    used fails before any request.
+    used fails before any request. ``stream`` False: plan the whole search before the first
+    download (``--no-stream``), as ``--max-pu``, ``--min-clear`` and a dry run always do.
     """
     # raster/ imports plan, which imports this module: importing it at the top is a cycle
     from .raster.profiles import FORMATS, check_format
@@ -239,6 +242,7 @@ def build_options(
         fmt=fmt, workers=workers, overwrite=bool(overwrite), dry_run=bool(dry_run),
         tolerance=tolerance, min_clear=min_clear, requests_per_minute=requests_per_minute,
         preview=bool(preview), pu_limit=pu_limit, limits_note=note, max_pu=max_pu,
+        stream=bool(stream),
     )
 
 

@@ -312,10 +312,11 @@ def in_jupyter() -> bool:
     return type(shell).__name__ == "ZMQInteractiveShell"
 
 
-def _progress(total: int, enabled: bool | None) -> Any:
+def _progress(total: int | None, enabled: bool | None) -> Any:
     """The acquisitions' progress bar (``tqdm.auto``: a widget in Jupyter, text on a terminal).
 
     ``enabled``: True always, False never, None (default) on a terminal or in Jupyter only.
+    ``total`` None: not known yet (jobs still arriving from the search).
     """
     if enabled is False or total == 0:
         return None
@@ -391,7 +392,7 @@ def _execute(
     if own_executor and known:
         # fewer acquisitions than workers (a large area): spread the workers over tiles
         context.tile_workers = min(MAX_TILE_WORKERS, max(1, workers // len(known)))
-    bar = _progress(len(known) if known is not None else 0, progress)
+    bar = _progress(len(known) if known is not None else None, progress)
     futures: dict[Future[Outcome], Job] = {}
     try:
         task = run_job if context.remote is None else run_job_on_worker
