@@ -133,7 +133,8 @@ def get_query(
         memory = LimitMemory.for_service(live.base_url or live.stac_url or "", live.client_id)
         limiter = RateLimiter(requests_per_minute=options.requests_per_minute,
                               pu_per_minute=options.pu_limit, memory=memory)
-        session = open_session(live, limiter=limiter, pool_size=max(options.workers, 4))
+        # a connection for each request in flight and one for the search's next page
+        session = open_session(live, limiter=limiter, pool_size=max(options.workers + 1, 4))
         try:
             # no request costs more PU than the (configured or remembered) budget holds
             bands = tuple(query.bands) or PRESETS["all"]
@@ -294,6 +295,7 @@ def get(
     requests_per_minute: float | None = None,
     max_pu: float | None = None,
     timeout: float | None = None,
+    stream: bool = True,
 ) -> GetResult:
     """Download every acquisition over ``location`` between ``start`` and ``end`` (inclusive).
 
@@ -312,7 +314,10 @@ def get(
     ``True`` always, ``False`` never; ``max_pu``: refuse, before any Process request, a plan
     estimated above this many processing units. A plan larger than the output folder's free
     space is refused too. ``timeout``: seconds a request may wait for the service's answer to
-    start (default 120; a silent service is asked twice, then the run says so).
+    start (default 120; a silent service is asked twice, then the run says so). ``stream``:
+    a search of several Catalog pages starts downloading with its first page (the plan and the
+    result are the same); False plans the whole search first, as ``max_pu`` and ``min_clear``
+    always do.
     """
     query = build_query(location, start, end, size=size, collection=collection, max_cloud=max_cloud,
                         bands=bands, resolution=resolution, crs=crs, dtype=dtype, harmonize=harmonize)
@@ -321,5 +326,6 @@ def get(
         live = replace(live, output_dir=Path(out))
     options = build_options(live, fmt=format, workers=workers, overwrite=overwrite, dry_run=dry_run,
                             time_tolerance=time_tolerance, min_clear=min_clear,
-                            requests_per_minute=requests_per_minute, preview=preview, max_pu=max_pu)
+                            requests_per_minute=requests_per_minute, preview=preview, max_pu=max_pu,
+                            stream=stream)
     return get_query(query, settings=live, options=options, executor=executor, progress=progress)

@@ -182,6 +182,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="items this close in time are one acquisition (default 60)")
     g.add_argument("--dry-run", action="store_true", help="print the plan and estimated cost; download nothing")
     g.add_argument("--overwrite", action="store_true", help="download again even if a complete file exists")
+    g.add_argument("--no-stream", dest="stream", action="store_false",
+                   help="plan the whole search before the first download (default: downloads start "
+                   "with the first Catalog page; the plan is the same)")
     g.add_argument("--format", dest="fmt", default="cog", metavar="FORMAT",
                    help="cog: Cloud-Optimized GeoTIFF with overviews, DEFLATE (default); gtiff: tiled "
                         "DEFLATE GeoTIFF; raw: the service's GeoTIFF as sent, tags added, uncompressed "

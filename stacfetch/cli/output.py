@@ -95,6 +95,15 @@ def summarize(
     return "\n".join(lines)
 
 
+def stream_note(needs_whole_plan: str | None) -> str:
+    """What a search of several Catalog pages does: download from its first page, or why not."""
+    if needs_whole_plan is None:
+        return ("search: several Catalog pages; downloads start with the first, "
+                "the totals follow when the search ends")
+    return (f"search: several Catalog pages; {needs_whole_plan} needs the whole plan, so downloads "
+            "start when the search has ended")
+
+
 def screening_text(shares: Sequence[ClearShare], min_clear: float) -> str:
     """What --min-clear measured and decided, one line per acquisition."""
     lines = [f"clear share over the area (SCL 4/5/6/11; --min-clear {min_clear:g}):"]
