@@ -101,10 +101,12 @@ class PageStream:
         wrong = [j for j in self.released if (j.destination, j.acquisition.item_ids) not in planned]
         if wrong:
             names = ", ".join(j.destination.name for j in wrong[:5]) + (" ..." if len(wrong) > 5 else "")
+            why = ("the catalog sent items out of time order (newest first until then), and a later "
+                   "one belongs to an acquisition already being downloaded" if not self.ordered
+                   else "a bug in stacfetch (please report it)")
             raise ServiceError(
-                f"the catalog sent items out of time order (newest first until then), and a later "
-                f"one belongs to an acquisition already being downloaded: {len(wrong)} file(s) "
-                f"would not match the whole search's plan ({names}); stopped",
+                f"{why}: {len(wrong)} file(s) started during the search do not match the whole "
+                f"search's plan ({names}); stopped",
                 hint="delete those files and run again with --no-stream (stream=False), which plans "
                 "the whole search before the first download")
         done = {j.destination for j in self.released}

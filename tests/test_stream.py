@@ -81,8 +81,9 @@ def test_downloads_start_before_the_last_page_and_match_a_whole_search_run(tmp_p
         log = emu.log.settle()
         pages = search_pages(emu)
         first_process = min(r.started for r in log.records(kind="process"))
-        assert len(pages) == 3 and streamed == [None]
+        assert len(pages) == 3
         assert first_process < max(r.started + r.duration for r in pages)  # before the last answer
+        assert streamed == [None]
         emu.log.clear()
         whole = get_query(query(), settings=settings_for(emu, tmp_path / "w" / "out"), fmt="raw", stream=False)
         assert min(r.started for r in emu.log.settle().records(kind="process")) > max(
@@ -205,3 +206,31 @@ def test_items_out_of_time_order_stop_early_releases(tmp_path: Path) -> None:
     with pytest.raises(ServiceError, match="out of time order") as info:
         stream.finish()
     assert "--no-stream" in info.value.hint
+
+
+def test_names_shared_within_a_second_follow_time_order(tmp_path: Path) -> None:
+    """Tolerance 0: two acquisitions of one pass in the same second are ``X`` and ``X-2`` in time
+    order; the later one must not be named before the earlier one has arrived."""
+    with Emulator() as emu:
+        items = catalog_items(emu)
+    s2a = next(it for it in items if it.properties.get("platform") == "sentinel-2a")
+    s2b = next(it for it in items if it.properties.get("platform") == "sentinel-2b")
+    second = datetime(2021, 3, 1, 10, 0, 0, tzinfo=timezone.utc)
+
+    def at(item: pystac.Item, ms: int, tag: str) -> pystac.Item:
+        twin = item.clone()
+        twin.id = f"{item.id}-{tag}"
+        twin.datetime = second + timedelta(milliseconds=ms)
+        twin.properties["datetime"] = twin.datetime.isoformat().replace("+00:00", "Z")
+        return twin
+
+    late, other, early = at(s2a, 700, "late"), at(s2b, 200, "other"), at(s2a, 100, "early")
+    zero = timedelta(0)
+    whole = plan_jobs(query(), [late, other, early], tmp_path, tolerance=zero)
+    names = {j.acquisition.item_ids: j.destination.name for j in whole}
+    assert names[(late.id,)] == names[(early.id,)].replace(".tif", "-2.tif")
+    stream = PageStream(query(), tmp_path, tolerance=zero)
+    early_jobs = stream.add([late, other]) + stream.add([early])
+    got = early_jobs + stream.finish()
+    assert sorted((j.destination, j.acquisition.item_ids) for j in got) == sorted(
+        (j.destination, j.acquisition.item_ids) for j in whole)
