@@ -398,6 +398,8 @@ def _execute(
         task = run_job if context.remote is None else run_job_on_worker
         try:
             for job in (known if known is not None else jobs):  # a stream: submitted as they come
+                if known is None and context.stop.is_set():
+                    break  # the quota ran out while the search went on: nothing more is started
                 result.jobs.append(job)
                 futures[pool.submit(task, job, context)] = job
         except Exception:  # a broken executor: nothing submitted may go on writing after we return
