@@ -245,7 +245,7 @@ def iter_pages(
     url = _catalog_url(settings_or_url)
     client = client or open_catalog(session, url)
     params = search_parameters(query, limit=limit)
-    if newest_first and client.conforms_to(ConformanceClasses.SORT):
+    if newest_first and _sorts(client):
         params["sortby"] = NEWEST_FIRST
     with warnings.catch_warnings(record=True) as caught:
         # the commercial landing page advertises its search link without a method
@@ -281,6 +281,17 @@ def iter_pages(
             yield fresh, more and bool(features)  # pystac-client stops at an empty page too
     _log_warnings(caught)
     log.debug("search of %s: %d items in %d pages", query.collection, len(seen), pages)
+
+
+def _sorts(client: Client) -> bool:
+    """Whether the catalog advertises the STAC sort extension, of any version (pgstac lists
+    v1.1.0, which pystac-client's own check does not match: it is then told)."""
+    if client.conforms_to(ConformanceClasses.SORT):
+        return True
+    if any(str(uri).endswith("item-search#sort") for uri in client.get_conforms_to()):
+        client.add_conforms_to("SORT")
+        return True
+    return False
 
 
 def iter_search(

@@ -6,6 +6,7 @@ server) and from pystac-client talking to the same server directly.
 
 from __future__ import annotations
 
+import json
 from datetime import datetime, timezone
 from typing import Any
 
@@ -212,6 +213,25 @@ def test_our_catalog_follows_token_pages(real_stac: RealStac) -> None:
     assert set(got) == _direct(real_stac.url, PC_BBOX, PC_DATETIME)
     assert len(posts) >= 6, "limit=2 over 12 items must take at least 6 search pages"
     assert any('"token"' in body for body in posts), "next pages must carry pgstac's token"
+
+
+def test_a_streamed_search_asks_for_newest_first(real_stac: RealStac) -> None:
+    """pgstac advertises sort (v1.1.0): the streamed search sends sortby and pages newest first."""
+    catalog = _catalog()
+    bodies: list[dict[str, Any]] = []
+
+    def record(resp: requests.Response, *args: Any, **kwargs: Any) -> None:
+        if resp.request.method == "POST" and resp.request.url.rstrip("/").endswith("/search"):
+            bodies.append(json.loads(resp.request.body))
+
+    with requests.Session() as session:
+        session.hooks["response"].append(record)
+        pages = list(catalog.iter_pages(session, real_stac.url, _query(PC_BBOX, PC_DATETIME), limit=2,
+                                        newest_first=True))
+    times = [it.datetime for page, _ in pages for it in page]
+    assert len(times) == 12 and times == sorted(times, reverse=True)
+    assert [more for _, more in pages] == [True] * (len(pages) - 1) + [False]
+    assert all(b.get("sortby") == catalog.NEWEST_FIRST for b in bodies) and len(bodies) == len(pages)
 
 
 # -- (c) the rasters item: windowed COG reads over HTTP ranges --------------------------------
