@@ -49,7 +49,7 @@ from .files import (
     tile_spool_path,
 )
 from .formats import check_copy, close_transform, copy_as, discard_partial, same_crs
-from .profiles import BLOCK, IO_ENV, check_format, profile_for
+from .profiles import BLOCK, IO_ENV, READ_ENV, check_format, profile_for
 from .tags import band_scale_offset, clean_tags, describe, strip_href_queries
 
 __all__ = ["PartFile", "TileData"]
@@ -228,14 +228,14 @@ class PartFile:
     def _write_bytes(self, tile: Tile, data: bytes) -> None:
         if not data:
             raise InvalidResponseError(f"{self._what(tile)} is empty (0 bytes)")
-        with rasterio.Env(**IO_ENV), rasterio.MemoryFile(data) as mem:
+        with rasterio.Env(**READ_ENV), rasterio.MemoryFile(data) as mem:
             self._write_source(tile, mem, f"{len(data)} bytes")
 
     def _write_source(self, tile: Tile, source: Any, size: str) -> None:
         """Validate a response (a MemoryFile or a spooled file's path) and copy it strip by strip."""
         what = self._what(tile)
         col0, row0 = int(tile.window.col_off), int(tile.window.row_off)
-        with rasterio.Env(**IO_ENV):
+        with rasterio.Env(**READ_ENV):  # (the .part was created under IO_ENV: its threads stay)
             try:
                 src = rasterio.open(source) if isinstance(source, Path) else source.open()
             except Exception as exc:  # any decoding failure is the response's fault
@@ -267,7 +267,7 @@ class PartFile:
             holder.write(data)  # a copy GDAL owns, so tags can grow the file in place
             name = holder.name
         try:
-            with rasterio.Env(**IO_ENV), rasterio.open(name) as src:
+            with rasterio.Env(**READ_ENV), rasterio.open(name) as src:
                 self._validate(src, tile, what, size)
                 # a body cut short loses its last strips or tiles: the last row no longer reads
                 src.read(window=Window(0, src.height - 1, src.width, 1))

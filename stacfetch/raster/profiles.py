@@ -25,6 +25,7 @@ __all__ = [
     "FORMATS",
     "GDAL_OPTIONS",
     "IO_ENV",
+    "READ_ENV",
     "PROFILES",
     "check_format",
     "creation_options",
@@ -79,9 +80,13 @@ PREDICTORS: dict[str, tuple[Any, Any]] = {"gtiff": (2, 3), "cog": ("STANDARD", "
 # 48 MB holds the block row of two tiles being copied at once. (rasterio takes GDAL_CACHEMAX
 # in bytes.)
 GDAL_OPTIONS: dict[str, Any] = {"GDAL_CACHEMAX": 48 * 1024 * 1024}
-# GDAL settings of each of our own reads and writes: no directory listing next to in-memory
-# responses, compression on all cores.
+# GDAL settings of each of our own writes: no directory listing next to in-memory responses,
+# compression on all cores (GDAL takes the thread count when a file is created).
 IO_ENV: dict[str, str] = {"GDAL_DISABLE_READDIR_ON_OPEN": "EMPTY_DIR", "GDAL_NUM_THREADS": "ALL_CPUS"}
+# ... and of decoding a response: one thread. GDAL's threaded reader hands each strip to a
+# worker; on the service's uncompressed one-row strips that cost 10x the CPU for nothing
+# (2001 x 2001 x 4 uint16: 0.12 s against 0.012 s).
+READ_ENV: dict[str, str] = {"GDAL_DISABLE_READDIR_ON_OPEN": "EMPTY_DIR", "GDAL_NUM_THREADS": "1"}
 
 
 def gdal_options(environ: Mapping[str, str] | None = None) -> dict[str, Any]:
