@@ -373,8 +373,8 @@ class PartFile:
         if self.fmt != "cog":
             check_copy(self.part, samples)
             return self.part
-        copy_as(self.part, self.cog_part, "cog", self.bands, self.dtype,
-                pixels=samples)  # (the copy keeps the mask: see formats.copy_as)
+        copy_as(self.part, self.cog_part, "cog", self.bands, self.dtype, pixels=samples,
+                size=(self.grid.width, self.grid.height))  # (the copy keeps the mask: see formats.copy_as)
         self.part.unlink()
         return self.cog_part
 
@@ -403,7 +403,8 @@ class PartFile:
             self._drop_whole()
             return self.part
         target = self.cog_part
-        copy_as(name, target, self.fmt, self.bands, self.dtype, pixels=samples)
+        copy_as(name, target, self.fmt, self.bands, self.dtype, pixels=samples,
+                size=(self.grid.width, self.grid.height))
         self._drop_whole()
         self.part.unlink(missing_ok=True)
         return target

@@ -35,7 +35,7 @@ __all__ = [
 ]
 
 BLOCK = 512  # internal tiles of every file written (the .part, the levels, gtiff and raw)
-COG_BLOCK = 512  # COG tiles (GDAL's default); also the size below which no further overview is made
+COG_BLOCK = 512  # COG tiles (GDAL's default); no overview level is smaller (overviews.level_count)
 # DEFLATE (readable everywhere) at level 1: on real Sentinel-2 data (../shared/data/rasters
 # B04) level 1 was as small as level 6 (2.19 vs 2.27 MB) and 1.5x faster to write.
 DEFLATE_LEVEL = 1
