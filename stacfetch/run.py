@@ -113,12 +113,14 @@ class RunContext:
         session_options: dict[str, Any] | None = None,
         fmt: str = "cog",
         digests: dict[tuple[str, int, int, int], str] | None = None,
+        compress: str | None = None,
     ) -> None:
         self.settings = settings
         self.digests = digests if digests is not None else {}  # files this run already hashed
         self.source = source_for(settings)  # the pixel source, chosen once from the provider
         self.overwrite = overwrite
         self.fmt = fmt
+        self.compress = compress  # of cog and gtiff output (None: deflate); see raster.profiles
         self.tags = dict(tags or {})
         self.session_options = dict(session_options or {})
         self._session = session
@@ -185,7 +187,7 @@ def _run_locked(job: Job, context: RunContext) -> Outcome:
         return Outcome(job, "skipped", sha256=digest, identity=file_identity(job.destination))
     if found is not None:  # complete in another format: convert locally, no request
         try:
-            convert_format(job.destination, fmt, job.bands, job.dtype)
+            convert_format(job.destination, fmt, job.bands, job.dtype, compress=context.compress)
             log.info("%s: converted to %s", job.destination.name, fmt)
             return Outcome(job, "written", bytes=job.destination.stat().st_size)
         except Exception as exc:
@@ -198,7 +200,7 @@ def _run_locked(job: Job, context: RunContext) -> Outcome:
         acq = job.acquisition
         reader = context.source.open(job, session)
         with PartFile(job.destination, job.grid, job.bands, job.dtype, fmt=fmt, masked=True,
-                      tag=context.tag) as part:
+                      tag=context.tag, compress=context.compress) as part:
             if not context.source.concurrent_tiles:  # a STAC API's COG assets (sources.assets)
                 for tile in job.tiles:
                     _check_stop(context)

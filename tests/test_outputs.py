@@ -164,6 +164,22 @@ def test_gtiff_and_cog_hold_the_same_pixels(emulator: Emulator, tmp_path: Path) 
             assert pb.tags()["ACQUISITION_DATETIME"] == ca.tags()["ACQUISITION_DATETIME"]
 
 
+@pytest.mark.parametrize("fmt", ["cog", "gtiff"])
+def test_zstd_holds_the_same_pixels_and_mask_as_deflate(emulator: Emulator, tmp_path: Path, fmt: str) -> None:
+    deflate = run(emulator, tmp_path / "deflate", end="2022-01-22", fmt=fmt)
+    zstd = run(emulator, tmp_path / "zstd", end="2022-01-22", fmt=fmt, compress="zstd")
+    assert zstd.written and [p.name for p in zstd.written] == [p.name for p in deflate.written]
+    for a, b in zip(deflate.written, zstd.written, strict=True):
+        assert file_format(b) == fmt and (cog_errors(b) == []) == (fmt == "cog")
+        with rasterio.open(a) as da, rasterio.open(b) as zb:
+            assert da.tags(ns="IMAGE_STRUCTURE")["COMPRESSION"] == "DEFLATE"
+            assert zb.tags(ns="IMAGE_STRUCTURE")["COMPRESSION"] == "ZSTD"
+            assert zb.tags(ns="IMAGE_STRUCTURE")["PREDICTOR"] == "2"
+            np.testing.assert_array_equal(zb.read(), da.read())
+            np.testing.assert_array_equal(zb.read_masks(), da.read_masks())
+            assert zb.tags()["STACFETCH_COMPLETE"] == "1" and zb.descriptions == da.descriptions
+
+
 def test_float32_reflectance_has_no_scale_and_a_floating_point_predictor(emulator: Emulator, tmp_path: Path) -> None:
     result = run(emulator, tmp_path / "out", end="2022-01-22", bands="B04,B08", dtype="float32")
     for path in result.written:

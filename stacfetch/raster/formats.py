@@ -84,14 +84,16 @@ def format_of(src: Any) -> str | None:
 
 
 def copy_as(source: Path | str, target: Path, fmt: str, bands: Sequence[str], dtype: str,
-            *, pixels: int | None = None, size: tuple[int, int] | None = None) -> None:
+            *, pixels: int | None = None, size: tuple[int, int] | None = None,
+            compress: str | None = None) -> None:
     """Copy a GeoTIFF (a path or a ``/vsimem/`` name) into ``fmt``; GDAL streams it block by block.
 
     The COG driver first writes overviews to ``<target>.ovr.tmp`` next to the target; a COG
     gets the levels of ``overviews.level_count`` (none for small files). ``pixels`` (samples
-    of the source) and ``size`` (its width, height) save opening it once more.
+    of the source) and ``size`` (its width, height) save opening it once more; ``compress``:
+    see ``profiles.COMPRESSIONS`` (None: deflate).
     """
-    options = creation_options(fmt, bands, dtype)
+    options = creation_options(fmt, bands, dtype, compress=compress)
     if pixels is None or (fmt == "cog" and size is None):
         with rasterio.Env(GDAL_DISABLE_READDIR_ON_OPEN="EMPTY_DIR"), rasterio.open(source) as src:
             pixels, size = src.width * src.height * src.count, (src.width, src.height)
@@ -149,13 +151,14 @@ def check_copy(target: Path, pixels: int) -> None:
         raise OSError(f"the copy written to {target.name} is incomplete (disk full?): {exc}") from exc
 
 
-def convert_format(dest: Path, fmt: str, bands: Sequence[str], dtype: str) -> Path:
+def convert_format(dest: Path, fmt: str, bands: Sequence[str], dtype: str, *,
+                   compress: str | None = None) -> Path:
     """Rewrite a complete file in place as ``fmt`` (atomically: a temporary copy, then rename)."""
     fmt = check_format(fmt)
     dest = Path(dest)
     tmp = cog_part_path(dest)
     try:
-        copy_as(dest, tmp, fmt, bands, dtype)
+        copy_as(dest, tmp, fmt, bands, dtype, compress=compress)
         fsync_file(tmp)
         os.replace(tmp, dest)
         fsync_dir(dest.parent)

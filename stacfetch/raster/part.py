@@ -49,7 +49,7 @@ from .files import (
     tile_spool_path,
 )
 from .formats import check_copy, close_transform, copy_as, discard_partial, same_crs
-from .profiles import BLOCK, IO_ENV, READ_ENV, check_format, profile_for
+from .profiles import BLOCK, IO_ENV, READ_ENV, check_compress, check_format, profile_for
 from .tags import band_scale_offset, clean_tags, describe, strip_href_queries
 
 __all__ = ["PartFile", "TileData"]
@@ -104,12 +104,14 @@ class PartFile:
         fmt: str = "gtiff",
         masked: bool = False,
         tag: str | None = None,
+        compress: str | None = None,
     ) -> None:
         self.destination = Path(destination)
         self.masked = masked  # tiles carry dataMask as one more, last band (see the module docstring)
         if masked:
             nodata = None
         self.fmt = check_format(fmt)
+        self.compress = check_compress(compress, self.fmt)  # None: deflate (cog, gtiff)
         self.tag = tag  # the run's tag in the temporary names (files.run_tag); None: untagged
         self.part = part_path(self.destination, tag)
         self.cog_part = cog_part_path(self.destination, tag)
@@ -119,7 +121,7 @@ class PartFile:
         # cog: the COG driver compresses the final file; compressing the .part too would
         # cost a second deflate pass and slow the overview builder, which re-reads it
         self.profile = profile_for(grid, self.bands, self.dtype, nodata=nodata,
-                                   fmt="gtiff" if self.fmt == "gtiff" else "raw")
+                                   fmt="gtiff" if self.fmt == "gtiff" else "raw", compress=self.compress)
         self.allow_missing_georef = allow_missing_georef
         self._dst: Any = None  # the .part being stitched, opened at the first partial tile
         self._whole: Any = None  # a whole-grid response: a MemoryFile, or the .part itself
@@ -374,7 +376,7 @@ class PartFile:
             check_copy(self.part, samples)
             return self.part
         copy_as(self.part, self.cog_part, "cog", self.bands, self.dtype, pixels=samples,
-                size=(self.grid.width, self.grid.height))  # (the copy keeps the mask: see formats.copy_as)
+                size=(self.grid.width, self.grid.height), compress=self.compress)  # (the copy keeps the mask: see formats.copy_as)
         self.part.unlink()
         return self.cog_part
 
@@ -404,7 +406,7 @@ class PartFile:
             return self.part
         target = self.cog_part
         copy_as(name, target, self.fmt, self.bands, self.dtype, pixels=samples,
-                size=(self.grid.width, self.grid.height))
+                size=(self.grid.width, self.grid.height), compress=self.compress)
         self._drop_whole()
         self.part.unlink(missing_ok=True)
         return target
