@@ -52,7 +52,7 @@ from .raster import (
 from .raster.profiles import gdal_options
 from .result import GetResult, Outcome
 from .sources import source_for
-from .stac.manifest import write_manifest
+from .stac.manifest import add_to_manifest, write_manifest
 
 with warnings.catch_warnings():  # without ipywidgets, tqdm.auto falls back to the text bar
     warnings.simplefilter("ignore", TqdmWarning)
@@ -412,6 +412,8 @@ def _execute(
         for future in as_completed(futures):
             outcome = _outcome_of(future, futures[future])
             result.outcomes.append(outcome)
+            if outcome.status == "written":  # in the manifest now: a run killed later keeps it
+                _add_to_manifest(outcome, manifest_root)
             if bar is not None:
                 bar.update(1)
                 bar.set_postfix_str(f"{result.bytes / 1e6:.1f} MB, {len(result.failed)} failed")
@@ -495,21 +497,33 @@ def _wind_down(futures: dict[Future[Outcome], Job], result: GetResult, context: 
             discard_partial(job.destination, context.tag)
 
 
+def _record(o: Outcome) -> dict[str, Any]:
+    """The manifest record of a complete file: the worker's checksum, size and identity, taken
+    under the file's lock; the manifest hashes what the worker did not, and again a file
+    replaced since (another run)."""
+    known = o.sha256 is not None and o.identity is not None
+    return {"job": o.job, "path": o.job.destination, "sha256": o.sha256 if known else None,
+            "size": o.identity[1] if known else None, "identity": o.identity}
+
+
+def _add_to_manifest(outcome: Outcome, root: Path | None) -> None:
+    """Add one file just written to the manifest (see ``stac.manifest.add_to_manifest``);
+    a failure is logged: the manifest written at the end of the run still lists it."""
+    if root is None:
+        return
+    try:
+        add_to_manifest(root, _record(outcome))
+    except (OSError, ValueError) as exc:
+        log.warning("could not add %s to the manifest in %s yet: %s", outcome.job.destination.name,
+                    root, exc)
+
+
 def _write_manifest(result: GetResult, root: Path | None) -> Path | None:
     """Record every complete file with its checksum in the run's STAC catalog manifest."""
     complete = [o for o in result.outcomes if o.status in ("written", "skipped")]
     if not complete or root is None:
         return None
-    records = []
-    for o in complete:
-        dest = o.job.destination
-        if not dest.exists():
-            continue
-        # the worker's checksum, size and identity, taken under the file's lock; write_manifest
-        # hashes what the worker did not, and again a file replaced since (another run)
-        known = o.sha256 is not None and o.identity is not None
-        records.append({"job": o.job, "path": dest, "sha256": o.sha256 if known else None,
-                        "size": o.identity[1] if known else None, "identity": o.identity})
+    records = [_record(o) for o in complete if o.job.destination.exists()]
     try:
         return write_manifest(root, records, skip_bad=True)  # a bad record costs only itself
     except OSError as exc:
