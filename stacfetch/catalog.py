@@ -264,7 +264,7 @@ def iter_search(
             try:
                 with body_limit(MAX_PAGE_BYTES, "a Catalog page"):
                     page = next(page_iter, None)
-            except BaseException:
+            except Exception:  # (Ctrl-C does not wait for the landing page)
                 if landing is not None:  # the landing page's own failure, as when it came first
                     landing.result()
                 raise
