@@ -340,6 +340,7 @@ class Row:
     pu_429: int = 0
     served: int = 0
     server_s: float = 0.0
+    emulator_cpu: float = math.nan  # CPU seconds of this process (the emulator) while the client ran
     pu_served: float = 0.0
     best_s: float = math.nan  # best possible duration of the rate-limited phase
     phase_s: float = math.nan  # its measured duration
@@ -450,11 +451,12 @@ def run_client(client: Client, scen: Scenario, grid: Any, emu: Any, workers: int
     row = Row(client.label)
     log_path = work / f"{slug}.log"
     with log_path.open("wb") as log_file:
-        t0, started = time.perf_counter(), time.time()
+        t0, started, emu_cpu0 = time.perf_counter(), time.time(), time.process_time()
         proc = subprocess.Popen([sys.executable, __file__, "--child", str(spec_path)],
                                 stdout=log_file, stderr=subprocess.STDOUT, env=env)
         code, usage = _wait(proc, CHILD_TIMEOUT_S)
         row.wall_process = time.perf_counter() - t0
+        row.emulator_cpu = time.process_time() - emu_cpu0
     if usage is not None:
         row.cpu_process = usage.ru_utime + usage.ru_stime
         row.rss_mb = usage.ru_maxrss * 1024 / MB  # KiB on Linux
@@ -519,6 +521,7 @@ def table(rows: list[Row]) -> str:
         ("429s received", lambda r: f"{r.total_429} ({r.share_429:.1%})"),
         ("  of them PU 429s", lambda r: str(r.pu_429)),
         ("server time, served (s)", lambda r: _fmt(r.server_s)),
+        ("emulator CPU s (parent)", lambda r: _fmt(r.emulator_cpu)),
         ("limited phase: best (s)", lambda r: _fmt(r.best_s)),
         ("limited phase: took (s)", lambda r: _fmt(r.phase_s)),
         ("pace", lambda r: _pct(r.pace)),
@@ -554,12 +557,15 @@ def _spread(values: list[float], spec: str, scale: float = 1.0) -> str:
 def summary(runs: list[list[Row]]) -> str:
     """Per client: wall time, 429 share and pace as median (min-max) over the runs."""
     labels = [r.label for r in runs[0]]
-    head = f"{'client':<22} | {'runs ok':>7} | {'wall, job (s)':>22} | {'429 share (%)':>20} | {'pace (%)':>16} | {'PU 429s':>7}"
+    head = (f"{'client':<22} | {'runs ok':>7} | {'wall, job (s)':>22} | {'CPU, job (s)':>18} | "
+            f"{'emulator CPU (s)':>18} | {'429 share (%)':>20} | {'pace (%)':>16} | {'PU 429s':>7}")
     lines = [head, "-" * len(head)]
     for i, label in enumerate(labels):
         rows = [run[i] for run in runs]
         ok = sum(r.ok for r in rows)
-        lines.append(f"{label:<22} | {ok:>3}/{len(rows):<3} | {_spread([r.wall_job for r in rows], '.1f'):>22} | "
+        lines.append(f"{label:<22} | {ok:>3}/{len(rows):<3} | {_spread([r.wall_job for r in rows], '.2f'):>22} | "
+                     f"{_spread([r.cpu_job for r in rows], '.2f'):>18} | "
+                     f"{_spread([r.emulator_cpu for r in rows], '.2f'):>18} | "
                      f"{_spread([r.share_429 for r in rows], '.1f', 100):>20} | "
                      f"{_spread([r.pace for r in rows], '.0f', 100):>16} | "
                      f"{_spread([float(r.pu_429) for r in rows], '.0f'):>7}")

@@ -23,6 +23,7 @@ import logging
 import re
 import warnings
 from collections.abc import Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from datetime import datetime, timezone
 from typing import Any
@@ -31,6 +32,7 @@ import pystac
 from pystac_client import Client
 from pystac_client.conformance import ConformanceClasses
 from pystac_client.exceptions import APIError
+from pystac_client.item_search import ItemSearch
 from pystac_client.stac_api_io import StacApiIO
 from pystac_client.warnings import PystacClientWarning
 from shapely.geometry import mapping
@@ -90,16 +92,21 @@ def open_catalog(session: Any, settings_or_url: Settings | str) -> Client:
     although both work; they are added when missing.
     """
     url = _catalog_url(settings_or_url)
-    stac_io = _CatalogIO(max_retries=None)  # retries belong to our session, not urllib3
-    stac_io.session = session
     with _mapped_errors(url), warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")  # e.g. a STAC 0.9.0 landing page: logged, not printed
-        client = Client.open(url, stac_io=stac_io)
+        client = Client.open(url, stac_io=_catalog_io(session))
     _log_warnings(caught)
     for name in ("ITEM_SEARCH", "FILTER"):
         if not client.conforms_to(ConformanceClasses[name]):
             client.add_conforms_to(name)
     return client
+
+
+def _catalog_io(session: Any) -> _CatalogIO:
+    """pystac-client's IO on our session: retries belong to the session, not urllib3."""
+    stac_io = _CatalogIO(max_retries=None)
+    stac_io.session = session
+    return stac_io
 
 
 class _CatalogIO(StacApiIO):
@@ -241,17 +248,28 @@ def iter_pages(
     ``newest_first``: ask ``sortby`` datetime descending where the catalog conforms to the STAC
     sort extension (a generic STAC API). The Sentinel Hub Catalog does not advertise it and is
     not asked; it pages newest first on its own (every recorded answer does).
+
+    Without ``client`` the landing page is read (:func:`open_catalog`, in a thread) while the
+    first search page is on its way to ``<catalog>/search``: one round trip before the first
+    item, not two. Its verdict comes first, as if it had been read before: an odd landing page
+    is refused even when the search answered; a landing page that names another search URL,
+    or that advertises the sort extension when ``newest_first`` is asked, has the search sent
+    again (there, or with ``sortby``).
     """
     url = _catalog_url(settings_or_url)
-    client = client or open_catalog(session, url)
     params = search_parameters(query, limit=limit)
-    if newest_first and _sorts(client):
-        params["sortby"] = NEWEST_FIRST
-    with warnings.catch_warnings(record=True) as caught:
-        # the commercial landing page advertises its search link without a method
-        warnings.simplefilter("always", PystacClientWarning)
-        item_search = client.search(max_items=max_items, **params)
-    _log_warnings(caught)
+    landing: Future[Client] | None = None
+    if client is None:
+        _token_first(session, url)
+        pool = ThreadPoolExecutor(1, thread_name_prefix="stacfetch-landing")
+        landing = pool.submit(open_catalog, session, url)
+        pool.shutdown(wait=False)  # the thread ends with the landing page
+        item_search = ItemSearch(url + "search", max_items=max_items, stac_io=_catalog_io(session),
+                                 **params)
+    else:
+        if newest_first and _sorts(client):
+            params["sortby"] = NEWEST_FIRST
+        item_search = _search(client, params, max_items)
     seen: set[str] = set()
     links: set[str] = set()
     pages = 0
@@ -260,8 +278,26 @@ def iter_pages(
         warnings.simplefilter("always")
         page_iter = item_search.pages_as_dicts()
         while True:
-            with body_limit(MAX_PAGE_BYTES, "a Catalog page"):
-                page = next(page_iter, None)
+            try:
+                with body_limit(MAX_PAGE_BYTES, "a Catalog page"):
+                    page = next(page_iter, None)
+            except Exception:  # (Ctrl-C does not wait for the landing page)
+                if landing is not None:  # the landing page's own failure, as when it came first
+                    landing.result()
+                raise
+            if landing is not None:  # the first page is in: the landing page's verdict
+                client, landing = landing.result(), None
+                link = client.get_search_link()
+                moved = link is not None and link.get_absolute_href() != url + "search"
+                if moved:
+                    log.debug("the catalog's search is at %s: searching there", link.get_absolute_href())
+                if newest_first and _sorts(client):
+                    log.debug("the catalog sorts: searching again newest first")
+                    params["sortby"] = NEWEST_FIRST
+                    moved = True
+                if moved:
+                    page_iter = _search(client, params, max_items).pages_as_dicts()
+                    continue
             if page is None:
                 break
             pages += 1
@@ -307,6 +343,25 @@ def iter_search(
     for page, _ in iter_pages(session, settings_or_url, query, limit=limit, max_items=max_items,
                               client=client):
         yield from page
+
+
+def _token_first(session: Any, url: str) -> None:
+    """Fetch the session's token for ``url`` now, if it needs one: the landing page and the
+    search then share it, and a token failure is one request and one error, as before."""
+    auth = getattr(session, "auth", None)
+    source, allows = getattr(auth, "source", None), getattr(auth, "allows", None)
+    if source is not None and callable(allows) and allows(url):
+        source.get()
+
+
+def _search(client: Client, params: dict[str, Any], max_items: int | None) -> ItemSearch:
+    """pystac-client's search through the landing page's search link."""
+    with warnings.catch_warnings(record=True) as caught:
+        # the commercial landing page advertises its search link without a method
+        warnings.simplefilter("always", PystacClientWarning)
+        item_search = client.search(max_items=max_items, **params)
+    _log_warnings(caught)
+    return item_search
 
 
 def _check_page(url: str, page: dict[str, Any], features: list[Any], *, pages: int, items: int,

@@ -90,6 +90,7 @@ class GetOptions:
 
     out_dir: Path
     fmt: str = "cog"  # "cog" | "gtiff" | "raw": the output file format
+    compress: str | None = None  # "deflate" (None: the default) | "zstd", of cog and gtiff
     workers: int = 4
     overwrite: bool = False
     dry_run: bool = False
@@ -202,6 +203,7 @@ def build_options(
     pu_limit: Any = None,
     max_pu: Any = None,
     stream: bool = True,
+    compress: Any = None,
 ) -> GetOptions:
     """Validate the options of a run once; the output folder is ``settings.output_dir``.
 
@@ -211,7 +213,7 @@ def build_options(
     download (``--no-stream``), as ``--max-pu``, ``--min-clear`` and a dry run always do.
     """
     # raster/ imports plan, which imports this module: importing it at the top is a cycle
-    from .raster.profiles import FORMATS, check_format
+    from .raster.profiles import COMPRESSIONS, FORMATS, check_compress, check_format
 
     try:
         fmt = check_format(fmt)
@@ -219,6 +221,15 @@ def build_options(
         near = closest(fmt, FORMATS)
         raise InvalidOptionError(f"unknown output format {fmt!r}" + (f"; did you mean {near!r}?" if near else ""),
                                  hint="use --format cog (default), gtiff or raw") from None
+    if compress is not None and str(compress).strip().lower() not in COMPRESSIONS:
+        near = closest(str(compress), COMPRESSIONS)
+        raise InvalidOptionError(f"unknown compression {compress!r}" + (f"; did you mean {near!r}?" if near else ""),
+                                 hint="use --compress deflate (default) or zstd (less CPU, 5 % larger files)")
+    try:
+        compress = check_compress(compress, fmt)
+    except ValueError:
+        raise InvalidOptionError(f"--compress {compress} does not apply to --format raw (uncompressed)",
+                                 hint="leave --compress out, or use --format cog or gtiff") from None
     if min_clear is not None:
         min_clear = _percent(min_clear, "--min-clear",
                              hint="give a percentage of clear pixels, e.g. --min-clear 70")
@@ -239,7 +250,7 @@ def build_options(
                                      hint="give a number of processing units, e.g. --max-pu 500")
     return GetOptions(
         out_dir=prepare_output_dir(settings.output_dir, create=not dry_run),
-        fmt=fmt, workers=workers, overwrite=bool(overwrite), dry_run=bool(dry_run),
+        fmt=fmt, compress=compress, workers=workers, overwrite=bool(overwrite), dry_run=bool(dry_run),
         tolerance=tolerance, min_clear=min_clear, requests_per_minute=requests_per_minute,
         preview=bool(preview), pu_limit=pu_limit, limits_note=note, max_pu=max_pu,
         stream=bool(stream),

@@ -52,7 +52,7 @@ from .raster import (
 from .raster.profiles import gdal_options
 from .result import GetResult, Outcome
 from .sources import source_for
-from .stac.manifest import write_manifest
+from .stac.manifest import add_to_manifest, write_manifest
 
 with warnings.catch_warnings():  # without ipywidgets, tqdm.auto falls back to the text bar
     warnings.simplefilter("ignore", TqdmWarning)
@@ -113,12 +113,14 @@ class RunContext:
         session_options: dict[str, Any] | None = None,
         fmt: str = "cog",
         digests: dict[tuple[str, int, int, int], str] | None = None,
+        compress: str | None = None,
     ) -> None:
         self.settings = settings
         self.digests = digests if digests is not None else {}  # files this run already hashed
         self.source = source_for(settings)  # the pixel source, chosen once from the provider
         self.overwrite = overwrite
         self.fmt = fmt
+        self.compress = compress  # of cog and gtiff output (None: deflate); see raster.profiles
         self.tags = dict(tags or {})
         self.session_options = dict(session_options or {})
         self._session = session
@@ -185,7 +187,7 @@ def _run_locked(job: Job, context: RunContext) -> Outcome:
         return Outcome(job, "skipped", sha256=digest, identity=file_identity(job.destination))
     if found is not None:  # complete in another format: convert locally, no request
         try:
-            convert_format(job.destination, fmt, job.bands, job.dtype)
+            convert_format(job.destination, fmt, job.bands, job.dtype, compress=context.compress)
             log.info("%s: converted to %s", job.destination.name, fmt)
             return Outcome(job, "written", bytes=job.destination.stat().st_size)
         except Exception as exc:
@@ -198,7 +200,7 @@ def _run_locked(job: Job, context: RunContext) -> Outcome:
         acq = job.acquisition
         reader = context.source.open(job, session)
         with PartFile(job.destination, job.grid, job.bands, job.dtype, fmt=fmt, masked=True,
-                      tag=context.tag) as part:
+                      tag=context.tag, compress=context.compress) as part:
             if not context.source.concurrent_tiles:  # a STAC API's COG assets (sources.assets)
                 for tile in job.tiles:
                     _check_stop(context)
@@ -413,6 +415,8 @@ def _execute(
         for future in as_completed(futures):
             outcome = _outcome_of(future, futures[future])
             result.outcomes.append(outcome)
+            if outcome.status == "written":  # in the manifest now: a run killed later keeps it
+                _add_to_manifest(outcome, manifest_root)
             if bar is not None:
                 bar.update(1)
                 bar.set_postfix_str(f"{result.bytes / 1e6:.1f} MB, {len(result.failed)} failed")
@@ -496,21 +500,33 @@ def _wind_down(futures: dict[Future[Outcome], Job], result: GetResult, context: 
             discard_partial(job.destination, context.tag)
 
 
+def _record(o: Outcome) -> dict[str, Any]:
+    """The manifest record of a complete file: the worker's checksum, size and identity, taken
+    under the file's lock; the manifest hashes what the worker did not, and again a file
+    replaced since (another run)."""
+    known = o.sha256 is not None and o.identity is not None
+    return {"job": o.job, "path": o.job.destination, "sha256": o.sha256 if known else None,
+            "size": o.identity[1] if known else None, "identity": o.identity}
+
+
+def _add_to_manifest(outcome: Outcome, root: Path | None) -> None:
+    """Add one file just written to the manifest (see ``stac.manifest.add_to_manifest``);
+    a failure is logged: the manifest written at the end of the run still lists it."""
+    if root is None:
+        return
+    try:
+        add_to_manifest(root, _record(outcome))
+    except (OSError, ValueError) as exc:
+        log.warning("could not add %s to the manifest in %s yet: %s", outcome.job.destination.name,
+                    root, exc)
+
+
 def _write_manifest(result: GetResult, root: Path | None) -> Path | None:
     """Record every complete file with its checksum in the run's STAC catalog manifest."""
     complete = [o for o in result.outcomes if o.status in ("written", "skipped")]
     if not complete or root is None:
         return None
-    records = []
-    for o in complete:
-        dest = o.job.destination
-        if not dest.exists():
-            continue
-        # the worker's checksum, size and identity, taken under the file's lock; write_manifest
-        # hashes what the worker did not, and again a file replaced since (another run)
-        known = o.sha256 is not None and o.identity is not None
-        records.append({"job": o.job, "path": dest, "sha256": o.sha256 if known else None,
-                        "size": o.identity[1] if known else None, "identity": o.identity})
+    records = [_record(o) for o in complete if o.job.destination.exists()]
     try:
         return write_manifest(root, records, skip_bad=True)  # a bad record costs only itself
     except OSError as exc:

@@ -164,7 +164,9 @@ def test_unknown_collection_lists_the_available_ones(emu: Any, session: Any) -> 
 
 
 def test_service_errors_keep_the_servers_words(emu: Any, session: Any) -> None:
-    emu.faults.fail_next = [503] * 6
+    # both the landing page and the first search page (sent together) are refused throughout:
+    # 6 attempts each
+    emu.faults.fail_next = [503] * 12
     with pytest.raises(ServiceError) as info:
         search(session, settings_for(emu), make_query())
     assert info.value.status == 503
@@ -182,6 +184,21 @@ def test_auth_errors_come_through_pystac_client_unwrapped(emu: Any) -> None:
     with open_session(wrong) as s, pytest.raises(AuthError) as info:
         search(s, wrong, make_query())
     assert "refused client id" in info.value.message
+
+
+def test_the_landing_page_is_read_while_the_first_page_comes(emu: Any, session: Any) -> None:
+    session.get(emu.catalog_url + "collections")  # the token first
+    emu.log.clear()
+    emu.faults.latency_ms = 300
+    items = search(session, settings_for(emu), make_query())
+    assert items
+    records = settle(emu)
+    landing = [r for r in records if r.method == "GET" and r.path.rstrip("/").endswith("/catalog/1.0.0")]
+    posts = [r for r in records if r.kind == "catalog" and r.method == "POST"]
+    assert len(landing) == 1 and posts  # still read: its verdict counts (see the odd landing pages)
+    # one round trip before the first page, not two: the search was sent before the landing
+    # page's answer (300 ms late) had come
+    assert posts[0].started < landing[0].started + landing[0].duration - 0.1
 
 
 def test_iter_search_streams(emu: Any, session: Any) -> None:

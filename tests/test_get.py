@@ -174,6 +174,29 @@ def test_rerun_makes_no_process_requests_and_overwrite_does(emulator: Emulator, 
     assert emulator.log.count(kind="process") == len(first.paths) == len(third.written)
 
 
+def test_each_file_is_in_the_manifest_once_written_before_the_run_ends(
+    emulator: Emulator, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import hashlib
+
+    import stacfetch.run
+    from stacfetch.stac.manifest import manifest_items
+
+    # the manifest of the run's end never comes (as when the process is killed before it)
+    monkeypatch.setattr(stacfetch.run, "_write_manifest", lambda result, root: None)
+    out = tmp_path / "out"
+    result = run_get(emulator, out, [34.665, 31.625], "2022-01-20", "2022-01-25", bands="B04")
+    assert len(result.written) >= 2 and result.manifest is None
+    listed = {Path(item["assets"]["data"]["href"]): item["assets"]["data"] for item in manifest_items(out)}
+    assert set(listed) == set(result.written)
+    for path, asset in listed.items():
+        assert asset["file:checksum"] == "1220" + hashlib.sha256(path.read_bytes()).hexdigest()
+        assert asset["file:size"] == path.stat().st_size and asset["eo:bands"][0]["name"] == "B04"
+    monkeypatch.undo()  # the next run's manifest keeps them (and its own clean-up)
+    again = run_get(emulator, out, [34.665, 31.625], "2022-01-20", "2022-01-25", bands="B04")
+    assert again.skipped == result.written and len(manifest_items(out)) == len(listed)
+
+
 def test_leftover_part_file_is_discarded_and_redone(emulator: Emulator, tmp_path: Path) -> None:
     out = tmp_path / "out"
     first = run_get(emulator, out, [34.665, 31.625], "2022-01-22", None, bands="truecolor")

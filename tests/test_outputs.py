@@ -12,6 +12,7 @@ import rasterio
 from stacfetch.api import build_query, get_query
 from stacfetch.config import SANDBOX_CLIENT_ID, SANDBOX_CLIENT_SECRET, load_settings
 from stacfetch.raster import COG_BLOCK, cog_part_path, discard_partial, file_format, is_complete
+from stacfetch.raster.overviews import level_count
 from stacfetch.testing.emulator import Emulator
 
 POINT = [34.665, 31.625]
@@ -71,8 +72,10 @@ def cog_errors(path: Path) -> list[str]:
     masks = [t for t in every if t.get(254, (0,))[0] & 4]
     if masks and (b"MASK_INTERLEAVED_WITH_IMAGERY=YES" not in data[:400] or len(masks) != len(ifds)):
         errors.append("mask IFDs are not one per level, interleaved with the imagery")
-    if len(ifds) < 2:
-        errors.append("no overviews")
+    width, height = ifds[0][256][0], ifds[0][257][0]
+    if len(ifds) - 1 != level_count(width, height, COG_BLOCK):  # none under one COG block
+        errors.append(f"{len(ifds) - 1} overview levels for {width} x {height} px, expected "
+                      f"{level_count(width, height, COG_BLOCK)}")
     for i, tags in enumerate(ifds):
         if 322 not in tags or 324 not in tags:
             errors.append(f"IFD {i} is not tiled")
@@ -95,7 +98,8 @@ def cog_errors(path: Path) -> list[str]:
 
 
 # --- tests ------------------------------------------------------------------------------------
-def test_default_output_is_a_valid_cog_with_overviews_and_tags(emulator: Emulator, tmp_path: Path) -> None:
+def test_default_output_is_a_valid_cog_with_tags_and_no_overview_under_one_block(
+        emulator: Emulator, tmp_path: Path) -> None:
     result = run(emulator, tmp_path / "out")
     assert result.written
     for path in result.written:
@@ -106,8 +110,8 @@ def test_default_output_is_a_valid_cog_with_overviews_and_tags(emulator: Emulato
             assert structure["LAYOUT"] == "COG" and structure["COMPRESSION"] == "DEFLATE"
             assert structure["PREDICTOR"] == "2"
             assert src.profile["tiled"] and src.block_shapes[0] == (COG_BLOCK, COG_BLOCK)
-            # GDAL's AUTO rule: halve until the overview fits in one COG tile
-            assert src.width == src.height == 601 and src.overviews(1) == [2]
+            # 601 px: a level would be 301 px, under one COG block (overviews.level_count): none
+            assert src.width == src.height == 601 and src.overviews(1) == []
             assert src.descriptions == ("B04", "B03", "B02", "SCL")
             assert src.nodata is None and (src.read_masks() == 255).all()  # a mask, no nodata
             assert src.scales == (0.0001, 0.0001, 0.0001, 1.0) and src.offsets == (0.0, 0.0, 0.0, 0.0)
@@ -120,9 +124,23 @@ def test_default_output_is_a_valid_cog_with_overviews_and_tags(emulator: Emulato
             # reflectance in physical units through scale/offset
             red = src.read(1, masked=True) * src.scales[0] + src.offsets[0]
             assert float(red.min()) >= 0.1 and float(red.max()) < 0.9
-            # an overview level reads (QGIS and gdal use it when zoomed out)
+            # a coarse read still works (decimated from the full resolution)
             small = src.read(1, out_shape=(151, 151))
             assert small.shape == (151, 151) and small.any()
+
+
+def test_a_large_cog_has_every_overview_level_down_to_one_block(emulator: Emulator, tmp_path: Path) -> None:
+    result = run(emulator, tmp_path / "out", end="2022-01-22", size=20480, bands="B04")
+    assert result.written
+    for path in result.written:
+        assert cog_errors(path) == []
+        with rasterio.open(path) as src:
+            # 2049 px -> 1025 -> 512 (GDAL's rounding), both at least one 512-px block; the
+            # next (256) would be under it
+            assert src.width == src.height == 2049 and src.overviews(1) == [2, 4]
+            with rasterio.open(path, OVERVIEW_LEVEL=1) as level:
+                assert min(level.width, level.height) >= COG_BLOCK and level.read(1).any()
+                assert (level.read_masks(1) == 255).all()  # the mask has its levels too
 
 
 def test_cog_validates_with_rio_cogeo_when_installed(emulator: Emulator, tmp_path: Path) -> None:
@@ -144,6 +162,22 @@ def test_gtiff_and_cog_hold_the_same_pixels(emulator: Emulator, tmp_path: Path) 
             assert pb.block_shapes[0] == (512, 512) and pb.overviews(1) == []
             assert pb.scales == ca.scales and pb.descriptions == ca.descriptions
             assert pb.tags()["ACQUISITION_DATETIME"] == ca.tags()["ACQUISITION_DATETIME"]
+
+
+@pytest.mark.parametrize("fmt", ["cog", "gtiff"])
+def test_zstd_holds_the_same_pixels_and_mask_as_deflate(emulator: Emulator, tmp_path: Path, fmt: str) -> None:
+    deflate = run(emulator, tmp_path / "deflate", end="2022-01-22", fmt=fmt)
+    zstd = run(emulator, tmp_path / "zstd", end="2022-01-22", fmt=fmt, compress="zstd")
+    assert zstd.written and [p.name for p in zstd.written] == [p.name for p in deflate.written]
+    for a, b in zip(deflate.written, zstd.written, strict=True):
+        assert file_format(b) == fmt and (cog_errors(b) == []) == (fmt == "cog")
+        with rasterio.open(a) as da, rasterio.open(b) as zb:
+            assert da.tags(ns="IMAGE_STRUCTURE")["COMPRESSION"] == "DEFLATE"
+            assert zb.tags(ns="IMAGE_STRUCTURE")["COMPRESSION"] == "ZSTD"
+            assert zb.tags(ns="IMAGE_STRUCTURE")["PREDICTOR"] == "2"
+            np.testing.assert_array_equal(zb.read(), da.read())
+            np.testing.assert_array_equal(zb.read_masks(), da.read_masks())
+            assert zb.tags()["STACFETCH_COMPLETE"] == "1" and zb.descriptions == da.descriptions
 
 
 def test_float32_reflectance_has_no_scale_and_a_floating_point_predictor(emulator: Emulator, tmp_path: Path) -> None:

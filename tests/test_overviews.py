@@ -78,9 +78,10 @@ def test_halve_nearest_keeps_class_values() -> None:
     np.testing.assert_array_equal(halve(scl, 0, False), [[[4, 9], [11, 4]]])
 
 
-@pytest.mark.parametrize(("size", "levels"), [((512, 512), 0), ((513, 100), 1), ((5001, 5001), 4),
-                                              ((2500, 300), 3)])
-def test_levels_halve_until_one_tile(size: tuple[int, int], levels: int) -> None:
+@pytest.mark.parametrize(("size", "levels"), [((512, 512), 0), ((601, 601), 0), ((1022, 4000), 0),
+                                              ((1023, 1023), 1), ((2001, 2001), 1), ((2045, 2045), 2),
+                                              ((5001, 5001), 3), ((513, 100), 0), ((2500, 300), 0)])
+def test_levels_stop_before_a_smaller_side_under_one_block(size: tuple[int, int], levels: int) -> None:
     assert level_count(*size, 512) == levels
 
 
@@ -133,7 +134,7 @@ def test_a_large_cog_gets_our_pyramid_with_every_level_exact(
 ) -> None:
     monkeypatch.setattr(write, "SMALL_COPY_PIXELS", 1000)  # this small mosaic counts as large
     rng = np.random.default_rng(7)
-    data = rng.integers(1, 10000, size=(2, 1500, 1100), dtype=np.uint16)
+    data = rng.integers(1, 10000, size=(2, 2200, 2100), dtype=np.uint16)
     data[:, :40, :] = 0  # a nodata margin, as outside a swath
     source, target = tmp_path / "a.tif.part", tmp_path / "a.tif.cog.part"
     write_mosaic(source, data)
@@ -141,7 +142,7 @@ def test_a_large_cog_gets_our_pyramid_with_every_level_exact(
     assert not list(tmp_path.glob("*.tmp"))  # levels and VRT removed
     expected = data
     with rasterio.open(target) as cog:
-        assert cog.overviews(1) == [2, 4]  # 1500 -> 750 -> 375 (< 512)
+        assert cog.overviews(1) == [2, 4]  # 2100 -> 1050 -> 525 (the next, 263, < 512)
         assert cog.tags(ns="IMAGE_STRUCTURE")["LAYOUT"] == "COG"
         assert cog.descriptions == ("B01", "B02") and cog.scales == (1e-4, 1e-4) and cog.nodata == 0
         assert cog.tags()["ACQUISITION_DATETIME"] == "2022-01-21T08:32:01Z"
@@ -159,7 +160,7 @@ def test_a_large_masked_cog_gets_our_pyramid_with_its_mask_in_every_level(
 ) -> None:
     monkeypatch.setattr(write, "SMALL_COPY_PIXELS", 1000)  # this small mosaic counts as large
     rng = np.random.default_rng(11)
-    data = rng.integers(0, 10000, size=(2, 1300, 1100), dtype=np.uint16)  # valid zeros included
+    data = rng.integers(0, 10000, size=(2, 2100, 2200), dtype=np.uint16)  # valid zeros included
     mask = np.full(data.shape[1:], 255, np.uint8)
     mask[:, :333] = 0  # outside a swath
     mask[rng.random(mask.shape) < 0.2] = 0  # scattered no data (clouds cut out, say)
@@ -189,7 +190,7 @@ def test_a_large_masked_cog_gets_our_pyramid_with_its_mask_in_every_level(
 
 
 def test_pyramid_temporaries_are_removed_on_error_and_by_discard(tmp_path: Path) -> None:
-    data = np.ones((1, 1100, 600), np.uint16)
+    data = np.ones((1, 2100, 2100), np.uint16)  # two levels (1050, 525 px)
     source, target = tmp_path / "b.tif.part", tmp_path / "b.tif.cog.part"
     write_mosaic(source, data)
     with pytest.raises(RuntimeError), pyramid(str(source), target, 512, average=True) as vrt:

@@ -67,11 +67,20 @@ def test_options_from_text_and_from_values_are_equal(tmp_path: Path) -> None:
         pytest.param(dict(min_clear="120"), "outside 0..100", id="min-clear"),
         pytest.param(dict(requests_per_minute="fast"), "not a number", id="rate-text"),
         pytest.param(dict(fmt="png"), "unknown output format", id="format"),
+        pytest.param(dict(compress="zstandard"), "unknown compression 'zstandard'; did you mean 'zstd'",
+                     id="compress"),
+        pytest.param(dict(fmt="raw", compress="zstd"), "does not apply to --format raw", id="compress-raw"),
     ],
 )
 def test_bad_options_say_what_is_wrong(tmp_path: Path, kwargs: dict, words: str) -> None:
     with pytest.raises(InvalidOptionError, match=words):
         build_options(settings(tmp_path), dry_run=True, **kwargs)
+
+
+def test_compression_is_deflate_unless_zstd_is_asked(tmp_path: Path) -> None:
+    assert build_options(settings(tmp_path), dry_run=True).compress is None  # deflate
+    assert build_options(settings(tmp_path), dry_run=True, compress=" ZSTD ").compress == "zstd"
+    assert build_options(settings(tmp_path), dry_run=True, fmt="gtiff", compress="deflate").compress == "deflate"
 
 
 def test_min_clear_works_with_cog_providers_too(tmp_path: Path) -> None:

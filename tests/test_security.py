@@ -92,7 +92,7 @@ def test_no_secret_anywhere_after_a_debug_run_with_faults(
     texts["auth-error"] = capsys.readouterr().err
     assert code == 3
     use_env(monkeypatch, emu)
-    emu.faults.fail_next = [401, 401]
+    emu.faults.fail_next = [401] * 4  # twice each: the landing page and the search, sent together
     code = main(["search", *POINT, "--start", "2022-01-10", "-vv"])
     texts["token-error"] = capsys.readouterr().err
     assert code == 3

@@ -189,6 +189,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="cog: Cloud-Optimized GeoTIFF with overviews, DEFLATE (default); gtiff: tiled "
                         "DEFLATE GeoTIFF; raw: the service's GeoTIFF as sent, tags added, uncompressed "
                         "(least CPU, largest files)")
+    g.add_argument("--compress", default=None, metavar="CODEC",
+                   help="compression of cog and gtiff: deflate (default, readable everywhere) or "
+                        "zstd (faster to write and to read, files ~5 %% larger; GDAL 2.3+, QGIS 3)")
     g.add_argument("--preview", action="store_true",
                    help="also write a small true-colour PNG quicklook next to each GeoTIFF")
     g.add_argument("--max-pu", type=str, metavar="N",

@@ -20,7 +20,8 @@ def run(args: argparse.Namespace) -> int:
                         crs=args.crs, dtype=args.dtype, harmonize=args.harmonize)
     settings = load_settings(env_file=args.env_file, provider=args.provider, output_dir=args.out,
                              timeout=args.timeout)
-    options = build_options(settings, fmt=args.fmt, workers=args.workers, overwrite=args.overwrite,
+    options = build_options(settings, fmt=args.fmt, compress=args.compress, workers=args.workers,
+                            overwrite=args.overwrite,
                             dry_run=args.dry_run, time_tolerance=args.time_tolerance,
                             min_clear=args.min_clear, requests_per_minute=args.rate_limit,
                             preview=args.preview, pu_limit=args.pu_limit, max_pu=args.max_pu,

@@ -84,16 +84,22 @@ def format_of(src: Any) -> str | None:
 
 
 def copy_as(source: Path | str, target: Path, fmt: str, bands: Sequence[str], dtype: str,
-            *, pixels: int | None = None) -> None:
+            *, pixels: int | None = None, size: tuple[int, int] | None = None,
+            compress: str | None = None) -> None:
     """Copy a GeoTIFF (a path or a ``/vsimem/`` name) into ``fmt``; GDAL streams it block by block.
 
-    The COG driver first writes overviews to ``<target>.ovr.tmp`` next to the target.
-    ``pixels`` (samples of the source) saves opening it once more to count them.
+    The COG driver first writes overviews to ``<target>.ovr.tmp`` next to the target; a COG
+    gets the levels of ``overviews.level_count`` (none for small files). ``pixels`` (samples
+    of the source) and ``size`` (its width, height) save opening it once more; ``compress``:
+    see ``profiles.COMPRESSIONS`` (None: deflate).
     """
-    options = creation_options(fmt, bands, dtype)
-    if pixels is None:
+    options = creation_options(fmt, bands, dtype, compress=compress)
+    if pixels is None or (fmt == "cog" and size is None):
         with rasterio.Env(GDAL_DISABLE_READDIR_ON_OPEN="EMPTY_DIR"), rasterio.open(source) as src:
-            pixels = src.width * src.height * src.count
+            pixels, size = src.width * src.height * src.count, (src.width, src.height)
+    levels = overviews.level_count(*size, COG_BLOCK) if fmt == "cog" and size is not None else 0
+    if fmt == "cog":  # the levels of overviews.level_count, for GDAL's builder too
+        options.update({"overview_count": levels} if levels else {"overviews": "NONE"})
     if pixels <= SMALL_COPY_PIXELS or (fmt == "cog" and pixels > LARGE_COPY_PIXELS):
         # small files: threads cost more than they save while other jobs use the cores;
         # large COGs: GDAL's threaded overview/compression buffers cost ~40 MB more
@@ -106,7 +112,7 @@ def copy_as(source: Path | str, target: Path, fmt: str, bands: Sequence[str], dt
     env = {"GDAL_CACHEMAX": COPY_CACHE_MB * 1024 * 1024} if large else {}  # rasterio takes bytes
     with rasterio.Env(GDAL_DISABLE_READDIR_ON_OPEN="EMPTY_DIR", **env):
         # our own pyramid (it carries the no-data mask too): GDAL's needs the mosaic in its cache
-        if fmt == "cog" and large:
+        if fmt == "cog" and large and levels:
             average = options["overview_resampling"] == "AVERAGE"
             with overviews.pyramid(str(source), Path(target), COG_BLOCK, average=average) as vrt:
                 rasterio.shutil.copy(vrt, str(target), **{**options, "overviews": "FORCE_USE_EXISTING"})
@@ -145,13 +151,14 @@ def check_copy(target: Path, pixels: int) -> None:
         raise OSError(f"the copy written to {target.name} is incomplete (disk full?): {exc}") from exc
 
 
-def convert_format(dest: Path, fmt: str, bands: Sequence[str], dtype: str) -> Path:
+def convert_format(dest: Path, fmt: str, bands: Sequence[str], dtype: str, *,
+                   compress: str | None = None) -> Path:
     """Rewrite a complete file in place as ``fmt`` (atomically: a temporary copy, then rename)."""
     fmt = check_format(fmt)
     dest = Path(dest)
     tmp = cog_part_path(dest)
     try:
-        copy_as(dest, tmp, fmt, bands, dtype)
+        copy_as(dest, tmp, fmt, bands, dtype, compress=compress)
         fsync_file(tmp)
         os.replace(tmp, dest)
         fsync_dir(dest.parent)

@@ -8,8 +8,10 @@ the top-left sample for class bands), into an uncompressed tiled GeoTIFF next to
 a VRT lists them as the source's overviews and the COG driver copies them as they are
 (``OVERVIEWS=FORCE_USE_EXISTING``): about 6 s and 280 MB for that mosaic.
 
-Levels halve until the image fits in one COG tile (GDAL's ``OVERVIEWS=AUTO`` rule), with
-exact factors of 2: level ``k`` is ``ceil(size / 2**k)`` px and covers the same extent.
+Which levels are built is :func:`level_count`, the one rule for every COG (GDAL's own builder
+is told it too, see ``formats.copy_as``): only levels whose smaller side is still at least one
+COG block (512 px), so a file of up to 1023 px a side gets none. Levels have exact factors of
+2: level ``k`` is ``ceil(size / 2**k)`` px and covers the same extent.
 
 A source whose no data is a per-dataset mask band (see part.py) gets mask levels in the same
 pass: each level file carries an internal mask, 255 where any of the 2 x 2 samples is valid;
@@ -110,9 +112,15 @@ def _mean(block: np.ndarray, fill: float, *, nodata: float | None = None,
 
 
 def level_count(width: int, height: int, block: int) -> int:
-    """How many halvings until the image fits in one ``block`` x ``block`` tile."""
+    """How many overview levels a ``width`` x ``height`` COG gets: halvings whose smaller side
+    stays at least ``block`` px (none under one COG block; GDAL's ``AUTO`` halves until the
+    image fits in one block, rio-cogeo while the smaller side before halving exceeds it).
+
+    A level under one block spares a reader few block reads, yet costs as much to compute as
+    the finer levels together: on real Sentinel-2 texture the levels were 58 % of a 2001 x
+    2001 x 3 COG's CPU (0.27 of 0.46 s, deflate), the finest one 0.18 s of it."""
     levels = 0
-    while max(width, height) > block:
+    while min(math.ceil(width / 2), math.ceil(height / 2)) >= block:
         width, height = math.ceil(width / 2), math.ceil(height / 2)
         levels += 1
     return levels

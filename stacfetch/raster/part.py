@@ -49,7 +49,7 @@ from .files import (
     tile_spool_path,
 )
 from .formats import check_copy, close_transform, copy_as, discard_partial, same_crs
-from .profiles import BLOCK, IO_ENV, check_format, profile_for
+from .profiles import BLOCK, IO_ENV, READ_ENV, check_compress, check_format, profile_for
 from .tags import band_scale_offset, clean_tags, describe, strip_href_queries
 
 __all__ = ["PartFile", "TileData"]
@@ -104,12 +104,14 @@ class PartFile:
         fmt: str = "gtiff",
         masked: bool = False,
         tag: str | None = None,
+        compress: str | None = None,
     ) -> None:
         self.destination = Path(destination)
         self.masked = masked  # tiles carry dataMask as one more, last band (see the module docstring)
         if masked:
             nodata = None
         self.fmt = check_format(fmt)
+        self.compress = check_compress(compress, self.fmt)  # None: deflate (cog, gtiff)
         self.tag = tag  # the run's tag in the temporary names (files.run_tag); None: untagged
         self.part = part_path(self.destination, tag)
         self.cog_part = cog_part_path(self.destination, tag)
@@ -119,7 +121,7 @@ class PartFile:
         # cog: the COG driver compresses the final file; compressing the .part too would
         # cost a second deflate pass and slow the overview builder, which re-reads it
         self.profile = profile_for(grid, self.bands, self.dtype, nodata=nodata,
-                                   fmt="gtiff" if self.fmt == "gtiff" else "raw")
+                                   fmt="gtiff" if self.fmt == "gtiff" else "raw", compress=self.compress)
         self.allow_missing_georef = allow_missing_georef
         self._dst: Any = None  # the .part being stitched, opened at the first partial tile
         self._whole: Any = None  # a whole-grid response: a MemoryFile, or the .part itself
@@ -228,14 +230,14 @@ class PartFile:
     def _write_bytes(self, tile: Tile, data: bytes) -> None:
         if not data:
             raise InvalidResponseError(f"{self._what(tile)} is empty (0 bytes)")
-        with rasterio.Env(**IO_ENV), rasterio.MemoryFile(data) as mem:
+        with rasterio.Env(**READ_ENV), rasterio.MemoryFile(data) as mem:
             self._write_source(tile, mem, f"{len(data)} bytes")
 
     def _write_source(self, tile: Tile, source: Any, size: str) -> None:
         """Validate a response (a MemoryFile or a spooled file's path) and copy it strip by strip."""
         what = self._what(tile)
         col0, row0 = int(tile.window.col_off), int(tile.window.row_off)
-        with rasterio.Env(**IO_ENV):
+        with rasterio.Env(**READ_ENV):  # (the .part was created under IO_ENV: its threads stay)
             try:
                 src = rasterio.open(source) if isinstance(source, Path) else source.open()
             except Exception as exc:  # any decoding failure is the response's fault
@@ -267,7 +269,7 @@ class PartFile:
             holder.write(data)  # a copy GDAL owns, so tags can grow the file in place
             name = holder.name
         try:
-            with rasterio.Env(**IO_ENV), rasterio.open(name) as src:
+            with rasterio.Env(**READ_ENV), rasterio.open(name) as src:
                 self._validate(src, tile, what, size)
                 # a body cut short loses its last strips or tiles: the last row no longer reads
                 src.read(window=Window(0, src.height - 1, src.width, 1))
@@ -373,8 +375,8 @@ class PartFile:
         if self.fmt != "cog":
             check_copy(self.part, samples)
             return self.part
-        copy_as(self.part, self.cog_part, "cog", self.bands, self.dtype,
-                pixels=samples)  # (the copy keeps the mask: see formats.copy_as)
+        copy_as(self.part, self.cog_part, "cog", self.bands, self.dtype, pixels=samples,
+                size=(self.grid.width, self.grid.height), compress=self.compress)  # (the copy keeps the mask: see formats.copy_as)
         self.part.unlink()
         return self.cog_part
 
@@ -403,7 +405,8 @@ class PartFile:
             self._drop_whole()
             return self.part
         target = self.cog_part
-        copy_as(name, target, self.fmt, self.bands, self.dtype, pixels=samples)
+        copy_as(name, target, self.fmt, self.bands, self.dtype, pixels=samples,
+                size=(self.grid.width, self.grid.height), compress=self.compress)
         self._drop_whole()
         self.part.unlink(missing_ok=True)
         return target

@@ -53,7 +53,7 @@ from ..raster.files import (
 )
 from ..raster.tags import COMPLETE_TAG, iso
 
-__all__ = ["MANIFEST_NAME", "ManifestRecord", "band_metadata", "manifest_items",
+__all__ = ["MANIFEST_NAME", "ManifestRecord", "add_to_manifest", "band_metadata", "manifest_items",
            "record_for", "record_from_file", "write_manifest"]
 
 log = logging.getLogger(__name__)
@@ -383,6 +383,62 @@ def write_manifest(
         return _write_locked(root, items_dir, records, title, skip_bad=skip_bad)
 
 
+def add_to_manifest(root: Path, entry: ManifestRecord | Mapping[str, Any], *,
+                    title: str | None = None) -> Path:
+    """Add (or replace) one file's entry in ``<root>/catalog.json`` now; returns its path.
+
+    A run adds each file as it completes, so a run killed later leaves the manifest of what
+    it had done. Cheap whatever the size of the manifest: it writes that item's file and the
+    catalog's item links, and reads no other item (``write_manifest`` at the end of the run
+    still merges, drops what vanished and cleans up). Without a readable catalog yet, it is
+    ``write_manifest`` itself (it rebuilds a damaged one from the files). Same lock, same
+    atomic writes, same item as ``write_manifest`` writes.
+    """
+    root = Path(root).resolve()
+    items_dir = _items_dir(root)
+    with FileLock(str(root / LOCK_NAME), timeout=LOCK_TIMEOUT):
+        catalog_path = root / MANIFEST_NAME
+        try:
+            doc = json.loads(catalog_path.read_text(encoding="utf-8"))
+            links = doc["links"]
+            if not isinstance(links, list) or not all(isinstance(link, dict) for link in links):
+                raise TypeError("links is not a list of links")
+        except (OSError, ValueError, TypeError, KeyError):  # none yet, or damaged: the full write
+            return _write_locked(root, items_dir, [entry], title)
+        record = _checked(root, entry)
+        item = _item_for(record, root)
+        _describe_bands(item)
+        catalog = _new_catalog(root, title)
+        catalog.add_item(item)
+        _place(catalog, root, items_dir)
+        item_path = Path(item.get_self_href() or "")
+        io = _AtomicStacIO()
+        io.write_text_to_href(str(item_path), io.json_dumps(item.to_dict(include_self_link=False)))
+        href = "./" + item_path.relative_to(root).as_posix()
+        if not any(link.get("rel") == "item" and link.get("href") == href for link in links):
+            links.append({"rel": "item", "href": href, "type": pystac.MediaType.GEOJSON})
+            atomic_write_text(catalog_path, io.json_dumps(doc))
+    return catalog_path
+
+
+def _new_catalog(root: Path, title: str | None) -> pystac.Catalog:
+    return pystac.Catalog(
+        id=sanitize("stacfetch-" + root.name),
+        description=title or f"GeoTIFFs written by stacfetch {__version__} in {root.name}",
+        title=title,
+    )
+
+
+def _place(catalog: pystac.Catalog, root: Path, items_dir: Path) -> None:
+    """The manifest's layout: ``<root>/catalog.json``, ``<root>/items/<id>.json``, relative hrefs."""
+    def item_href(item: pystac.Item, parent_dir: str) -> str:
+        return str(items_dir / (_file_stem(item.id) + ".json"))
+
+    catalog.normalize_hrefs(str(root), strategy=CustomLayoutStrategy(item_func=item_href))
+    catalog.make_all_asset_hrefs_relative()
+    catalog.catalog_type = pystac.CatalogType.SELF_CONTAINED
+
+
 def _checked(root: Path, entry: ManifestRecord | Mapping[str, Any]) -> ManifestRecord:
     """The record of ``entry`` for the file as it is now (under the manifest lock)."""
     if isinstance(entry, Mapping):
@@ -418,20 +474,11 @@ def _write_locked(root: Path, items_dir: Path, entries: Iterable[ManifestRecord 
     for record in records:
         item = _item_for(record, root)
         items[item.id] = item
-    catalog = pystac.Catalog(
-        id=sanitize("stacfetch-" + root.name),
-        description=title or f"GeoTIFFs written by stacfetch {__version__} in {root.name}",
-        title=title,
-    )
+    catalog = _new_catalog(root, title)
     for item_id in sorted(items):
         _describe_bands(items[item_id])
         catalog.add_item(items[item_id])
-
-    def item_href(item: pystac.Item, parent_dir: str) -> str:
-        return str(items_dir / (_file_stem(item.id) + ".json"))
-
-    catalog.normalize_hrefs(str(root), strategy=CustomLayoutStrategy(item_func=item_href))
-    catalog.make_all_asset_hrefs_relative()
+    _place(catalog, root, items_dir)
     catalog.save(catalog_type=pystac.CatalogType.SELF_CONTAINED, stac_io=_AtomicStacIO())
     # item files the earlier manifest listed and this one does not (their GeoTIFF vanished)
     # are removed after the catalog; nothing else in items/ is ours to remove
