@@ -140,7 +140,10 @@ def get_query(
             bands = tuple(query.bands) or PRESETS["all"]
             max_px = max_px_for_budget(limiter.pu_capacity, len(bands), output_dtype(bands, query.dtype))
             unstreamed = _needs_whole_plan(options)
-            pages = iter_pages(session, live.catalog_url, query, newest_first=unstreamed is None)
+            # a generic STAC API is asked to page newest first (the Sentinel Hub Catalog pages so
+            # on its own and advertises no sort: its landing page is read beside the first page)
+            newest_first = unstreamed is None and settings.source == "assets"
+            pages = iter_pages(session, live.catalog_url, query, newest_first=newest_first)
             first, more = next(pages, ([], False))
             if more and on_stream is not None and not options.dry_run and options.stream:
                 on_stream(unstreamed)

@@ -252,13 +252,15 @@ def iter_pages(
     Without ``client`` the landing page is read (:func:`open_catalog`, in a thread) while the
     first search page is on its way to ``<catalog>/search``: one round trip before the first
     item, not two. Its verdict comes first, as if it had been read before: an odd landing page
-    is refused even when the search answered; a landing page that names another search URL,
-    or that advertises the sort extension when ``newest_first`` is asked, has the search sent
-    again (there, or with ``sortby``).
+    is refused even when the search answered; a landing page that names another search URL
+    has the search sent again there. With ``newest_first`` the landing page is read first
+    (whether to send ``sortby`` depends on it).
     """
     url = _catalog_url(settings_or_url)
     params = search_parameters(query, limit=limit)
     landing: Future[Client] | None = None
+    if client is None and newest_first:
+        client = open_catalog(session, url)
     if client is None:
         _token_first(session, url)
         pool = ThreadPoolExecutor(1, thread_name_prefix="stacfetch-landing")
@@ -288,14 +290,8 @@ def iter_pages(
             if landing is not None:  # the first page is in: the landing page's verdict
                 client, landing = landing.result(), None
                 link = client.get_search_link()
-                moved = link is not None and link.get_absolute_href() != url + "search"
-                if moved:
+                if link is not None and link.get_absolute_href() != url + "search":
                     log.debug("the catalog's search is at %s: searching there", link.get_absolute_href())
-                if newest_first and _sorts(client):
-                    log.debug("the catalog sorts: searching again newest first")
-                    params["sortby"] = NEWEST_FIRST
-                    moved = True
-                if moved:
                     page_iter = _search(client, params, max_items).pages_as_dicts()
                     continue
             if page is None:
