@@ -36,6 +36,7 @@ from rasterio.crs import CRS
 from rasterio.windows import Window
 
 from ..errors import DownloadError, InvalidResponseError
+from ..memory import release_free_memory
 from ..plan import Grid, Tile
 from .files import (
     SIDECAR_FILE_KEY,
@@ -203,6 +204,8 @@ class PartFile:
         else:
             self._open_part()
             self._write_bytes(tile, data)
+        if self._dst is not None:  # a large stitch: its freed strips would stay resident
+            release_free_memory()
         with self._lock:
             if key not in self._written:
                 self._written.add(key)
@@ -370,6 +373,7 @@ class PartFile:
             dst.close()
         self._dst = None
         samples = self.grid.width * self.grid.height * len(self.bands)
+        release_free_memory()  # what stitching freed, before the copy's own buffers
         if self.fmt != "cog":
             check_copy(self.part, samples)
             return self.part
