@@ -58,9 +58,13 @@ log = logging.getLogger(__name__)
 Digests = dict[tuple[str, int, int, int], str]
 
 
-LARGE_COPY_PIXELS = 100_000_000  # samples above which the COG copy runs single-threaded
+LARGE_COPY_PIXELS = 100_000_000  # samples above which a COG copy uses LARGE_COPY_THREADS
 SMALL_COPY_PIXELS = 16_000_000  # samples up to which a copy is single-threaded (jobs run in parallel)
 COPY_CACHE_MB = 4  # GDAL block cache of a large copy (see copy_as)
+# Threads of a large COG: halving its overview windows (~25 MB each) and compressing its
+# blocks (~16 MB more with 2). After the last response the cores are idle, and this copy is
+# what a large download waits for; more than 2 cost memory (a buffer per thread) for little.
+LARGE_COPY_THREADS = min(2, os.cpu_count() or 1)
 
 
 # --- formats ----------------------------------------------------------------------------
@@ -94,10 +98,11 @@ def copy_as(source: Path | str, target: Path, fmt: str, bands: Sequence[str], dt
     if pixels is None:
         with rasterio.Env(GDAL_DISABLE_READDIR_ON_OPEN="EMPTY_DIR"), rasterio.open(source) as src:
             pixels = src.width * src.height * src.count
-    if pixels <= SMALL_COPY_PIXELS or (fmt == "cog" and pixels > LARGE_COPY_PIXELS):
-        # small files: threads cost more than they save while other jobs use the cores;
-        # large COGs: GDAL's threaded overview/compression buffers cost ~40 MB more
+    if pixels <= SMALL_COPY_PIXELS:
+        # small files: threads cost more than they save while other jobs use the cores
         options["num_threads"] = "1"
+    elif fmt == "cog" and pixels > LARGE_COPY_PIXELS:  # its buffers grow with the threads
+        options["num_threads"] = str(LARGE_COPY_THREADS)
     # Changing GDAL_CACHEMAX resizes (and flushes) GDAL's one global block cache: worth it
     # to bound memory on a large copy, but it made small copies 2.5x slower. The copy reads
     # and writes whole blocks in order, so a cache buys it no speed: 5001 x 5001 x 12 px to
@@ -108,7 +113,8 @@ def copy_as(source: Path | str, target: Path, fmt: str, bands: Sequence[str], dt
         # our own pyramid (it carries the no-data mask too): GDAL's needs the mosaic in its cache
         if fmt == "cog" and large:
             average = options["overview_resampling"] == "AVERAGE"
-            with overviews.pyramid(str(source), Path(target), COG_BLOCK, average=average) as vrt:
+            with overviews.pyramid(str(source), Path(target), COG_BLOCK, average=average,
+                                   threads=LARGE_COPY_THREADS) as vrt:
                 rasterio.shutil.copy(vrt, str(target), **{**options, "overviews": "FORCE_USE_EXISTING"})
         else:
             rasterio.shutil.copy(str(source), str(target), **options)
