@@ -16,9 +16,11 @@ import ctypes
 import ctypes.util
 import functools
 import sys
+import threading
+from collections.abc import Iterator
 from typing import Any
 
-__all__ = ["release_free_memory", "return_large_buffers_to_the_os"]
+__all__ = ["WORKING_MEMORY", "MemoryBudget", "release_free_memory", "return_large_buffers_to_the_os"]
 
 
 @functools.cache
@@ -53,3 +55,40 @@ def return_large_buffers_to_the_os() -> None:
     with contextlib.suppress(AttributeError):
         if libc is not None:
             libc.mallopt(-3, 1 << 20)  # M_MMAP_THRESHOLD
+
+
+class MemoryBudget:
+    """At most ``limit`` bytes of working memory handed out at once in this process.
+
+    ``with budget.hold(n):`` waits until ``n`` more bytes fit; a hold larger than the whole
+    budget waits until nothing else is held, then runs alone. Holds must not nest (a thread
+    holding bytes never waits for more), so the wait always ends when the others' work does.
+    Stitching a large mosaic and copying it into a COG take their decoded strips and buffers
+    from :data:`WORKING_MEMORY`, so peak memory no longer grows with the number of workers.
+    """
+
+    def __init__(self, limit: int) -> None:
+        self.limit = int(limit)
+        self.held = 0
+        self.peak = 0  # the most held at once (for tests and benchmarks)
+        self._changed = threading.Condition()
+
+    @contextlib.contextmanager
+    def hold(self, nbytes: int) -> Iterator[None]:
+        """Hold ``nbytes`` (at most the whole budget) for the block."""
+        n = max(0, min(int(nbytes), self.limit))
+        with self._changed:
+            self._changed.wait_for(lambda: self.held == 0 or self.held + n <= self.limit)
+            self.held += n
+            self.peak = max(self.peak, self.held)
+        try:
+            yield
+        finally:
+            with self._changed:
+                self.held -= n
+                self._changed.notify_all()
+
+
+# Two decoded strips of a 1667-px tile (22 MB each), or one of a 2500-px tile; a large COG
+# copy (~100 MB of GDAL's buffers) takes it all and runs alone.
+WORKING_MEMORY = MemoryBudget(64 * 1024 * 1024)

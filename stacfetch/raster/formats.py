@@ -8,6 +8,7 @@ check resume uses everywhere (``is_complete`` is it as a yes/no).
 
 from __future__ import annotations
 
+import contextlib
 import glob
 import logging
 import os
@@ -21,6 +22,7 @@ import rasterio.shutil
 from rasterio.crs import CRS
 from rasterio.windows import Window
 
+from ..memory import WORKING_MEMORY
 from ..plan import Grid
 from . import overviews
 from .files import (
@@ -109,7 +111,10 @@ def copy_as(source: Path | str, target: Path, fmt: str, bands: Sequence[str], dt
     # COG took 9 s with 1, 4 or 64 MB, but 64 MB peaked ~90 MB higher.
     large = pixels > SMALL_COPY_PIXELS
     env = {"GDAL_CACHEMAX": COPY_CACHE_MB * 1024 * 1024} if large else {}  # rasterio takes bytes
-    with rasterio.Env(GDAL_DISABLE_READDIR_ON_OPEN="EMPTY_DIR", **env):
+    # a large copy's buffers (~100 MB for a 5001 x 5001 x 12 COG) are the process's working
+    # memory: it runs alone, not beside other large copies or stitched strips (memory.py)
+    budget = WORKING_MEMORY.hold(WORKING_MEMORY.limit) if large else contextlib.nullcontext()
+    with budget, rasterio.Env(GDAL_DISABLE_READDIR_ON_OPEN="EMPTY_DIR", **env):
         # our own pyramid (it carries the no-data mask too): GDAL's needs the mosaic in its cache
         if fmt == "cog" and large:
             average = options["overview_resampling"] == "AVERAGE"

@@ -36,7 +36,7 @@ from rasterio.crs import CRS
 from rasterio.windows import Window
 
 from ..errors import DownloadError, InvalidResponseError
-from ..memory import release_free_memory
+from ..memory import WORKING_MEMORY, release_free_memory
 from ..plan import Grid, Tile
 from .files import (
     SIDECAR_FILE_KEY,
@@ -245,14 +245,18 @@ class PartFile:
                 raise _undecodable(what, size, exc) from exc
             with src:
                 self._validate(src, tile, what, size)
+                itemsize = np.dtype(self.dtype).itemsize
                 for row, h in _strips(tile.window):
-                    try:
-                        block = src.read(window=Window(0, row - row0, tile.width, h))
-                    except Exception as exc:
-                        raise _undecodable(what, size, exc) from exc
-                    # errors writing our own file (disk full ...) propagate unchanged
-                    with self._lock:
-                        self._put(block, Window(col0, row, tile.width, h))
+                    # the decoded strip and its mask, from the process's budget (see memory.py)
+                    with WORKING_MEMORY.hold(tile.width * h * (self._count * itemsize + 1)):
+                        try:
+                            block = src.read(window=Window(0, row - row0, tile.width, h))
+                        except Exception as exc:
+                            raise _undecodable(what, size, exc) from exc
+                        # errors writing our own file (disk full ...) propagate unchanged
+                        with self._lock:
+                            self._put(block, Window(col0, row, tile.width, h))
+                        del block
 
     def _adopt_whole(self, tile: Tile, data: bytes | Path) -> None:
         """Keep a whole-grid response as it is (validated, not decoded) for ``commit`` to tag."""
