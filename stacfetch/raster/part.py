@@ -182,7 +182,7 @@ class PartFile:
             self._dst.write(block, window=window)
             return
         self._dst.write(block[:-1], window=window)
-        self._dst.write_mask(np.where(block[-1] != 0, 255, 0).astype("uint8"), window=window)
+        self._dst.write_mask(np.where(block[-1] != 0, np.uint8(255), np.uint8(0)), window=window)
 
     def _abort(self) -> None:
         try:
