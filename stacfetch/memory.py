@@ -89,6 +89,8 @@ class MemoryBudget:
                 self._changed.notify_all()
 
 
-# Two decoded strips of a 1667-px tile (22 MB each), or one of a 2500-px tile; a large COG
-# copy (~100 MB of GDAL's buffers) takes it all and runs alone.
-WORKING_MEMORY = MemoryBudget(64 * 1024 * 1024)
+# One decoded strip at a time (a 1667-px tile's is 23 MB, a 2500-px tile's 35 MB): a second
+# one in parallel cost ~25 MB of peak for no time on the 50 km job (the strips are I/O and
+# memcpy; the compression has GDAL's threads). A large COG copy (~100 MB of GDAL's buffers)
+# takes it all and runs alone.
+WORKING_MEMORY = MemoryBudget(40 * 1024 * 1024)
