@@ -61,6 +61,7 @@ log = logging.getLogger(__name__)
 # file (Path), validated against the tile; or pixels already decoded, ``(bands, h, w)``.
 TileData = bytes | Path | np.ndarray
 READ_ROWS = 64  # rows of a spooled response decoded at a time (see _read_rows)
+TRIM_SAMPLES = 16_000_000  # samples above which freed memory is released after each tile
 
 
 def _strips(window: Window) -> Iterable[tuple[int, int]]:
@@ -138,6 +139,9 @@ class PartFile:
         self.profile = profile_for(grid, self.bands, self.dtype, nodata=nodata,
                                    fmt="gtiff" if self.fmt == "gtiff" else "raw")
         self.allow_missing_georef = allow_missing_georef
+        # a mosaic large enough that what stitching frees is worth handing back (memory.py);
+        # for small files the few ms it costs each time would add up
+        self._large = grid.width * grid.height * len(self.bands) > TRIM_SAMPLES
         self._dst: Any = None  # the .part being stitched, opened at the first partial tile
         self._whole: Any = None  # a whole-grid response: a MemoryFile, or the .part itself
         self._lock = threading.Lock()
@@ -220,7 +224,7 @@ class PartFile:
         else:
             self._open_part()
             self._write_bytes(tile, data)
-        if self._dst is not None:  # a large stitch: its freed strips would stay resident
+        if self._dst is not None and self._large:  # its freed strips would stay resident
             release_free_memory()
         with self._lock:
             if key not in self._written:
@@ -393,7 +397,8 @@ class PartFile:
             dst.close()
         self._dst = None
         samples = self.grid.width * self.grid.height * len(self.bands)
-        release_free_memory()  # what stitching freed, before the copy's own buffers
+        if self._large:
+            release_free_memory()  # what stitching freed, before the copy's own buffers
         if self.fmt != "cog":
             check_copy(self.part, samples)
             return self.part
