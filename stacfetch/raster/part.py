@@ -60,7 +60,7 @@ log = logging.getLogger(__name__)
 # The one shape of a tile's data: a GeoTIFF response, in memory (bytes) or spooled to a
 # file (Path), validated against the tile; or pixels already decoded, ``(bands, h, w)``.
 TileData = bytes | Path | np.ndarray
-READ_ROWS = 64  # rows of a spooled response decoded at a time (see _read_rows)
+READ_ROWS = 128  # rows of a spooled response decoded at a time (see _read_rows)
 TRIM_SAMPLES = 16_000_000  # samples above which freed memory is released after each tile
 
 
