@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import contextlib
 import copy
-import ctypes
-import ctypes.util
 import logging
 import sys
 import tempfile
@@ -38,6 +36,7 @@ from .errors import (
     StacfetchError,
 )
 from .http import open_session, redact
+from .memory import return_large_buffers_to_the_os  # noqa: F401 - its old place (cli, benchmarks)
 from .plan import Job
 from .raster import (
     PartFile,
@@ -245,21 +244,6 @@ def _run_locked(job: Job, context: RunContext) -> Outcome:
             raise
         return Outcome(job, "failed", requests=requests_made,
                        error=f"cannot write {job.destination} (disk full?): {exc}")
-
-
-def return_large_buffers_to_the_os() -> None:
-    """Make glibc hand buffers over 1 MiB straight back to the OS when freed (Linux only).
-
-    Without this, glibc's adaptive threshold keeps every worker thread's tile-sized buffers
-    in per-thread heaps, which shows up as a much higher peak RSS for large areas. It changes
-    the whole process, so the library never calls it: the CLI (the process owner) does, and so
-    may any program that runs large downloads.
-    """
-    name = ctypes.util.find_library("c")
-    if not name or not sys.platform.startswith("linux"):
-        return
-    with contextlib.suppress(OSError, AttributeError):
-        ctypes.CDLL(name).mallopt(-3, 1 << 20)  # M_MMAP_THRESHOLD
 
 
 def _quota_stop(context: RunContext, exc: QuotaExhaustedError) -> None:

@@ -9,9 +9,9 @@ from collections.abc import Sequence
 from ..api import get_query
 from ..clouds import ClearShare
 from ..config import load_settings
+from ..memory import return_large_buffers_to_the_os
 from ..plan import Job
 from ..query import build_options, build_query
-from ..run import return_large_buffers_to_the_os
 from . import output, query_args
 
 

@@ -8,6 +8,7 @@ check resume uses everywhere (``is_complete`` is it as a yes/no).
 
 from __future__ import annotations
 
+import contextlib
 import glob
 import logging
 import os
@@ -21,6 +22,7 @@ import rasterio.shutil
 from rasterio.crs import CRS
 from rasterio.windows import Window
 
+from ..memory import WORKING_MEMORY
 from ..plan import Grid
 from . import overviews
 from .files import (
@@ -58,9 +60,13 @@ log = logging.getLogger(__name__)
 Digests = dict[tuple[str, int, int, int], str]
 
 
-LARGE_COPY_PIXELS = 100_000_000  # samples above which the COG copy runs single-threaded
+LARGE_COPY_PIXELS = 100_000_000  # samples above which a COG copy uses LARGE_COPY_THREADS
 SMALL_COPY_PIXELS = 16_000_000  # samples up to which a copy is single-threaded (jobs run in parallel)
 COPY_CACHE_MB = 4  # GDAL block cache of a large copy (see copy_as)
+# Threads of a large COG: halving its overview windows (~25 MB each) and compressing its
+# blocks (~16 MB more with 2). After the last response the cores are idle, and this copy is
+# what a large download waits for; more than 2 cost memory (a buffer per thread) for little.
+LARGE_COPY_THREADS = min(2, os.cpu_count() or 1)
 
 
 # --- formats ----------------------------------------------------------------------------
@@ -100,21 +106,26 @@ def copy_as(source: Path | str, target: Path, fmt: str, bands: Sequence[str], dt
     levels = overviews.level_count(*size, COG_BLOCK) if fmt == "cog" and size is not None else 0
     if fmt == "cog":  # the levels of overviews.level_count, for GDAL's builder too
         options.update({"overview_count": levels} if levels else {"overviews": "NONE"})
-    if pixels <= SMALL_COPY_PIXELS or (fmt == "cog" and pixels > LARGE_COPY_PIXELS):
-        # small files: threads cost more than they save while other jobs use the cores;
-        # large COGs: GDAL's threaded overview/compression buffers cost ~40 MB more
+    if pixels <= SMALL_COPY_PIXELS:
+        # small files: threads cost more than they save while other jobs use the cores
         options["num_threads"] = "1"
+    elif fmt == "cog" and pixels > LARGE_COPY_PIXELS:  # its buffers grow with the threads
+        options["num_threads"] = str(LARGE_COPY_THREADS)
     # Changing GDAL_CACHEMAX resizes (and flushes) GDAL's one global block cache: worth it
     # to bound memory on a large copy, but it made small copies 2.5x slower. The copy reads
     # and writes whole blocks in order, so a cache buys it no speed: 5001 x 5001 x 12 px to
     # COG took 9 s with 1, 4 or 64 MB, but 64 MB peaked ~90 MB higher.
     large = pixels > SMALL_COPY_PIXELS
     env = {"GDAL_CACHEMAX": COPY_CACHE_MB * 1024 * 1024} if large else {}  # rasterio takes bytes
-    with rasterio.Env(GDAL_DISABLE_READDIR_ON_OPEN="EMPTY_DIR", **env):
+    # a large copy's buffers (~100 MB for a 5001 x 5001 x 12 COG) are the process's working
+    # memory: it runs alone, not beside other large copies or stitched strips (memory.py)
+    budget = WORKING_MEMORY.hold(WORKING_MEMORY.limit) if large else contextlib.nullcontext()
+    with budget, rasterio.Env(GDAL_DISABLE_READDIR_ON_OPEN="EMPTY_DIR", **env):
         # our own pyramid (it carries the no-data mask too): GDAL's needs the mosaic in its cache
         if fmt == "cog" and large and levels:
             average = options["overview_resampling"] == "AVERAGE"
-            with overviews.pyramid(str(source), Path(target), COG_BLOCK, average=average) as vrt:
+            with overviews.pyramid(str(source), Path(target), COG_BLOCK, average=average,
+                                   threads=LARGE_COPY_THREADS) as vrt:
                 rasterio.shutil.copy(vrt, str(target), **{**options, "overviews": "FORCE_USE_EXISTING"})
         else:
             rasterio.shutil.copy(str(source), str(target), **options)

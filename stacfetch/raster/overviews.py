@@ -6,7 +6,10 @@ raising the cache to 160 MB brought it to 9 s but 460 MB of memory. Here each le
 from the one before, a window of 512 x 1024 px at a time (2 x 2 means that skip nodata, or
 the top-left sample for class bands), into an uncompressed tiled GeoTIFF next to the target;
 a VRT lists them as the source's overviews and the COG driver copies them as they are
-(``OVERVIEWS=FORCE_USE_EXISTING``): about 6 s and 280 MB for that mosaic.
+(``OVERVIEWS=FORCE_USE_EXISTING``). Windows are halved on ``threads`` threads (the cores are
+idle once the last response is in) and written in order by one, so the files do not depend
+on the thread count; with 2 threads and a 2-thread COG copy that mosaic takes ~4 s after its
+last tile (6 s before) and ~120 MB above the process's resting size (see ``write_levels``).
 
 Which levels are built is :func:`level_count`, the one rule for every COG (GDAL's own builder
 is told it too, see ``formats.copy_as``): only levels whose smaller side is still at least one
@@ -22,13 +25,17 @@ mosaic above).
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import glob
 import math
+import queue
 import xml.etree.ElementTree as ET
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import Executor, Future, ThreadPoolExecutor
+from concurrent.futures import wait as wait_for
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 import rasterio
@@ -37,10 +44,13 @@ from affine import Affine
 from rasterio.enums import MaskFlags
 from rasterio.windows import Window
 
+from ..memory import release_free_memory
 from .profiles import PROFILES
 
 CHUNK_ROWS = 512  # source rows per window (a multiple of 2, and of the 512-px blocks)
-CHUNK_COLS = 1024  # source columns per window: ~12 MB of 12-band uint16, ~60 MB of temporaries
+CHUNK_COLS = 1024  # source columns per window: ~12 MB of 12-band uint16, ~30 MB of temporaries
+
+_T = TypeVar("_T")
 
 
 def halve(block: np.ndarray, nodata: float | None, average: bool) -> np.ndarray:
@@ -90,6 +100,8 @@ def _mean(block: np.ndarray, fill: float, *, nodata: float | None = None,
     array for every band), else those not ``nodata``; NaN is never valid. Integers get the
     rounded mean; a cell without a valid sample gets ``fill``."""
     floating = block.dtype.kind == "f"
+    if valid is not None and block.dtype.kind == "u":
+        return _mean_of_valid(block, fill, valid)
     total = np.zeros((block.shape[0], block.shape[1] // 2, block.shape[2] // 2),
                      np.float64 if floating else np.uint32)
     count = np.zeros(total.shape, np.uint8)
@@ -108,6 +120,28 @@ def _mean(block: np.ndarray, fill: float, *, nodata: float | None = None,
     # floats: the mean; integers: the rounded mean
     out = total / np.maximum(count, 1) if floating else (total + count // 2) // np.maximum(count, 1)
     out[empty] = fill
+    return out.astype(block.dtype)
+
+
+def _mean_of_valid(block: np.ndarray, fill: float, valid: np.ndarray) -> np.ndarray:
+    """``_mean`` of unsigned integers whose valid samples are a 2-D ``valid`` (the same for every band):
+    counted once, not per band, and with no masking at all where every sample is valid (the
+    common case): 3x faster, the same values."""
+    quarters = [(block[:, dy::2, dx::2], valid[dy::2, dx::2]) for dy in (0, 1) for dx in (0, 1)]
+    count = np.zeros(quarters[0][1].shape, np.uint8)
+    for _, ok in quarters:
+        count += ok
+    total = np.zeros((block.shape[0], *count.shape), np.uint32)
+    if count.min() == 4:  # every sample valid: (sum + 2) // 4
+        for part, _ in quarters:
+            np.add(total, part, out=total)
+        total += 2
+        total >>= 2
+        return total.astype(block.dtype)
+    for part, ok in quarters:
+        np.add(total, np.where(ok, part, 0), out=total, casting="unsafe")
+    out = (total + count // 2) // np.maximum(count, 1)
+    out[:, count == 0] = fill
     return out.astype(block.dtype)
 
 
@@ -146,33 +180,103 @@ def has_mask(src: Any) -> bool:
     return MaskFlags.per_dataset in src.mask_flag_enums[0]
 
 
-def write_levels(source: str, target: Path, block: int, *, average: bool) -> list[Path]:
-    """Write every overview level of ``source`` (and of its mask) next to ``target``; returns their paths."""
+def write_levels(source: str, target: Path, block: int, *, average: bool,
+                 threads: int = 1) -> list[Path]:
+    """Write every overview level of ``source`` (and of its mask) next to ``target``; returns their paths.
+
+    ``threads`` > 1: that many threads read and halve windows (each with its own handle on the
+    level before; numpy and GDAL release the GIL), while this thread writes them in order, so
+    the files are the same and at most ``threads`` windows wait in memory.
+    """
     with rasterio.open(source) as src:
         profile = src.profile
         width, height, nodata, masked = src.width, src.height, src.nodata, has_mask(src)
     paths = level_paths(target, level_count(width, height, block))
     previous = source
-    for k, path in enumerate(paths, start=1):
-        out_w, out_h = math.ceil(width / 2), math.ceil(height / 2)
-        level_profile = {  # tiled, uncompressed: read once more by the COG driver
-            **PROFILES["raw"], "width": out_w, "height": out_h, "count": profile["count"],
-            "dtype": profile["dtype"], "crs": profile["crs"], "nodata": nodata,
-            "transform": profile["transform"] * Affine.scale(2**k),
-        }
-        with rasterio.open(previous) as src, rasterio.Env(GDAL_TIFF_INTERNAL_MASK=True), \
-                rasterio.open(path, "w", **level_profile) as dst:
-            for window in _windows(width, height):
-                if masked:
-                    small, mask = halve_masked(src.read(window=window), src.read_masks(1, window=window), average)
-                else:
-                    small, mask = halve(src.read(window=window), nodata, average), None
-                out = Window(int(window.col_off) // 2, int(window.row_off) // 2, small.shape[2], small.shape[1])
-                dst.write(small, window=out)
-                if mask is not None:
-                    dst.write_mask(mask, window=out)
-        previous, width, height = str(path), out_w, out_h
+    with contextlib.ExitStack() as stack:
+        pool = stack.enter_context(ThreadPoolExecutor(threads, thread_name_prefix="stacfetch-ov")) \
+            if threads > 1 else None
+        for k, path in enumerate(paths, start=1):
+            out_w, out_h = math.ceil(width / 2), math.ceil(height / 2)
+            # tiled, uncompressed: read once more by the COG driver. Band-interleaved: GDAL keeps
+            # a pixel-interleaved file's last tile of all bands (6 MB at 12 bands) per open
+            # handle, and the VRT holds each level open through the whole copy (~35 MB).
+            level_profile = {
+                **PROFILES["raw"], "width": out_w, "height": out_h, "count": profile["count"],
+                "dtype": profile["dtype"], "crs": profile["crs"], "nodata": nodata,
+                "transform": profile["transform"] * Affine.scale(2**k), "interleave": "band",
+            }
+            with _Sources(previous, threads) as sources, rasterio.Env(GDAL_TIFF_INTERNAL_MASK=True), \
+                    rasterio.open(path, "w", **level_profile) as dst:
+                def halved(window: Window) -> tuple[Window, np.ndarray, np.ndarray | None]:
+                    with sources.one() as src:
+                        if masked:
+                            small, mask = halve_masked(src.read(window=window),
+                                                       src.read_masks(1, window=window), average)
+                        else:
+                            small, mask = halve(src.read(window=window), nodata, average), None
+                    out = Window(int(window.col_off) // 2, int(window.row_off) // 2,
+                                 small.shape[2], small.shape[1])
+                    return out, small, mask
+
+                for out, small, mask in _in_order(halved, _windows(width, height), pool, threads):
+                    dst.write(small, window=out)
+                    if mask is not None:
+                        dst.write_mask(mask, window=out)
+            previous, width, height = str(path), out_w, out_h
     return paths
+
+
+class _Sources:
+    """``count`` open handles on one file, lent to one thread at a time (a GDAL dataset is not
+    thread-safe)."""
+
+    def __init__(self, path: str, count: int) -> None:
+        self.path, self.count = path, max(1, count)
+        self._free: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        self._all: list[Any] = []
+
+    def __enter__(self) -> _Sources:
+        try:
+            for _ in range(self.count):
+                self._all.append(rasterio.open(self.path))
+                self._free.put(self._all[-1])
+        except BaseException:
+            self.__exit__()
+            raise
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for src in self._all:
+            src.close()
+
+    @contextlib.contextmanager
+    def one(self) -> Iterator[Any]:
+        src = self._free.get()
+        try:
+            yield src
+        finally:
+            self._free.put(src)
+
+
+def _in_order(work: Callable[[Window], _T], windows: Iterable[Window], pool: Executor | None,
+              ahead: int) -> Iterator[_T]:
+    """``work(window)`` for each window, in order; on ``pool``, at most ``ahead`` at a time."""
+    if pool is None:
+        yield from map(work, windows)
+        return
+    pending: collections.deque[Future[_T]] = collections.deque()
+    try:
+        for window in windows:
+            pending.append(pool.submit(work, window))
+            if len(pending) >= ahead:
+                yield pending.popleft().result()
+        while pending:
+            yield pending.popleft().result()
+    finally:  # an error (or the caller stopping): nothing left running on our files
+        for future in pending:
+            future.cancel()
+        wait_for(pending)
 
 
 def write_vrt(source: str, levels: list[Path], target: Path) -> Path:
@@ -195,11 +299,13 @@ def write_vrt(source: str, levels: list[Path], target: Path) -> Path:
 
 
 @contextlib.contextmanager
-def pyramid(source: str, target: Path, block: int, *, average: bool) -> Iterator[str]:
-    """Yield a VRT of ``source`` with its overviews computed; remove the temporaries after."""
+def pyramid(source: str, target: Path, block: int, *, average: bool, threads: int = 1) -> Iterator[str]:
+    """Yield a VRT of ``source`` with its overviews computed (by ``threads``, see
+    ``write_levels``); remove the temporaries after."""
     levels: list[Path] = []
     try:
-        levels = write_levels(source, target, block, average=average)
+        levels = write_levels(source, target, block, average=average, threads=threads)
+        release_free_memory()  # the windows' temporaries, before the COG driver's buffers
         yield str(write_vrt(source, levels, target))
     finally:
         discard(target)
