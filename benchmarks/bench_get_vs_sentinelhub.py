@@ -480,9 +480,18 @@ def run_client(client: Client, scen: Scenario, grid: Any, emu: Any, workers: int
     row.served = len(served)
     row.server_s = sum(r.duration for r in served)
     measure_pace(row, records, scen)
+    if DUMP_DIR is not None:  # --dump: every request the emulator saw, for a timeline
+        DUMP_DIR.mkdir(parents=True, exist_ok=True)
+        with (DUMP_DIR / f"{scen.name}-{run_no + 1}-{slug}.jsonl").open("w") as fh:
+            for r in sorted(records, key=lambda r: r.started):
+                fh.write(json.dumps({"kind": r.kind, "status": r.status, "fault": r.fault,
+                                     "started": r.started, "duration": round(r.duration, 4)}) + "\n")
     row.limit_s = max(row.server_s / workers, row.best_s if row.best_s > 0 else 0.0)
     shutil.rmtree(out_dir, ignore_errors=True)
     return row
+
+
+DUMP_DIR: Path | None = None  # --dump
 
 
 def _fmt(value: Any, spec: str = ".2f") -> str:
@@ -654,6 +663,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-dask", action="store_true", help="skip the Dask row")
     parser.add_argument("--only", help="comma-separated client labels to run (default: all)")
     parser.add_argument("--quick", action="store_true", help="small sizes for a smoke run")
+    parser.add_argument("--dump", type=Path, help="write each client's request log (JSON lines) here")
     parser.add_argument("--child", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.child:
@@ -662,6 +672,8 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--workers must be 1..64")
     if not 1 <= args.repeat <= 20:
         parser.error("--repeat must be 1..20")
+    global DUMP_DIR
+    DUMP_DIR = args.dump
     chosen = ["a", "b", "c", "rss"] if args.scenario == "all" else [args.scenario]
     table_of = scenarios(args.quick, args.limit_mode, dask=not args.no_dask)
     if args.only:

@@ -55,7 +55,7 @@ import platformdirs
 
 log = logging.getLogger(__name__)
 
-__all__ = ["LimitMemory", "LimiterStats", "RateLimiter", "costing", "current_cost"]
+__all__ = ["LimitMemory", "LimiterStats", "RateLimiter", "UncountedLimiter", "costing", "current_cost"]
 
 WINDOW_SECONDS = 60.0
 WINDOW_MARGIN = 0.25  # seconds added to a window cap for the arrival jitter of requests
@@ -69,6 +69,12 @@ LONG_WAIT = 6.0  # a request 429 asking at least this long: a spent per-minute w
 MIN_BUDGET = 10.0  # no plan allows fewer than 10 requests or 10 PU a minute (trial account)
 PU_WAIT = 1.0  # a Process request's 429 asking at least this long is put down to PU
 LEARN_SECONDS = 15.0  # one in flight at most this long after a first request 429, if no lesson
+OPEN_AFTER = 0.1  # slow start: one more in flight for each this long the oldest has been out
+POLL = 0.005  # seconds a request held back by the slow start waits before asking again
+PRECISE_SPAN = 5.0  # a rate measured over at least this long is paced at PRECISE_SHARE ...
+PRECISE_SHARE = 0.995  # ... (two "ready" moments a few ms off make a short span's rate coarse)
+PROBE_GAIN = 0.002  # after a coarse lesson the pace rises by this share a second ...
+PROBE_MAX = 1.06  # ... up to this factor, until a 429 measures the rate over a long span
 MIN_SPAN = 0.15  # seconds between two "ready" moments needed for a rate estimate
 PU_HEADER = "x-processingunits-spent"
 MEMORY_ENTRIES = 50  # deployments and clients remembered at most
@@ -152,6 +158,8 @@ class _Budget:
         self.learning = False  # one request in flight until a second 429 gives the rate
         self.first_lesson: tuple[float, float, float, float] | None = None  # PU: first, sent, ready, cost
         self.refusals = 0
+        self.span: float | None = None  # seconds the rate in force was measured over
+        self.probe_from: float | None = None  # a coarse rate: the pace rises from then on
 
     # -- accounting -------------------------------------------------------------------------
     def trim(self, now: float) -> None:
@@ -191,18 +199,34 @@ class _Budget:
     # -- pacing -----------------------------------------------------------------------------
     @property
     def per_minute(self) -> float | None:
-        """The pace in force (units per minute), or None."""
-        return None if self.bucket is None else self.bucket.rate * 60.0
+        """The pace in force (units per minute), or None; while a coarse rate is probed, the
+        rate learnt (the probe's slow rise above it is a test, not a limit learnt)."""
+        if self.bucket is None:
+            return None
+        if self.probe_from is not None and self.estimate is not None:
+            return self.estimate * 60.0
+        return self.bucket.rate * 60.0
 
     def pace(self, rate: float, now: float, *, share: float = PACE_SHARE) -> None:
         """Pace at ``share`` of ``rate`` units/s from now on (keeping the current level)."""
         self.estimate = rate
         paced = max(rate * share, 1e-6)
         capacity = self.burst if self.name == "requests" else paced * self.bucket_seconds
+        if self.bucket is not None and self.name == "requests":
+            capacity = min(capacity, self.bucket.capacity)  # a burst found too large stays small
         level = None if self.bucket is None else min(self.bucket.level, capacity)
         self.bucket = _Bucket(paced, capacity, now, level)
 
+    def probe(self, now: float) -> None:
+        """A coarse rate: raise the pace slowly (``PROBE_GAIN`` a second) until a 429 comes
+        a long span after the lesson and measures the rate precisely."""
+        if self.probe_from is None or self.bucket is None or self.estimate is None:
+            return
+        self.bucket.refill(now)  # the level so far at the old rate, then the new rate
+        self.bucket.rate = self.estimate * min(PROBE_MAX, 1.0 + PROBE_GAIN * (now - self.probe_from))
+
     def wait(self, cost: float, now: float) -> float:
+        self.probe(now)
         wait = 0.0 if self.bucket is None else self.bucket.wait(cost, now)
         if self.window is not None and cost > 0:
             span = WINDOW_SECONDS + WINDOW_MARGIN
@@ -212,7 +236,7 @@ class _Budget:
         return wait
 
     def state(self) -> dict[str, Any]:
-        return {"per_second": self.estimate, "window": self.window}
+        return {"per_second": self.estimate, "window": self.window, "span": self.span}
 
 
 class LimitMemory:
@@ -260,6 +284,41 @@ class LimitMemory:
             log.debug("could not remember the learnt limits in %s: %s", self.path, exc)
 
 
+class UncountedLimiter:
+    """A run's limiter as seen by requests the API's budgets do not count: the token
+    endpoint's (an identity service with its own limit; the emulator counts them nowhere
+    either). Their retries and waits show in the run's stats; a 429 pauses only them."""
+
+    def __init__(self, limiter: RateLimiter) -> None:
+        self._limiter = limiter
+        self._lock = threading.Lock()
+        self._not_before = 0.0
+
+    def acquire(self, cost: float | None = None, *, key: Any = None) -> float:
+        with self._lock:
+            wait = max(0.0, self._not_before - time.monotonic())
+        if wait > 0:
+            time.sleep(wait)
+        return wait
+
+    def pause(self, seconds: float, *, sent_at: float | None = None, asked: float | None = None,
+              key: Any = None) -> None:
+        with self._lock:
+            self._not_before = max(self._not_before, time.monotonic() + max(0.0, seconds))
+        self._limiter.count_retry("429", slept=max(0.0, seconds))
+
+    def backoff(self, seconds: float, reason: str, *, key: Any = None) -> None:
+        self._limiter.count_retry(reason, slept=max(0.0, seconds))
+        if seconds > 0:
+            time.sleep(seconds)
+
+    def count_retry(self, reason: str, *, slept: float = 0.0) -> None:
+        self._limiter.count_retry(reason, slept=slept)
+
+    def stats(self) -> LimiterStats:
+        return self._limiter.stats()
+
+
 @dataclass
 class _Attempt:
     sent_at: float
@@ -305,6 +364,8 @@ class RateLimiter:
             self._recall(learnt, now)
         self._not_before = 0.0
         self._attempts: dict[Any, _Attempt] = {}
+        self._window = 1.0  # slow start: requests in flight allowed while no budget is known
+        self._held = False  # a request was held back by the slow start since the last answer
         self._count = 0
         self._retries: Counter[str] = Counter()
         self._slept = 0.0
@@ -383,8 +444,8 @@ class RateLimiter:
             learning = self._requests.learning
             if learning and now - self._requests.learnt_at > LEARN_SECONDS:
                 self._requests.learning = learning = False  # no second 429: no bucket to learn
-            if learning and any(now - a.sent_at < STALE_ATTEMPT for a in self._attempts.values()):
-                wait = max(wait, 0.01)  # one request in flight until the rate is known
+            if wait <= 0.0 and (learning or self._slow_start()):
+                wait = self._in_flight_wait(now, learning)
             if wait > 0.0:
                 self._slept += wait
                 return wait
@@ -402,6 +463,9 @@ class RateLimiter:
             attempt = self._attempts.pop(key, None)
             if attempt is not None:
                 self._requests.answered.append(attempt.sent_at)
+                if self._held and not self._requests.learning and self._slow_start():
+                    self._window = min(self._window + 1.0, 1024.0)  # an answer: one more may go
+                    self._held = False
             if attempt is None or spent is None:
                 return
             delta = spent - attempt.costs["pu"]
@@ -435,6 +499,8 @@ class RateLimiter:
             self._retries["429"] += 1
             budget = self._blame(cost, asked, when, now)
             budget.refusals += 1
+            if budget is self._requests and self._slow_start():
+                self._window = 1.0  # back to one in flight until the rate is learnt
             if self._adaptive or budget.configured:
                 self._learn(budget, cost if budget is self._pu else 1.0, asked, when, now)
             if self._not_before < now + asked:
@@ -472,6 +538,10 @@ class RateLimiter:
                     "adaptive": self._adaptive, "memory": self._memory, "learnt": learnt,
                     "request_burst": self._requests.burst, "pu_bucket_seconds": self._pu.bucket_seconds}
 
+    def uncounted(self) -> UncountedLimiter:
+        """This limiter for requests no API budget counts (the token endpoint's)."""
+        return UncountedLimiter(self)
+
     def watch(self, session: Any) -> None:
         """Hook ``session`` (requests): each answer ends its attempt, with the PU it cost."""
         session.hooks.setdefault("response", []).append(self._on_response)
@@ -483,6 +553,31 @@ class RateLimiter:
                 spent = float(response.headers.get(PU_HEADER))
             self.done(spent=spent if spent is not None and math.isfinite(spent) else None)
         return response
+
+    # -- slow start -------------------------------------------------------------------------
+    def _slow_start(self) -> bool:
+        """Adaptive and no request budget known yet: requests in flight are limited."""
+        requests = self._requests
+        return self._adaptive and requests.bucket is None and requests.window is None
+
+    def _in_flight_wait(self, now: float, learning: bool) -> float:
+        """0 if one more request may be in flight now, else seconds to wait (a short poll).
+
+        While no budget is known, ``self._window`` requests may be in flight (1 at the start,
+        one more for each answer while others wait, as TCP's slow start), and one more for
+        each ``OPEN_AFTER`` seconds the oldest has been out (slow answers come at a low rate);
+        while a first request 429 is being learnt from, only one.
+        """
+        live = [a.sent_at for a in self._attempts.values() if now - a.sent_at < STALE_ATTEMPT]
+        if not live:
+            return 0.0
+        allowed = 1.0 if learning else self._window + math.floor((now - min(live)) / OPEN_AFTER)
+        if len(live) < allowed:
+            return 0.0
+        self._held = True
+        if learning:
+            return POLL
+        return min(POLL, max(1e-3, min(live) + (len(live) - self._window + 1) * OPEN_AFTER - now))
 
     # -- learning ---------------------------------------------------------------------------
     def _blame(self, cost: float, wait: float, sent_at: float, now: float) -> _Budget:
@@ -519,6 +614,13 @@ class RateLimiter:
     def _learn(self, budget: _Budget, cost: float, wait: float, sent_at: float, now: float) -> None:
         ready = sent_at + wait
         if budget.bucket is not None:
+            if budget is self._requests:
+                bucket = budget.bucket
+                bucket.refill(now)
+                level = bucket.level - (now - sent_at) * bucket.rate  # when it was sent
+                if level >= 2.0:  # a token to spare here, none there: the service's burst is smaller
+                    bucket.capacity = max(1.0, bucket.capacity - math.floor(level) + 1.0)
+                    budget.burst = bucket.capacity
             budget.bucket.align(cost, wait, now)
         if budget.configured:
             return
@@ -542,11 +644,20 @@ class RateLimiter:
             start, first_cost = budget.ready
             let_through = budget.between(start, sent_at) - first_cost + cost
             if let_through > 0:
-                rate = let_through / (ready - start)
-                budget.pace(rate, now)
+                span = ready - start
+                rate = let_through / span
+                # a short span's rate is coarse (the two ready moments are a few ms off): the
+                # first such lesson is paced at the rate itself, rising slowly, until a 429 a
+                # long span later measures it (one more 429 for a rate good to a few tenths)
+                probe = (span < PRECISE_SPAN and budget is self._requests and budget.span is None)
+                budget.pace(rate, now, share=PRECISE_SHARE if span >= PRECISE_SPAN
+                            else 1.0 if probe else PACE_SHARE)
                 budget.bucket.align(cost, wait, now)  # type: ignore[union-attr]
+                budget.probe_from = now if probe else None
+                budget.span = max(span, budget.span or 0.0)
                 budget.learning = False
-                lesson = f"{rate * 60:.1f} {'PU' if budget is self._pu else 'requests'} a minute"
+                lesson = (f"{rate * 60:.1f} {'PU' if budget is self._pu else 'requests'} a minute"
+                          f" (over {span:.1f} s)")
         elif budget.ready is None and budget is self._pu and budget.first is not None \
                 and budget.estimate is None:
             # a bucket of one minute's worth, full at the first send (a lower bound)
@@ -582,9 +693,11 @@ class RateLimiter:
             known = entry.get(budget.name)
             if not isinstance(known, dict):
                 continue
-            rate, window = known.get("per_second"), known.get("window")
+            rate, window, span = known.get("per_second"), known.get("window"), known.get("span")
             if isinstance(rate, (int, float)) and rate > 0:
-                budget.pace(float(rate), now)
+                precise = isinstance(span, (int, float)) and span >= PRECISE_SPAN
+                budget.pace(float(rate), now, share=PRECISE_SHARE if precise else PACE_SHARE)
+                budget.span = float(span) if isinstance(span, (int, float)) else None
                 budget.source = "remembered"
             if isinstance(window, (int, float)) and window > 0:
                 budget.window = float(window)
