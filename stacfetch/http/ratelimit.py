@@ -5,17 +5,24 @@ must hold at once (CDSE free tier: 300 requests/min and 300 PU/min). One
 :class:`RateLimiter` per run, shared by every thread and session, keeps a budget for each:
 
 * **Configured** (``requests_per_minute``, ``pu_per_minute``): a token bucket on an absolute
-  schedule, ``N / 60`` per second with a small burst (requests: 3; PU: one minute's worth, a
-  little under the limit), plus a sliding 60-s window cap for requests. The run paces
-  instead of bouncing off the limit.
-* **Adaptive** (not configured): nothing is paced until the service answers 429. A 429 is
+  schedule, ``N / 60`` per second with a small burst (requests: 5, made smaller by a 429 that
+  comes while this bucket still held tokens; PU: one minute's worth, a little under the
+  limit), plus a sliding 60-s window cap for requests. The run paces instead of bouncing off
+  the limit.
+* **Adaptive** (not configured): until a request budget is known, a slow start limits the
+  requests in flight: one at first, one more for each answer while others wait (as TCP's
+  slow start), and one more for each 0.1 s the oldest has been out (slow answers come at a
+  rate no budget minds), so the first 429 refuses one request, not every worker's. A 429 is
   put down to one budget (a PU 429 only hits Process requests, asks for a wait long against
   a request interval, and comes when the PU sent lately, not the requests, could fill a
   plan's budget). Then:
 
   - requests, token bucket: one request in flight until a second 429; the refill rate is
     what the service let through between the two moments it was ready again
-    (``sent + Retry-After``): ``accepted / (ready_2 - ready_1)``; paced just under it;
+    (``sent + Retry-After``): ``accepted / (ready_2 - ready_1)``. Two moments a fraction of
+    a second apart give a coarse rate (each is a few ms off): it is paced at the rate
+    itself, rising 0.2 % a second, until a 429 a long span later measures it to a few
+    tenths of a percent (one more 429); a rate measured over 5 s or more is paced at 99.5 %;
   - requests, a long wait (a spent per-minute window): a window of what the last minute let
     through (never below it);
   - PU: a bucket of one minute's worth that started full gives ``p = (PU let through + cost)
@@ -24,6 +31,8 @@ must hold at once (CDSE free tier: 300 requests/min and 300 PU/min). One
 
   What was learnt is remembered per deployment and client (:class:`LimitMemory`, a small
   JSON file in the user's cache folder) and paces the next run from its start.
+* Token requests go to the identity service, which has its own limit: no API budget counts
+  them (:class:`UncountedLimiter`), as neither the service's nor the emulator's does.
 * A refused attempt does not count as sent; after a 429 the bucket is aligned with the
   service's (empty until ``Retry-After``), so the waiting threads are released one by one at
   the pace, not all at once.
@@ -59,9 +68,12 @@ __all__ = ["LimitMemory", "LimiterStats", "RateLimiter", "UncountedLimiter", "co
 
 WINDOW_SECONDS = 60.0
 WINDOW_MARGIN = 0.25  # seconds added to a window cap for the arrival jitter of requests
+ARRIVAL_MARGIN = 0.02  # a bucket's schedule lags the service's by this long (arrival jitter:
+# at exactly the service's schedule a request that arrives a ms early is refused)
 HISTORY_SECONDS = 180.0  # sends kept for estimates
 PACE_SHARE = 0.99  # a learnt rate is paced at this share of what the service let through
-REQUEST_BURST = 3.0  # client-side burst of a request budget (the service's may be small)
+REQUEST_BURST = 5.0  # client-side burst of a request budget (a smaller one of the service's
+# shows as a 429 while this side counted tokens to spare, and shrinks it: see RateLimiter._learn)
 PU_HEADROOM = 0.97  # a configured PU bucket holds this share of a minute's budget ...
 PU_RATE_SHARE = 0.99  # ... and refills at this share of the configured rate
 STALE_ATTEMPT = 10.0  # an attempt unanswered this long no longer holds the one-in-flight gate
@@ -111,29 +123,35 @@ class LimiterStats:
 
 
 class _Bucket:
-    """A token bucket on an absolute schedule: ``rate`` units/s, at most ``capacity``."""
+    """A token bucket on an absolute schedule: ``rate`` units/s, at most ``capacity``, and
+    always ``ARRIVAL_MARGIN`` behind the service's (it holds that long's refill less)."""
 
     def __init__(self, rate: float, capacity: float, now: float, level: float | None = None) -> None:
         self.rate = rate
         self.capacity = max(capacity, 1e-9)
-        self.level = self.capacity if level is None else level
+        self.level = self.top if level is None else min(level, self.top)
         self.stamp = now
+
+    @property
+    def top(self) -> float:
+        """The most it holds: the capacity less the margin's refill."""
+        return max(self.capacity - ARRIVAL_MARGIN * self.rate, 0.5 * self.capacity)
 
     def refill(self, now: float) -> None:
         if now > self.stamp:
-            self.level = min(self.capacity, self.level + (now - self.stamp) * self.rate)
+            self.level = min(self.top, self.level + (now - self.stamp) * self.rate)
             self.stamp = now
 
     def wait(self, cost: float, now: float) -> float:
         """Seconds until ``cost`` may go (a cost above the whole bucket waits for a full one)."""
         self.refill(now)
-        need = min(cost, self.capacity)
+        need = min(cost, self.top)
         return 0.0 if self.level >= need - 1e-9 else (need - self.level) / self.rate
 
     def align(self, cost: float, wait: float, now: float) -> None:
-        """The service holds ``cost`` in ``wait`` seconds: so does this bucket."""
+        """The service holds ``cost`` in ``wait`` seconds: this bucket a little later."""
         self.refill(now)
-        self.level = min(self.level, cost - wait * self.rate)
+        self.level = min(self.level, cost - (wait + ARRIVAL_MARGIN) * self.rate)
         self.stamp = now
 
 
@@ -323,6 +341,7 @@ class UncountedLimiter:
 class _Attempt:
     sent_at: float
     costs: dict[str, float]
+    tokens: float = math.nan  # the request bucket's level when it was sent (before its own)
 
 
 class RateLimiter:
@@ -354,7 +373,9 @@ class RateLimiter:
         self._pu = _Budget("pu", pu_per_minute, burst=0.0)
         self._pu.bucket_seconds = pu_bucket_seconds
         if requests_per_minute is not None:
-            self._requests.bucket = _Bucket(requests_per_minute / 60.0, self._requests.burst, now)
+            rate = requests_per_minute / 60.0
+            burst = self._requests.burst
+            self._requests.bucket = _Bucket(rate, burst, now)
         if pu_per_minute is not None:
             rate = pu_per_minute / 60.0
             self._pu.bucket = _Bucket(rate * PU_RATE_SHARE, rate * pu_bucket_seconds * PU_HEADROOM, now)
@@ -449,10 +470,12 @@ class RateLimiter:
             if wait > 0.0:
                 self._slept += wait
                 return wait
+            bucket = self._requests.bucket
+            tokens = math.nan if bucket is None else bucket.level
             self._requests.record(now, 1.0)
             if pu > 0:
                 self._pu.record(now, pu)
-            self._attempts[key] = _Attempt(now, {"requests": 1.0, "pu": pu})
+            self._attempts[key] = _Attempt(now, {"requests": 1.0, "pu": pu}, tokens)
             self._count += 1
             return 0.0
 
@@ -501,6 +524,8 @@ class RateLimiter:
             budget.refusals += 1
             if budget is self._requests and self._slow_start():
                 self._window = 1.0  # back to one in flight until the rate is learnt
+            if budget is self._requests and attempt is not None:
+                self._shrink_burst(attempt.tokens)
             if self._adaptive or budget.configured:
                 self._learn(budget, cost if budget is self._pu else 1.0, asked, when, now)
             if self._not_before < now + asked:
@@ -614,13 +639,6 @@ class RateLimiter:
     def _learn(self, budget: _Budget, cost: float, wait: float, sent_at: float, now: float) -> None:
         ready = sent_at + wait
         if budget.bucket is not None:
-            if budget is self._requests:
-                bucket = budget.bucket
-                bucket.refill(now)
-                level = bucket.level - (now - sent_at) * bucket.rate  # when it was sent
-                if level >= 2.0:  # a token to spare here, none there: the service's burst is smaller
-                    bucket.capacity = max(1.0, bucket.capacity - math.floor(level) + 1.0)
-                    budget.burst = bucket.capacity
             budget.bucket.align(cost, wait, now)
         if budget.configured:
             return
@@ -677,6 +695,17 @@ class RateLimiter:
             budget.learnt_at = now
             log.info("learnt the service's limit: %s", lesson)
             self._remember()
+
+    def _shrink_burst(self, tokens: float) -> None:
+        """A request refused while this bucket held ``tokens`` (2 or more: one to spare
+        besides its own) and the service's less than one: the service's burst is smaller by
+        about ``tokens``; the next bursts keep to what is left (at least one)."""
+        budget = self._requests
+        bucket = budget.bucket
+        if bucket is None or not tokens >= 2.0:
+            return
+        bucket.capacity = budget.burst = max(1.0, math.floor(bucket.capacity - tokens + 1e-9))
+        bucket.level = min(bucket.level, bucket.top)
 
     @staticmethod
     def _minute_bucket_rate(budget: _Budget, sent_at: float, ready: float, cost: float) -> float:
