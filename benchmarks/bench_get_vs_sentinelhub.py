@@ -77,6 +77,7 @@ class Client:
     fmt: str = "cog"
     dask: bool = False
     cache_from: str | None = None  # reuse the cache folder (learnt limits) of this label's run
+    slow_start: bool = True  # False: the adaptive limiter's slow start off (what it costs in a)
 
 
 @dataclass
@@ -113,6 +114,7 @@ def scenarios(quick: bool, mode: str, dask: bool) -> dict[str, Scenario]:
                       size_m=5000 if quick else 20_000, start="2021-05-01", end="2021-05-15",
                       bands=RGB, latency_ms=50,
                       clients=[Client("stacfetch", "stacfetch"), Client("stacfetch raw", "stacfetch", fmt="raw"),
+                               Client("stacfetch no slow start", "stacfetch", slow_start=False),
                                shpy, *dask_row]),
         "b": Scenario("b", f"{limit_text} (429 + Retry-After ms), 50 ms latency",
                       size_m=2000, start="2021-01-01", end="2021-03-31" if quick else "2021-12-07",
@@ -165,6 +167,10 @@ def _child_stacfetch(spec: dict[str, Any]) -> dict[str, Any]:
         from stacfetch.run import return_large_buffers_to_the_os
 
         return_large_buffers_to_the_os()
+    if not spec.get("slow_start", True):  # measuring what the slow start costs: switch it off
+        from stacfetch.http.ratelimit import RateLimiter
+
+        RateLimiter._slow_start = lambda self: False  # type: ignore[method-assign]
     cluster = client = executor = None
     if spec["dask"]:
         from distributed import Client as DaskClient
@@ -431,7 +437,7 @@ def run_client(client: Client, scen: Scenario, grid: Any, emu: Any, workers: int
         "client": client.tool, "location": LOCATION, "size_m": scen.size_m, "start": scen.start,
         "end": scen.end, "bands": list(scen.bands), "workers": workers, "rpm": client.rpm,
         "pu_limit": client.pu_limit, "format": client.fmt, "dask": client.dask,
-        "first_only": scen.first_only,
+        "first_only": scen.first_only, "slow_start": client.slow_start,
         "base_url": emu.url, "token_url": emu.token_url, "client_id": SANDBOX_CLIENT_ID,
         "client_secret": SANDBOX_CLIENT_SECRET, "out_dir": str(out_dir),
         "result_path": str(work / f"{slug}.result.json"),

@@ -21,7 +21,7 @@ must hold at once (CDSE free tier: 300 requests/min and 300 PU/min). One
     what the service let through between the two moments it was ready again
     (``sent + Retry-After``): ``accepted / (ready_2 - ready_1)``. Two moments a fraction of
     a second apart give a coarse rate (each is a few ms off): it is paced at the rate
-    itself, rising 0.2 % a second, until a 429 a long span later measures it to a few
+    itself, rising 0.4 % a second, until a 429 a long span later measures it to a few
     tenths of a percent (one more 429); a rate measured over 5 s or more is paced at 99.5 %;
   - requests, a long wait (a spent per-minute window): a window of what the last minute let
     through (never below it);
@@ -82,14 +82,15 @@ MIN_BUDGET = 10.0  # no plan allows fewer than 10 requests or 10 PU a minute (tr
 PU_WAIT = 1.0  # a Process request's 429 asking at least this long is put down to PU
 LEARN_SECONDS = 15.0  # one in flight at most this long after a first request 429, if no lesson
 OPEN_AFTER = 0.1  # slow start: one more in flight for each this long the oldest has been out
-POLL = 0.005  # seconds a request held back by the slow start waits before asking again
+POLL = 0.01  # seconds a request held back by the slow start waits before asking again
 PRECISE_SPAN = 5.0  # a rate measured over at least this long is paced at PRECISE_SHARE ...
 PRECISE_SHARE = 0.995  # ... (two "ready" moments a few ms off make a short span's rate coarse)
-PROBE_GAIN = 0.002  # after a coarse lesson the pace rises by this share a second ...
+PROBE_GAIN = 0.004  # after a coarse lesson the pace rises by this share a second ...
 PROBE_MAX = 1.06  # ... up to this factor, until a 429 measures the rate over a long span
 MIN_SPAN = 0.15  # seconds between two "ready" moments needed for a rate estimate
 PU_HEADER = "x-processingunits-spent"
 MEMORY_ENTRIES = 50  # deployments and clients remembered at most
+REMEMBER_EVERY = 5.0  # seconds between two updates of the memory while answers come
 
 _COST: contextvars.ContextVar[float] = contextvars.ContextVar("stacfetch_request_pu", default=0.0)
 
@@ -253,8 +254,24 @@ class _Budget:
                 wait = max(wait, recent[-int(self.window)] + span - now)
         return wait
 
+    def shown(self) -> tuple[float, float] | None:
+        """The rate the service has surely let through since the last lesson, and over how
+        long: at ``ready`` its bucket held one request, so ``N`` answered since then need
+        ``rate >= (N - 1) / (last - ready)`` (whatever its size). None: too short to tell."""
+        if self.ready is None:
+            return None
+        start = self.ready[0]
+        since = [t for t in self.answered if t >= start]
+        if len(since) < 2 or since[-1] - start < PRECISE_SPAN:
+            return None
+        return (len(since) - 1) / (since[-1] - start), since[-1] - start
+
     def state(self) -> dict[str, Any]:
-        return {"per_second": self.estimate, "window": self.window, "span": self.span}
+        rate, span = self.estimate, self.span
+        shown = self.shown() if self.name == "requests" else None
+        if shown is not None and rate is not None and shown[0] > rate:
+            rate, span = shown  # the rate measured was low: what it let through since is more
+        return {"per_second": rate, "window": self.window, "span": span}
 
 
 class LimitMemory:
@@ -386,6 +403,7 @@ class RateLimiter:
         self._not_before = 0.0
         self._attempts: dict[Any, _Attempt] = {}
         self._window = 1.0  # slow start: requests in flight allowed while no budget is known
+        self._remembered_at = time.monotonic()
         self._held = False  # a request was held back by the slow start since the last answer
         self._count = 0
         self._retries: Counter[str] = Counter()
@@ -489,6 +507,9 @@ class RateLimiter:
                 if self._held and not self._requests.learning and self._slow_start():
                     self._window = min(self._window + 1.0, 1024.0)  # an answer: one more may go
                     self._held = False
+                now = time.monotonic()
+                if self._requests.source == "learnt" and now - self._remembered_at > REMEMBER_EVERY:
+                    self._remember()  # what was let through since the lesson may say more
             if attempt is None or spent is None:
                 return
             delta = spent - attempt.costs["pu"]
@@ -733,6 +754,7 @@ class RateLimiter:
                 budget.source = "remembered"
 
     def _remember(self) -> None:
+        self._remembered_at = time.monotonic()
         if self._memory is None:
             return
         entry = {b.name: b.state() for b in (self._requests, self._pu)
