@@ -274,3 +274,30 @@ def test_a_smaller_service_burst_shrinks_the_told_one() -> None:
         after = emu.log.settle().count(status=429) - first
     assert 1 <= first <= 3  # the service's bucket of 2 showed once ...
     assert after == 0  # ... and the next burst after a pause keeps to it
+
+
+def test_a_remembered_pu_budget_and_the_slow_start_leave_no_429(tmp_path: Path) -> None:
+    # scenario c in small: PU bind (2 PU/s, a bucket of 15), requests a small burst of 3
+    memory = LimitMemory(tmp_path / "limits.json", "deployment+client")
+    faults = Faults(rate_limit_per_minute=6000, rate_limit_burst=3, pu_limit_per_minute=120,
+                    pu_bucket_seconds=7.5, latency_ms=20)
+    counts = []
+    with Emulator(faults=faults) as emu:
+        for _ in range(2):
+            emu.log.clear()
+            emu.faults.reset_window()
+            limiter = RateLimiter(memory=memory, pu_bucket_seconds=7.5)
+            with open_session(settings_for(emu), limiter=limiter, pool_size=8) as session:
+
+                def one(session: Any = session) -> None:
+                    with costing(3.0):
+                        session.post(emu.process_url, json=three_pu_body()).raise_for_status()
+
+                hammer(4, 2, one)
+            log = emu.log.settle()
+            counts.append((log.count(status=429),
+                           sum(1 for r in log.records() if r.fault == "rate_limit_bucket")))
+    (first, first_requests), (second, _) = counts
+    assert first_requests == 0  # four workers, a burst of 3: the slow start sent no fourth
+    assert 1 <= first <= 2  # the PU budget's lesson(s)
+    assert second == 0  # remembered: paced on PU from the start
