@@ -30,7 +30,11 @@ must hold at once (CDSE free tier: 300 requests/min and 300 PU/min). One
   - a 429 of a request sent before the last lesson teaches nothing new.
 
   What was learnt is remembered per deployment and client (:class:`LimitMemory`, a small
-  JSON file in the user's cache folder) and paces the next run from its start.
+  JSON file in the user's cache folder) and paces the next run from its start; so is the
+  rate the service surely let through since the last lesson (at its ready moment the
+  bucket held one request: ``(N - 1) / span`` for ``N`` answered since), when that is more
+  than the rate measured. A request budget stays unknown while no request 429 came: the
+  next run starts slowly again (the PU budget, if learnt, paces it from its start).
 * Token requests go to the identity service, which has its own limit: no API budget counts
   them (:class:`UncountedLimiter`), as neither the service's nor the emulator's does.
 * A refused attempt does not count as sent; after a 429 the bucket is aligned with the
@@ -73,7 +77,7 @@ ARRIVAL_MARGIN = 0.02  # a bucket's schedule lags the service's by this long (ar
 HISTORY_SECONDS = 180.0  # sends kept for estimates
 PACE_SHARE = 0.99  # a learnt rate is paced at this share of what the service let through
 REQUEST_BURST = 5.0  # client-side burst of a request budget (a smaller one of the service's
-# shows as a 429 while this side counted tokens to spare, and shrinks it: see RateLimiter._learn)
+# shows as a 429 while this side counted tokens to spare, and shrinks it: RateLimiter._shrink_burst)
 PU_HEADROOM = 0.97  # a configured PU bucket holds this share of a minute's budget ...
 PU_RATE_SHARE = 0.99  # ... and refills at this share of the configured rate
 STALE_ATTEMPT = 10.0  # an attempt unanswered this long no longer holds the one-in-flight gate
@@ -390,9 +394,7 @@ class RateLimiter:
         self._pu = _Budget("pu", pu_per_minute, burst=0.0)
         self._pu.bucket_seconds = pu_bucket_seconds
         if requests_per_minute is not None:
-            rate = requests_per_minute / 60.0
-            burst = self._requests.burst
-            self._requests.bucket = _Bucket(rate, burst, now)
+            self._requests.bucket = _Bucket(requests_per_minute / 60.0, self._requests.burst, now)
         if pu_per_minute is not None:
             rate = pu_per_minute / 60.0
             self._pu.bucket = _Bucket(rate * PU_RATE_SHARE, rate * pu_bucket_seconds * PU_HEADROOM, now)
