@@ -168,9 +168,10 @@ def _child_stacfetch(spec: dict[str, Any]) -> dict[str, Any]:
 
         return_large_buffers_to_the_os()
     if not spec.get("slow_start", True):  # measuring what the slow start costs: switch it off
-        from stacfetch.http.ratelimit import RateLimiter
+        from stacfetch.http import ratelimit
 
-        RateLimiter._slow_start = lambda self: False  # type: ignore[method-assign]
+        ratelimit.RateLimiter._slow_start = lambda self: False  # type: ignore[method-assign]
+        ratelimit.PU_STAGGER = 0.0  # and the stagger of costly requests while no PU budget is known
     cluster = client = executor = None
     if spec["dask"]:
         from distributed import Client as DaskClient

@@ -12,7 +12,10 @@ must hold at once (CDSE free tier: 300 requests/min and 300 PU/min). One
 * **Adaptive** (not configured): until a request budget is known, a slow start limits the
   requests in flight: one at first, one more for each answer while others wait (as TCP's
   slow start), and one more for each 0.1 s the oldest has been out (slow answers come at a
-  rate no budget minds), so the first 429 refuses one request, not every worker's. A 429 is
+  rate no budget minds), so the first 429 refuses one request, not every worker's; while no
+  PU budget is known and the last minute's PU reach 50, requests of 1 PU or more leave at
+  least 0.15 s apart (at most 400 PU/min of them before a PU 429 or ``pu_per_minute`` says
+  more), so two do not meet a spent PU bucket together. A 429 is
   put down to one budget (a PU 429 only hits Process requests, asks for a wait long against
   a request interval, and comes when the PU sent lately, not the requests, could fill a
   plan's budget). Then:
@@ -87,6 +90,9 @@ PU_WAIT = 1.0  # a Process request's 429 asking at least this long is put down t
 LEARN_SECONDS = 15.0  # one in flight at most this long after a first request 429, if no lesson
 OPEN_AFTER = 0.1  # slow start: one more in flight for each this long the oldest has been out
 POLL = 0.01  # seconds a request held back by the slow start waits before asking again
+PU_STAGGER = 0.15  # no PU budget known: requests of 1 PU or more leave at least this far apart
+# (two sent together both meet a spent PU bucket; 0.15 s lets the first one's 429 come back) ...
+PU_STAGGER_AFTER = 50.0  # ... once the last minute's PU (with theirs) reach this much
 PRECISE_SPAN = 5.0  # a rate measured over at least this long is paced at PRECISE_SHARE ...
 PRECISE_SHARE = 0.995  # ... (two "ready" moments a few ms off make a short span's rate coarse)
 PROBE_GAIN = 0.004  # after a coarse lesson the pace rises by this share a second ...
@@ -407,6 +413,7 @@ class RateLimiter:
         self._window = 1.0  # slow start: requests in flight allowed while no budget is known
         self._remembered_at = time.monotonic()
         self._held = False  # a request was held back by the slow start since the last answer
+        self._last_costly = -math.inf  # when the last request of 1 PU or more left
         self._count = 0
         self._retries: Counter[str] = Counter()
         self._slept = 0.0
@@ -487,6 +494,9 @@ class RateLimiter:
                 self._requests.learning = learning = False  # no second 429: no bucket to learn
             if wait <= 0.0 and (learning or self._slow_start()):
                 wait = self._in_flight_wait(now, learning)
+            if (wait <= 0.0 and pu >= 1.0 and self._adaptive and self._pu.bucket is None
+                    and self._pu.in_window(now) + pu >= PU_STAGGER_AFTER):
+                wait = max(0.0, self._last_costly + PU_STAGGER - now)
             if wait > 0.0:
                 self._slept += wait
                 return wait
@@ -495,6 +505,8 @@ class RateLimiter:
             self._requests.record(now, 1.0)
             if pu > 0:
                 self._pu.record(now, pu)
+            if pu >= 1.0:
+                self._last_costly = now
             self._attempts[key] = _Attempt(now, {"requests": 1.0, "pu": pu}, tokens)
             self._count += 1
             return 0.0
