@@ -77,6 +77,7 @@ class Client:
     fmt: str = "cog"
     dask: bool = False
     cache_from: str | None = None  # reuse the cache folder (learnt limits) of this label's run
+    slow_start: bool = True  # False: the adaptive limiter's slow start off (what it costs in a)
 
 
 @dataclass
@@ -113,6 +114,7 @@ def scenarios(quick: bool, mode: str, dask: bool) -> dict[str, Scenario]:
                       size_m=5000 if quick else 20_000, start="2021-05-01", end="2021-05-15",
                       bands=RGB, latency_ms=50,
                       clients=[Client("stacfetch", "stacfetch"), Client("stacfetch raw", "stacfetch", fmt="raw"),
+                               Client("stacfetch no slow start", "stacfetch", slow_start=False),
                                shpy, *dask_row]),
         "b": Scenario("b", f"{limit_text} (429 + Retry-After ms), 50 ms latency",
                       size_m=2000, start="2021-01-01", end="2021-03-31" if quick else "2021-12-07",
@@ -165,6 +167,11 @@ def _child_stacfetch(spec: dict[str, Any]) -> dict[str, Any]:
         from stacfetch.run import return_large_buffers_to_the_os
 
         return_large_buffers_to_the_os()
+    if not spec.get("slow_start", True):  # measuring what the slow start costs: switch it off
+        from stacfetch.http import ratelimit
+
+        ratelimit.RateLimiter._slow_start = lambda self: False  # type: ignore[method-assign]
+        ratelimit.PU_STAGGER = 0.0  # and the stagger of costly requests while no PU budget is known
     cluster = client = executor = None
     if spec["dask"]:
         from distributed import Client as DaskClient
@@ -434,7 +441,7 @@ def run_client(client: Client, scen: Scenario, grid: Any, emu: Any, workers: int
         "client": client.tool, "location": LOCATION, "size_m": scen.size_m, "start": scen.start,
         "end": scen.end, "bands": list(scen.bands), "workers": workers, "rpm": client.rpm,
         "pu_limit": client.pu_limit, "format": client.fmt, "dask": client.dask,
-        "first_only": scen.first_only,
+        "first_only": scen.first_only, "slow_start": client.slow_start,
         "base_url": emu.url, "token_url": emu.token_url, "client_id": SANDBOX_CLIENT_ID,
         "client_secret": SANDBOX_CLIENT_SECRET, "out_dir": str(out_dir),
         "result_path": str(work / f"{slug}.result.json"),
@@ -488,9 +495,18 @@ def run_client(client: Client, scen: Scenario, grid: Any, emu: Any, workers: int
     row.last_catalog_s = max(catalog) - started if catalog else math.nan
     row.server_s = sum(r.duration for r in served)
     measure_pace(row, records, scen)
+    if DUMP_DIR is not None:  # --dump: every request the emulator saw, for a timeline
+        DUMP_DIR.mkdir(parents=True, exist_ok=True)
+        with (DUMP_DIR / f"{scen.name}-{run_no + 1}-{slug}.jsonl").open("w") as fh:
+            for r in sorted(records, key=lambda r: r.started):
+                fh.write(json.dumps({"kind": r.kind, "status": r.status, "fault": r.fault,
+                                     "started": r.started, "duration": round(r.duration, 4)}) + "\n")
     row.limit_s = max(row.server_s / workers, row.best_s if row.best_s > 0 else 0.0)
     shutil.rmtree(out_dir, ignore_errors=True)
     return row
+
+
+DUMP_DIR: Path | None = None  # --dump
 
 
 def _fmt(value: Any, spec: str = ".2f") -> str:
@@ -668,6 +684,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-dask", action="store_true", help="skip the Dask row")
     parser.add_argument("--only", help="comma-separated client labels to run (default: all)")
     parser.add_argument("--quick", action="store_true", help="small sizes for a smoke run")
+    parser.add_argument("--dump", type=Path, help="write each client's request log (JSON lines) here")
     parser.add_argument("--child", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.child:
@@ -676,6 +693,8 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--workers must be 1..64")
     if not 1 <= args.repeat <= 20:
         parser.error("--repeat must be 1..20")
+    global DUMP_DIR
+    DUMP_DIR = args.dump
     chosen = ["a", "b", "c", "rss"] if args.scenario == "all" else [args.scenario]
     table_of = scenarios(args.quick, args.limit_mode, dask=not args.no_dask)
     if args.only:

@@ -5,17 +5,27 @@ must hold at once (CDSE free tier: 300 requests/min and 300 PU/min). One
 :class:`RateLimiter` per run, shared by every thread and session, keeps a budget for each:
 
 * **Configured** (``requests_per_minute``, ``pu_per_minute``): a token bucket on an absolute
-  schedule, ``N / 60`` per second with a small burst (requests: 3; PU: one minute's worth, a
-  little under the limit), plus a sliding 60-s window cap for requests. The run paces
-  instead of bouncing off the limit.
-* **Adaptive** (not configured): nothing is paced until the service answers 429. A 429 is
+  schedule, ``N / 60`` per second with a small burst (requests: 5, made smaller by a 429 that
+  comes while this bucket still held tokens; PU: one minute's worth, a little under the
+  limit), plus a sliding 60-s window cap for requests. The run paces instead of bouncing off
+  the limit.
+* **Adaptive** (not configured): until a request budget is known, a slow start limits the
+  requests in flight: one at first, one more for each answer while others wait (as TCP's
+  slow start), and one more for each 0.1 s the oldest has been out (slow answers come at a
+  rate no budget minds), so the first 429 refuses one request, not every worker's; while no
+  PU budget is known and the last minute's PU reach 50, requests of 1 PU or more leave at
+  least 0.15 s apart (at most 400 PU/min of them before a PU 429 or ``pu_per_minute`` says
+  more), so two do not meet a spent PU bucket together. A 429 is
   put down to one budget (a PU 429 only hits Process requests, asks for a wait long against
   a request interval, and comes when the PU sent lately, not the requests, could fill a
   plan's budget). Then:
 
   - requests, token bucket: one request in flight until a second 429; the refill rate is
     what the service let through between the two moments it was ready again
-    (``sent + Retry-After``): ``accepted / (ready_2 - ready_1)``; paced just under it;
+    (``sent + Retry-After``): ``accepted / (ready_2 - ready_1)``. Two moments a fraction of
+    a second apart give a coarse rate (each is a few ms off): it is paced at the rate
+    itself, rising 0.4 % a second, until a 429 a long span later measures it to a few
+    tenths of a percent (one more 429); a rate measured over 5 s or more is paced at 99.5 %;
   - requests, a long wait (a spent per-minute window): a window of what the last minute let
     through (never below it);
   - PU: a bucket of one minute's worth that started full gives ``p = (PU let through + cost)
@@ -23,7 +33,13 @@ must hold at once (CDSE free tier: 300 requests/min and 300 PU/min). One
   - a 429 of a request sent before the last lesson teaches nothing new.
 
   What was learnt is remembered per deployment and client (:class:`LimitMemory`, a small
-  JSON file in the user's cache folder) and paces the next run from its start.
+  JSON file in the user's cache folder) and paces the next run from its start; so is the
+  rate the service surely let through since the last lesson (at its ready moment the
+  bucket held one request: ``(N - 1) / span`` for ``N`` answered since), when that is more
+  than the rate measured. A request budget stays unknown while no request 429 came: the
+  next run starts slowly again (the PU budget, if learnt, paces it from its start).
+* Token requests go to the identity service, which has its own limit: no API budget counts
+  them (:class:`UncountedLimiter`), as neither the service's nor the emulator's does.
 * A refused attempt does not count as sent; after a 429 the bucket is aligned with the
   service's (empty until ``Retry-After``), so the waiting threads are released one by one at
   the pace, not all at once.
@@ -55,13 +71,16 @@ import platformdirs
 
 log = logging.getLogger(__name__)
 
-__all__ = ["LimitMemory", "LimiterStats", "RateLimiter", "costing", "current_cost"]
+__all__ = ["LimitMemory", "LimiterStats", "RateLimiter", "UncountedLimiter", "costing", "current_cost"]
 
 WINDOW_SECONDS = 60.0
 WINDOW_MARGIN = 0.25  # seconds added to a window cap for the arrival jitter of requests
+ARRIVAL_MARGIN = 0.02  # a bucket's schedule lags the service's by this long (arrival jitter:
+# at exactly the service's schedule a request that arrives a ms early is refused)
 HISTORY_SECONDS = 180.0  # sends kept for estimates
 PACE_SHARE = 0.99  # a learnt rate is paced at this share of what the service let through
-REQUEST_BURST = 3.0  # client-side burst of a request budget (the service's may be small)
+REQUEST_BURST = 5.0  # client-side burst of a request budget (a smaller one of the service's
+# shows as a 429 while this side counted tokens to spare, and shrinks it: RateLimiter._shrink_burst)
 PU_HEADROOM = 0.97  # a configured PU bucket holds this share of a minute's budget ...
 PU_RATE_SHARE = 0.99  # ... and refills at this share of the configured rate
 STALE_ATTEMPT = 10.0  # an attempt unanswered this long no longer holds the one-in-flight gate
@@ -69,9 +88,19 @@ LONG_WAIT = 6.0  # a request 429 asking at least this long: a spent per-minute w
 MIN_BUDGET = 10.0  # no plan allows fewer than 10 requests or 10 PU a minute (trial account)
 PU_WAIT = 1.0  # a Process request's 429 asking at least this long is put down to PU
 LEARN_SECONDS = 15.0  # one in flight at most this long after a first request 429, if no lesson
+OPEN_AFTER = 0.1  # slow start: one more in flight for each this long the oldest has been out
+POLL = 0.01  # seconds a request held back by the slow start waits before asking again
+PU_STAGGER = 0.15  # no PU budget known: requests of 1 PU or more leave at least this far apart
+# (two sent together both meet a spent PU bucket; 0.15 s lets the first one's 429 come back) ...
+PU_STAGGER_AFTER = 50.0  # ... once the last minute's PU (with theirs) reach this much
+PRECISE_SPAN = 5.0  # a rate measured over at least this long is paced at PRECISE_SHARE ...
+PRECISE_SHARE = 0.995  # ... (two "ready" moments a few ms off make a short span's rate coarse)
+PROBE_GAIN = 0.004  # after a coarse lesson the pace rises by this share a second ...
+PROBE_MAX = 1.06  # ... up to this factor, until a 429 measures the rate over a long span
 MIN_SPAN = 0.15  # seconds between two "ready" moments needed for a rate estimate
 PU_HEADER = "x-processingunits-spent"
 MEMORY_ENTRIES = 50  # deployments and clients remembered at most
+REMEMBER_EVERY = 5.0  # seconds between two updates of the memory while answers come
 
 _COST: contextvars.ContextVar[float] = contextvars.ContextVar("stacfetch_request_pu", default=0.0)
 
@@ -105,29 +134,35 @@ class LimiterStats:
 
 
 class _Bucket:
-    """A token bucket on an absolute schedule: ``rate`` units/s, at most ``capacity``."""
+    """A token bucket on an absolute schedule: ``rate`` units/s, at most ``capacity``, and
+    always ``ARRIVAL_MARGIN`` behind the service's (it holds that long's refill less)."""
 
     def __init__(self, rate: float, capacity: float, now: float, level: float | None = None) -> None:
         self.rate = rate
         self.capacity = max(capacity, 1e-9)
-        self.level = self.capacity if level is None else level
+        self.level = self.top if level is None else min(level, self.top)
         self.stamp = now
+
+    @property
+    def top(self) -> float:
+        """The most it holds: the capacity less the margin's refill."""
+        return max(self.capacity - ARRIVAL_MARGIN * self.rate, 0.5 * self.capacity)
 
     def refill(self, now: float) -> None:
         if now > self.stamp:
-            self.level = min(self.capacity, self.level + (now - self.stamp) * self.rate)
+            self.level = min(self.top, self.level + (now - self.stamp) * self.rate)
             self.stamp = now
 
     def wait(self, cost: float, now: float) -> float:
         """Seconds until ``cost`` may go (a cost above the whole bucket waits for a full one)."""
         self.refill(now)
-        need = min(cost, self.capacity)
+        need = min(cost, self.top)
         return 0.0 if self.level >= need - 1e-9 else (need - self.level) / self.rate
 
     def align(self, cost: float, wait: float, now: float) -> None:
-        """The service holds ``cost`` in ``wait`` seconds: so does this bucket."""
+        """The service holds ``cost`` in ``wait`` seconds: this bucket a little later."""
         self.refill(now)
-        self.level = min(self.level, cost - wait * self.rate)
+        self.level = min(self.level, cost - (wait + ARRIVAL_MARGIN) * self.rate)
         self.stamp = now
 
 
@@ -152,6 +187,8 @@ class _Budget:
         self.learning = False  # one request in flight until a second 429 gives the rate
         self.first_lesson: tuple[float, float, float, float] | None = None  # PU: first, sent, ready, cost
         self.refusals = 0
+        self.span: float | None = None  # seconds the rate in force was measured over
+        self.probe_from: float | None = None  # a coarse rate: the pace rises from then on
 
     # -- accounting -------------------------------------------------------------------------
     def trim(self, now: float) -> None:
@@ -191,18 +228,34 @@ class _Budget:
     # -- pacing -----------------------------------------------------------------------------
     @property
     def per_minute(self) -> float | None:
-        """The pace in force (units per minute), or None."""
-        return None if self.bucket is None else self.bucket.rate * 60.0
+        """The pace in force (units per minute), or None; while a coarse rate is probed, the
+        rate learnt (the probe's slow rise above it is a test, not a limit learnt)."""
+        if self.bucket is None:
+            return None
+        if self.probe_from is not None and self.estimate is not None:
+            return self.estimate * 60.0
+        return self.bucket.rate * 60.0
 
     def pace(self, rate: float, now: float, *, share: float = PACE_SHARE) -> None:
         """Pace at ``share`` of ``rate`` units/s from now on (keeping the current level)."""
         self.estimate = rate
         paced = max(rate * share, 1e-6)
         capacity = self.burst if self.name == "requests" else paced * self.bucket_seconds
+        if self.bucket is not None and self.name == "requests":
+            capacity = min(capacity, self.bucket.capacity)  # a burst found too large stays small
         level = None if self.bucket is None else min(self.bucket.level, capacity)
         self.bucket = _Bucket(paced, capacity, now, level)
 
+    def probe(self, now: float) -> None:
+        """A coarse rate: raise the pace slowly (``PROBE_GAIN`` a second) until a 429 comes
+        a long span after the lesson and measures the rate precisely."""
+        if self.probe_from is None or self.bucket is None or self.estimate is None:
+            return
+        self.bucket.refill(now)  # the level so far at the old rate, then the new rate
+        self.bucket.rate = self.estimate * min(PROBE_MAX, 1.0 + PROBE_GAIN * (now - self.probe_from))
+
     def wait(self, cost: float, now: float) -> float:
+        self.probe(now)
         wait = 0.0 if self.bucket is None else self.bucket.wait(cost, now)
         if self.window is not None and cost > 0:
             span = WINDOW_SECONDS + WINDOW_MARGIN
@@ -211,8 +264,24 @@ class _Budget:
                 wait = max(wait, recent[-int(self.window)] + span - now)
         return wait
 
+    def shown(self) -> tuple[float, float] | None:
+        """The rate the service has surely let through since the last lesson, and over how
+        long: at ``ready`` its bucket held one request, so ``N`` answered since then need
+        ``rate >= (N - 1) / (last - ready)`` (whatever its size). None: too short to tell."""
+        if self.ready is None:
+            return None
+        start = self.ready[0]
+        since = [t for t in self.answered if t >= start]
+        if len(since) < 2 or since[-1] - start < PRECISE_SPAN:
+            return None
+        return (len(since) - 1) / (since[-1] - start), since[-1] - start
+
     def state(self) -> dict[str, Any]:
-        return {"per_second": self.estimate, "window": self.window}
+        rate, span = self.estimate, self.span
+        shown = self.shown() if self.name == "requests" else None
+        if shown is not None and rate is not None and shown[0] > rate:
+            rate, span = shown  # the rate measured was low: what it let through since is more
+        return {"per_second": rate, "window": self.window, "span": span}
 
 
 class LimitMemory:
@@ -260,10 +329,46 @@ class LimitMemory:
             log.debug("could not remember the learnt limits in %s: %s", self.path, exc)
 
 
+class UncountedLimiter:
+    """A run's limiter as seen by requests the API's budgets do not count: the token
+    endpoint's (an identity service with its own limit; the emulator counts them nowhere
+    either). Their retries and waits show in the run's stats; a 429 pauses only them."""
+
+    def __init__(self, limiter: RateLimiter) -> None:
+        self._limiter = limiter
+        self._lock = threading.Lock()
+        self._not_before = 0.0
+
+    def acquire(self, cost: float | None = None, *, key: Any = None) -> float:
+        with self._lock:
+            wait = max(0.0, self._not_before - time.monotonic())
+        if wait > 0:
+            time.sleep(wait)
+        return wait
+
+    def pause(self, seconds: float, *, sent_at: float | None = None, asked: float | None = None,
+              key: Any = None) -> None:
+        with self._lock:
+            self._not_before = max(self._not_before, time.monotonic() + max(0.0, seconds))
+        self._limiter.count_retry("429", slept=max(0.0, seconds))
+
+    def backoff(self, seconds: float, reason: str, *, key: Any = None) -> None:
+        self._limiter.count_retry(reason, slept=max(0.0, seconds))
+        if seconds > 0:
+            time.sleep(seconds)
+
+    def count_retry(self, reason: str, *, slept: float = 0.0) -> None:
+        self._limiter.count_retry(reason, slept=slept)
+
+    def stats(self) -> LimiterStats:
+        return self._limiter.stats()
+
+
 @dataclass
 class _Attempt:
     sent_at: float
     costs: dict[str, float]
+    tokens: float = math.nan  # the request bucket's level when it was sent (before its own)
 
 
 class RateLimiter:
@@ -305,6 +410,10 @@ class RateLimiter:
             self._recall(learnt, now)
         self._not_before = 0.0
         self._attempts: dict[Any, _Attempt] = {}
+        self._window = 1.0  # slow start: requests in flight allowed while no budget is known
+        self._remembered_at = time.monotonic()
+        self._held = False  # a request was held back by the slow start since the last answer
+        self._last_costly = -math.inf  # when the last request of 1 PU or more left
         self._count = 0
         self._retries: Counter[str] = Counter()
         self._slept = 0.0
@@ -383,15 +492,22 @@ class RateLimiter:
             learning = self._requests.learning
             if learning and now - self._requests.learnt_at > LEARN_SECONDS:
                 self._requests.learning = learning = False  # no second 429: no bucket to learn
-            if learning and any(now - a.sent_at < STALE_ATTEMPT for a in self._attempts.values()):
-                wait = max(wait, 0.01)  # one request in flight until the rate is known
+            if wait <= 0.0 and (learning or self._slow_start()):
+                wait = self._in_flight_wait(now, learning)
+            if (wait <= 0.0 and pu >= 1.0 and self._adaptive and self._pu.bucket is None
+                    and self._pu.in_window(now) + pu >= PU_STAGGER_AFTER):
+                wait = max(0.0, self._last_costly + PU_STAGGER - now)
             if wait > 0.0:
                 self._slept += wait
                 return wait
+            bucket = self._requests.bucket
+            tokens = math.nan if bucket is None else bucket.level
             self._requests.record(now, 1.0)
             if pu > 0:
                 self._pu.record(now, pu)
-            self._attempts[key] = _Attempt(now, {"requests": 1.0, "pu": pu})
+            if pu >= 1.0:
+                self._last_costly = now
+            self._attempts[key] = _Attempt(now, {"requests": 1.0, "pu": pu}, tokens)
             self._count += 1
             return 0.0
 
@@ -402,6 +518,12 @@ class RateLimiter:
             attempt = self._attempts.pop(key, None)
             if attempt is not None:
                 self._requests.answered.append(attempt.sent_at)
+                if self._held and not self._requests.learning and self._slow_start():
+                    self._window = min(self._window + 1.0, 1024.0)  # an answer: one more may go
+                    self._held = False
+                now = time.monotonic()
+                if self._requests.source == "learnt" and now - self._remembered_at > REMEMBER_EVERY:
+                    self._remember()  # what was let through since the lesson may say more
             if attempt is None or spent is None:
                 return
             delta = spent - attempt.costs["pu"]
@@ -435,6 +557,10 @@ class RateLimiter:
             self._retries["429"] += 1
             budget = self._blame(cost, asked, when, now)
             budget.refusals += 1
+            if budget is self._requests and self._slow_start():
+                self._window = 1.0  # back to one in flight until the rate is learnt
+            if budget is self._requests and attempt is not None:
+                self._shrink_burst(attempt.tokens)
             if self._adaptive or budget.configured:
                 self._learn(budget, cost if budget is self._pu else 1.0, asked, when, now)
             if self._not_before < now + asked:
@@ -472,6 +598,10 @@ class RateLimiter:
                     "adaptive": self._adaptive, "memory": self._memory, "learnt": learnt,
                     "request_burst": self._requests.burst, "pu_bucket_seconds": self._pu.bucket_seconds}
 
+    def uncounted(self) -> UncountedLimiter:
+        """This limiter for requests no API budget counts (the token endpoint's)."""
+        return UncountedLimiter(self)
+
     def watch(self, session: Any) -> None:
         """Hook ``session`` (requests): each answer ends its attempt, with the PU it cost."""
         session.hooks.setdefault("response", []).append(self._on_response)
@@ -483,6 +613,31 @@ class RateLimiter:
                 spent = float(response.headers.get(PU_HEADER))
             self.done(spent=spent if spent is not None and math.isfinite(spent) else None)
         return response
+
+    # -- slow start -------------------------------------------------------------------------
+    def _slow_start(self) -> bool:
+        """Adaptive and no request budget known yet: requests in flight are limited."""
+        requests = self._requests
+        return self._adaptive and requests.bucket is None and requests.window is None
+
+    def _in_flight_wait(self, now: float, learning: bool) -> float:
+        """0 if one more request may be in flight now, else seconds to wait (a short poll).
+
+        While no budget is known, ``self._window`` requests may be in flight (1 at the start,
+        one more for each answer while others wait, as TCP's slow start), and one more for
+        each ``OPEN_AFTER`` seconds the oldest has been out (slow answers come at a low rate);
+        while a first request 429 is being learnt from, only one.
+        """
+        live = [a.sent_at for a in self._attempts.values() if now - a.sent_at < STALE_ATTEMPT]
+        if not live:
+            return 0.0
+        allowed = 1.0 if learning else self._window + math.floor((now - min(live)) / OPEN_AFTER)
+        if len(live) < allowed:
+            return 0.0
+        self._held = True
+        if learning:
+            return POLL
+        return min(POLL, max(1e-3, min(live) + (len(live) - self._window + 1) * OPEN_AFTER - now))
 
     # -- learning ---------------------------------------------------------------------------
     def _blame(self, cost: float, wait: float, sent_at: float, now: float) -> _Budget:
@@ -542,11 +697,20 @@ class RateLimiter:
             start, first_cost = budget.ready
             let_through = budget.between(start, sent_at) - first_cost + cost
             if let_through > 0:
-                rate = let_through / (ready - start)
-                budget.pace(rate, now)
+                span = ready - start
+                rate = let_through / span
+                # a short span's rate is coarse (the two ready moments are a few ms off): the
+                # first such lesson is paced at the rate itself, rising slowly, until a 429 a
+                # long span later measures it (one more 429 for a rate good to a few tenths)
+                probe = (span < PRECISE_SPAN and budget is self._requests and budget.span is None)
+                budget.pace(rate, now, share=PRECISE_SHARE if span >= PRECISE_SPAN
+                            else 1.0 if probe else PACE_SHARE)
                 budget.bucket.align(cost, wait, now)  # type: ignore[union-attr]
+                budget.probe_from = now if probe else None
+                budget.span = max(span, budget.span or 0.0)
                 budget.learning = False
-                lesson = f"{rate * 60:.1f} {'PU' if budget is self._pu else 'requests'} a minute"
+                lesson = (f"{rate * 60:.1f} {'PU' if budget is self._pu else 'requests'} a minute"
+                          f" (over {span:.1f} s)")
         elif budget.ready is None and budget is self._pu and budget.first is not None \
                 and budget.estimate is None:
             # a bucket of one minute's worth, full at the first send (a lower bound)
@@ -567,6 +731,17 @@ class RateLimiter:
             log.info("learnt the service's limit: %s", lesson)
             self._remember()
 
+    def _shrink_burst(self, tokens: float) -> None:
+        """A request refused while this bucket held ``tokens`` (2 or more: one to spare
+        besides its own) and the service's less than one: the service's burst is smaller by
+        about ``tokens``; the next bursts keep to what is left (at least one)."""
+        budget = self._requests
+        bucket = budget.bucket
+        if bucket is None or not tokens >= 2.0:
+            return
+        bucket.capacity = budget.burst = max(1.0, math.floor(bucket.capacity - tokens + 1e-9))
+        bucket.level = min(bucket.level, bucket.top)
+
     @staticmethod
     def _minute_bucket_rate(budget: _Budget, sent_at: float, ready: float, cost: float) -> float:
         """The refill rate of a bucket of a minute's worth, full at the first send, that
@@ -582,15 +757,18 @@ class RateLimiter:
             known = entry.get(budget.name)
             if not isinstance(known, dict):
                 continue
-            rate, window = known.get("per_second"), known.get("window")
+            rate, window, span = known.get("per_second"), known.get("window"), known.get("span")
             if isinstance(rate, (int, float)) and rate > 0:
-                budget.pace(float(rate), now)
+                precise = isinstance(span, (int, float)) and span >= PRECISE_SPAN
+                budget.pace(float(rate), now, share=PRECISE_SHARE if precise else PACE_SHARE)
+                budget.span = float(span) if isinstance(span, (int, float)) else None
                 budget.source = "remembered"
             if isinstance(window, (int, float)) and window > 0:
                 budget.window = float(window)
                 budget.source = "remembered"
 
     def _remember(self) -> None:
+        self._remembered_at = time.monotonic()
         if self._memory is None:
             return
         entry = {b.name: b.state() for b in (self._requests, self._pu)

@@ -577,9 +577,13 @@ def _token_source(
     settings: Settings, *, limiter: RateLimiter, retry: RetryPolicy, timeout: TimeoutValue | None
 ) -> ClientCredentialsToken | ReadyToken:
     if settings.client_id and settings.client_secret:
+        # the token endpoint (the identity service) has its own limit: its requests count
+        # against none of the API's budgets, and its 429s pause only token fetches
+        uncounted = getattr(limiter, "uncounted", None)
+        token_limiter = uncounted() if uncounted is not None else limiter
         token_session = ServiceSession(
-            settings, limiter=limiter, retry=retry, redirect_guard=refuse_foreign_redirect,
-            pool_size=2, timeout=timeout,
+            settings, limiter=token_limiter, retry=retry,  # type: ignore[arg-type]
+            redirect_guard=refuse_foreign_redirect, pool_size=2, timeout=timeout,
         )
         return ClientCredentialsToken(settings, session=token_session)
     if settings.access_token:
