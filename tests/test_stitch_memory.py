@@ -223,3 +223,38 @@ def test_stitching_nine_tiles_on_nine_threads_stays_in_bounded_memory(tmp_path: 
     # the GDAL cache (48 MB), strips within the budget (40 MB), the copy's buffers; unbounded
     # (nine tiles decoded at once, twice: 2 x 9 x 900 x 900 x 4 x 2 bytes) would be ~120 MB more
     assert grown_mb < 180, figures
+
+
+def test_a_large_copy_leaves_the_process_block_cache_alone(tmp_path: Path) -> None:
+    """GDAL has one block cache per process: resizing it during a copy flushed the dirty blocks
+    of files other threads were writing (heap corruption with 4 large COGs at once)."""
+    from rasterio.env import get_gdal_config
+
+    from stacfetch.raster.tags import COMPLETE_TAG
+
+    grid = grid_of(2100, 2000)  # 4 bands: 16.8 M samples, a "large" copy
+    data, _ = mosaic(grid, 4)
+    source = tmp_path / "s.tif"
+    with rasterio.open(source, "w", driver="GTiff", width=grid.width, height=grid.height, count=4,
+                       dtype="uint16", crs=grid.crs, transform=grid.transform, tiled=True) as dst:
+        dst.write(data)
+        dst.update_tags(**{COMPLETE_TAG: "1"})  # what a finished .part carries
+    assert grid.width * grid.height * 4 > write.SMALL_COPY_PIXELS
+    seen: set[int] = set()
+    done = False
+
+    def watch() -> None:
+        while not done:
+            seen.add(int(get_gdal_config("GDAL_CACHEMAX")))
+
+    run_cache = 48 * 1024 * 1024
+    with rasterio.Env(GDAL_CACHEMAX=run_cache), ThreadPoolExecutor(1) as pool:
+        watcher = pool.submit(watch)
+        try:
+            write.copy_as(source, tmp_path / "out.tif", "cog", ("B02", "B03", "B04", "B08"), "uint16")
+        finally:
+            done = True
+        watcher.result()
+    assert seen == {run_cache}
+    with rasterio.open(tmp_path / "out.tif") as out:
+        np.testing.assert_array_equal(out.read(), data)

@@ -62,7 +62,6 @@ Digests = dict[tuple[str, int, int, int], str]
 
 LARGE_COPY_PIXELS = 100_000_000  # samples above which a COG copy uses LARGE_COPY_THREADS
 SMALL_COPY_PIXELS = 16_000_000  # samples up to which a copy is single-threaded (jobs run in parallel)
-COPY_CACHE_MB = 4  # GDAL block cache of a large copy (see copy_as)
 # Threads of a large COG: halving its overview windows (~25 MB each) and compressing its
 # blocks (~16 MB more with 2). After the last response the cores are idle, and this copy is
 # what a large download waits for; more than 2 cost memory (a buffer per thread) for little.
@@ -111,16 +110,15 @@ def copy_as(source: Path | str, target: Path, fmt: str, bands: Sequence[str], dt
         options["num_threads"] = "1"
     elif fmt == "cog" and pixels > LARGE_COPY_PIXELS:  # its buffers grow with the threads
         options["num_threads"] = str(LARGE_COPY_THREADS)
-    # Changing GDAL_CACHEMAX resizes (and flushes) GDAL's one global block cache: worth it
-    # to bound memory on a large copy, but it made small copies 2.5x slower. The copy reads
-    # and writes whole blocks in order, so a cache buys it no speed: 5001 x 5001 x 12 px to
-    # COG took 9 s with 1, 4 or 64 MB, but 64 MB peaked ~90 MB higher.
+    # GDAL_CACHEMAX is never changed here: GDAL has one block cache for the process, and
+    # shrinking it flushes the dirty blocks of datasets other threads are writing. With
+    # 4 copies of 2001 x 2001 x 4 at once that corrupted the heap ("malloc(): invalid size",
+    # SIGSEGV) in 2 of 6 runs, none of 8 without it. The run's cache is set once (run.execute).
     large = pixels > SMALL_COPY_PIXELS
-    env = {"GDAL_CACHEMAX": COPY_CACHE_MB * 1024 * 1024} if large else {}  # rasterio takes bytes
     # a large copy's buffers (~100 MB for a 5001 x 5001 x 12 COG) are the process's working
     # memory: it runs alone, not beside other large copies or stitched strips (memory.py)
     budget = WORKING_MEMORY.hold(WORKING_MEMORY.limit) if large else contextlib.nullcontext()
-    with budget, rasterio.Env(GDAL_DISABLE_READDIR_ON_OPEN="EMPTY_DIR", **env):
+    with budget, rasterio.Env(GDAL_DISABLE_READDIR_ON_OPEN="EMPTY_DIR"):
         # our own pyramid (it carries the no-data mask too): GDAL's needs the mosaic in its cache
         if fmt == "cog" and large and levels:
             average = options["overview_resampling"] == "AVERAGE"
