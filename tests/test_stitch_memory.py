@@ -220,7 +220,7 @@ def test_stitching_nine_tiles_on_nine_threads_stays_in_bounded_memory(tmp_path: 
     figures = json.loads(done.stdout.strip().splitlines()[-1])
     assert 0 < figures["budget_peak"] <= figures["limit"]
     grown_mb = (figures["peak_kb"] - figures["base_kb"]) / 1024
-    # the GDAL cache (48 MB), strips within the budget (40 MB), the copy's buffers; unbounded
+    # the GDAL cache (16 MB), strips within the budget (40 MB), the copy's buffers; unbounded
     # (nine tiles decoded at once, twice: 2 x 9 x 900 x 900 x 4 x 2 bytes) would be ~120 MB more
     assert grown_mb < 180, figures
 

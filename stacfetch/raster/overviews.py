@@ -1,7 +1,7 @@
 """Overview pyramids computed in bounded memory, handed to GDAL's COG driver as a VRT.
 
-GDAL's own overview builder needs most of a large mosaic in its block cache: with the 48 MB
-cache stacfetch keeps (for flat memory), a 5001 x 5001 px, 12-band mosaic took 33-51 s, and
+GDAL's own overview builder needs most of a large mosaic in its block cache: with a 48 MB
+cache (stacfetch keeps 16 MB, for flat memory), a 5001 x 5001 px, 12-band mosaic took 33-51 s, and
 raising the cache to 160 MB brought it to 9 s but 460 MB of memory. Here each level is made
 from the one before, a window of 512 x 1024 px at a time (2 x 2 means that skip nodata, or
 the top-left sample for class bands), into an uncompressed tiled GeoTIFF next to the target;
