@@ -182,8 +182,7 @@ class _Budget:
         self.answered: deque[float] = deque()  # send times of attempts answered, not refused
         self.total = 0.0
         self.first: float | None = None
-        # (ready time, cost, sent time) of the 429 of the last lesson
-        self.ready: tuple[float, float, float] | None = None
+        self.ready: tuple[float, float] | None = None  # (ready time, cost) of the last lesson
         self.learnt_at = -math.inf
         self.learning = False  # one request in flight until a second 429 gives the rate
         self.first_lesson: tuple[float, float, float, float] | None = None  # PU: first, sent, ready, cost
@@ -695,13 +694,8 @@ class RateLimiter:
             budget.learning = False
         elif (budget.ready is not None and sent_at >= budget.ready[0]
               and ready - budget.ready[0] >= MIN_SPAN):
-            start, first_cost, first_sent = budget.ready
-            # what the service let in between its two ready moments: what was sent in that
-            # span, and what was sent while its bucket was empty (after the first refused
-            # request, before it was ready again) and accepted all the same: admitted after
-            # ``start``. (Counting only the sends after ``start`` read one such request as
-            # none: 200 for 300 requests a minute, in one run of three.)
-            let_through = budget.between(first_sent, sent_at) - first_cost + cost
+            start, first_cost = budget.ready
+            let_through = budget.between(start, sent_at) - first_cost + cost
             if let_through > 0:
                 span = ready - start
                 rate = let_through / span
@@ -729,7 +723,7 @@ class RateLimiter:
             budget.learning = True  # one in flight until the next 429 tells the rate
             budget.learnt_at = now
         if lesson is not None or budget.ready is None:
-            budget.ready = (ready, cost, sent_at)
+            budget.ready = (ready, cost)
         if lesson is not None:
             self._requests.learning = False  # a budget is known: pace by it, not one by one
             budget.source = "learnt"
