@@ -301,3 +301,24 @@ def test_a_remembered_pu_budget_and_the_slow_start_leave_no_429(tmp_path: Path) 
     assert first_requests == 0  # four workers, a burst of 3: the slow start sent no fourth
     assert 1 <= first <= 2  # the PU budget's lesson(s)
     assert second == 0  # remembered: paced on PU from the start
+
+
+def test_a_lesson_of_one_request_is_probed_up_to_twice_its_rate() -> None:
+    """One request let through between two ready moments: the rate may be up to twice that
+    (the count is off by a whole request); the probe reaches that bound in PROBE_SECONDS
+    (at 0.4 %/s, a run that learnt 200 for 300 a minute never rose to it)."""
+    from stacfetch.http import ratelimit
+
+    limiter = RateLimiter()
+    t0 = time.monotonic()
+    limiter.acquire(key="a")
+    limiter.pause(0.2, asked=0.2, key="a")  # refused: ready at t0 + 0.2, one in flight from now
+    limiter.acquire(key="c")  # waits for t0 + 0.2
+    limiter.done(key="c")
+    limiter.acquire(key="d")
+    limiter.pause(0.25, asked=0.25, key="d")  # refused: one let through over the span
+    budget = limiter._requests
+    learnt = budget.estimate
+    assert learnt is not None and 60 * learnt == pytest.approx(60 / (time.monotonic() + 0.25 - t0 - 0.2), rel=0.3)
+    budget.probe(time.monotonic() + ratelimit.PROBE_SECONDS)
+    assert budget.bucket is not None and budget.bucket.rate == pytest.approx(2 * learnt, rel=0.01)

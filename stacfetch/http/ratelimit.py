@@ -97,6 +97,7 @@ PRECISE_SPAN = 5.0  # a rate measured over at least this long is paced at PRECIS
 PRECISE_SHARE = 0.995  # ... (two "ready" moments a few ms off make a short span's rate coarse)
 PROBE_GAIN = 0.004  # after a coarse lesson the pace rises by this share a second ...
 PROBE_MAX = 1.06  # ... up to this factor, until a 429 measures the rate over a long span
+PROBE_SECONDS = 20.0  # a lesson coarser than PROBE_MAX (few requests) is probed to its bound this fast
 MIN_SPAN = 0.15  # seconds between two "ready" moments needed for a rate estimate
 PU_HEADER = "x-processingunits-spent"
 MEMORY_ENTRIES = 50  # deployments and clients remembered at most
@@ -189,6 +190,7 @@ class _Budget:
         self.refusals = 0
         self.span: float | None = None  # seconds the rate in force was measured over
         self.probe_from: float | None = None  # a coarse rate: the pace rises from then on
+        self.probe_cap, self.probe_gain = PROBE_MAX, PROBE_GAIN  # how far, how fast
 
     # -- accounting -------------------------------------------------------------------------
     def trim(self, now: float) -> None:
@@ -252,7 +254,7 @@ class _Budget:
         if self.probe_from is None or self.bucket is None or self.estimate is None:
             return
         self.bucket.refill(now)  # the level so far at the old rate, then the new rate
-        self.bucket.rate = self.estimate * min(PROBE_MAX, 1.0 + PROBE_GAIN * (now - self.probe_from))
+        self.bucket.rate = self.estimate * min(self.probe_cap, 1.0 + self.probe_gain * (now - self.probe_from))
 
     def wait(self, cost: float, now: float) -> float:
         self.probe(now)
@@ -707,6 +709,11 @@ class RateLimiter:
                             else 1.0 if probe else PACE_SHARE)
                 budget.bucket.align(cost, wait, now)  # type: ignore[union-attr]
                 budget.probe_from = now if probe else None
+                # a lesson of few requests is coarse by a whole request: the rate may be up to
+                # (n + 1) / n of it; the probe reaches that bound in PROBE_SECONDS, not at 0.4 %/s
+                # (one run in three learnt 200 for 300 a minute and never rose to it)
+                budget.probe_cap = max(PROBE_MAX, (let_through + 1.0) / let_through)
+                budget.probe_gain = max(PROBE_GAIN, (budget.probe_cap - 1.0) / PROBE_SECONDS)
                 budget.span = max(span, budget.span or 0.0)
                 budget.learning = False
                 lesson = (f"{rate * 60:.1f} {'PU' if budget is self._pu else 'requests'} a minute"
