@@ -301,12 +301,34 @@ def test_a_remembered_pu_budget_and_the_slow_start_leave_no_429(tmp_path: Path) 
                            sum(1 for r in log.records() if r.fault == "rate_limit_bucket")))
     (first, first_requests), (second, _) = counts
     assert first_requests == 0  # four workers, a burst of 3: the slow start sent no fourth
-    # At this scale (a 15-PU bucket, 3-PU requests, 4 workers) the counts vary with timing:
-    # 1-3 PU 429s on the first pass, 0 on the remembered one in 8 of 11 runs, 2 at most
-    # (measured 2026-12-01; the benchmark's scenario c is steadier: 1 and 0 in every run).
+    # At this scale (a 15-PU bucket, 3-PU requests, 4 workers) the first pass's count varies
+    # with timing: 1-3 PU 429s (two requests may meet the spent bucket together).
     assert 1 <= first <= 3  # the PU budget's lesson(s)
-    assert known[0] is None and known[1] is not None and known[1] >= 100  # remembered (CI saw 138.6)
-    assert second <= 2
+    # remembered, and never above what the service let through (138.6 was kept once: a lesson
+    # corrected by a later 429 was not saved; 99.2 under CI's load: low is only slower)
+    assert known[0] is None and known[1] is not None and 60 <= known[1] <= 121
+    assert second == 0  # 10 of 10 once the corrected lesson was saved (3 of 11 before)
+
+
+def test_a_first_pu_lesson_corrected_by_a_later_429_is_remembered_corrected(tmp_path: Path) -> None:
+    """Two requests in flight on a spent PU bucket, the later-sent one's 429 handled first:
+    its lesson counts the earlier one as let through; that one's 429 lowers the pace, and
+    the memory must keep the lowered rate, not the overcount (a remembered run went on at
+    138.6 PU/min for 120 that way)."""
+    memory = LimitMemory(tmp_path / "limits.json", "deployment+client")
+    limiter = RateLimiter(memory=memory, pu_bucket_seconds=7.5)
+    with costing(3.0):
+        for i in range(5):  # 15 PU let through
+            limiter.acquire(key=i)
+            limiter.done(key=i)
+        limiter.acquire(key="earlier")
+        limiter.acquire(key="later")
+    limiter.pause(1.25, key="later")
+    overcounted = RateLimiter(memory=memory).pu_per_minute
+    limiter.pause(1.25, key="earlier")
+    corrected = limiter.pu_per_minute
+    assert overcounted is not None and corrected is not None and corrected < overcounted
+    assert RateLimiter(memory=memory).pu_per_minute == pytest.approx(corrected)
 
 
 def test_a_lesson_of_one_request_is_probed_up_to_twice_its_rate() -> None:

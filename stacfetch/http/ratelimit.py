@@ -687,6 +687,7 @@ class RateLimiter:
                 if budget.estimate is not None and rate < budget.estimate:
                     budget.pace(rate, now)
                     budget.bucket.align(cost, wait, now)  # type: ignore[union-attr]
+                    self._remember()  # the memory must not keep the lesson's overcount
             return
         lesson = None
         if budget is self._requests and wait >= LONG_WAIT and budget.let_through(sent_at) >= MIN_BUDGET:
