@@ -62,7 +62,9 @@ class MemoryBudget:
 
     ``with budget.hold(n):`` waits until ``n`` more bytes fit; a hold larger than the whole
     budget waits until nothing else is held, then runs alone. Holds must not nest (a thread
-    holding bytes never waits for more), so the wait always ends when the others' work does.
+    holding bytes never waits for more), and a hold wraps only local work (decoding a response
+    already received, writing our own file), never a network wait: so the wait ends when the
+    others' local work does, and needs no timeout of its own.
     Stitching a large mosaic and copying it into a COG take their decoded strips and buffers
     from :data:`WORKING_MEMORY`, so peak memory no longer grows with the number of workers.
     """
