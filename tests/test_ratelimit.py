@@ -211,15 +211,6 @@ def test_a_spent_window_is_learnt_from_what_was_surely_let_through() -> None:
     assert limiter.window_limit == 12
 
 
-def _in_flight_at_first_429(log: Any) -> list[Any]:
-    """The requests the service refused while its first 429 was on its way back."""
-    refused = sorted((r for r in log.records() if r.status == 429), key=lambda r: r.started)
-    if not refused:
-        return []
-    first = refused[0]
-    return [r for r in refused if first.started <= r.started <= first.started + first.duration]
-
-
 def test_adaptive_slow_start_lets_the_first_429_refuse_one_request(tmp_path: Path) -> None:
     # scenario b in small: a bucket of 5 refilled at 5/s; four workers, 20 ms a request
     memory = LimitMemory(tmp_path / "limits.json", "deployment+client")
@@ -229,10 +220,15 @@ def test_adaptive_slow_start_lets_the_first_429_refuse_one_request(tmp_path: Pat
         with open_session(settings_for(emu), limiter=limiter, pool_size=8) as session:
             hammer(4, 5, lambda: session.get(collections(emu)).raise_for_status())
         log = emu.log.settle()
-        # one in flight until the budget is known: the first 429 is alone (without the slow
-        # start it had the three other workers' with it), or has one sent as it came back
-        assert len(_in_flight_at_first_429(log)) <= 2
-        assert log.count(status=429) <= 4  # those, the lesson, at most one probe
+        # The slow start opens one more per answer, so by the time the burst of 5 is spent
+        # two or three workers may be out: the first round of 429s is those (without the slow
+        # start the first refused request had 2-3 others sent in the same ms: 12 of 12 runs;
+        # with it the next left >= 17 ms later, on an answer). Then one in flight: the lesson
+        # and at most one probe.
+        refused = sorted(r.started for r in log.records() if r.status == 429)
+        first_round = [t for t in refused if t < refused[0] + 0.1]
+        assert all(t - refused[0] > 0.005 for t in first_round[1:]), refused
+        assert len(first_round) <= 3 and len(refused) - len(first_round) <= 2, refused
         learnt = limiter.requests_per_minute
         assert learnt is not None and 0.85 * 300 <= learnt <= 1.1 * 300
 
