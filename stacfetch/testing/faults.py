@@ -1,7 +1,9 @@
 """Switchable faults of the emulator: rate limits, server errors, broken connections, latency.
 
-All are off by default. Probabilities (0..1) are drawn from one RNG seeded by the emulator's
-``seed``, so a run with the same requests in the same order fails the same way. ``fail_next``
+All are off by default. Probabilities (0..1) are drawn from one RNG per kind of request, seeded
+by the emulator's ``seed``: the n-th request of a kind meets the same fate in every run, whatever
+the other kinds did meanwhile (a token refreshed on a timer does not shift the Process API's
+faults; with one RNG for all, a soak's ~60 Process requests once met no truncation in CI). ``fail_next``
 gives exact, deterministic failures for precise tests::
 
     emu.faults.fail_next = [429, 503]        # the next two requests fail, in this order
@@ -101,13 +103,21 @@ class Faults:
 
     def __post_init__(self) -> None:
         self._lock = threading.Lock()
-        self._rng = random.Random(0)  # the emulator reseeds it with its own seed
+        self._seed = 0  # the emulator reseeds with its own seed
+        self._rngs: dict[str, random.Random] = {}
         self._window: deque[float] = deque()
         self._buckets: dict[str, TokenBucket] = {}
 
     def reseed(self, seed: int) -> None:
         with self._lock:
-            self._rng = random.Random(seed)
+            self._seed, self._rngs = seed, {}
+
+    def _rng(self, kind: str) -> random.Random:
+        """The draws of ``kind``'s requests (under the lock)."""
+        rng = self._rngs.get(kind)
+        if rng is None:
+            rng = self._rngs[kind] = random.Random(f"{self._seed}/{kind}")
+        return rng
 
     def reset_window(self) -> None:
         """Forget what the rate limits counted: the window empties, the buckets fill up."""
@@ -125,7 +135,7 @@ class Faults:
             return Decision()
         now = time.monotonic() if now is None else now
         with self._lock:
-            rng = self._rng
+            rng = self._rng(kind)
             delay = self.latency_ms / 1000.0
             if self.rate_spike and rng.random() < self.rate_spike:
                 delay += self.latency_spike_ms / 1000.0
@@ -202,5 +212,5 @@ class Faults:
     def truncation_point(self, size: int) -> int:
         """Where to cut a body of ``size`` bytes (10-90 %, at least 1 byte short)."""
         with self._lock:
-            frac = 0.1 + 0.8 * self._rng.random()
+            frac = 0.1 + 0.8 * self._rng("truncation").random()
         return max(0, min(size - 1, int(size * frac)))
