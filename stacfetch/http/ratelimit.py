@@ -190,7 +190,7 @@ class _Budget:
         self.refusals = 0
         self.span: float | None = None  # seconds the rate in force was measured over
         self.probe_from: float | None = None  # a coarse rate: the pace rises from then on
-        self.probe_cap, self.probe_gain = PROBE_MAX, PROBE_GAIN  # how far, how fast
+        self.probe_cap = PROBE_MAX  # how far a coarse rate is probed (how fast: probe_gain)
 
     # -- accounting -------------------------------------------------------------------------
     def trim(self, now: float) -> None:
@@ -255,6 +255,11 @@ class _Budget:
             return
         self.bucket.refill(now)  # the level so far at the old rate, then the new rate
         self.bucket.rate = self.estimate * min(self.probe_cap, 1.0 + self.probe_gain * (now - self.probe_from))
+
+    @property
+    def probe_gain(self) -> float:
+        """The probe's rise a second: PROBE_GAIN, or fast enough to reach its cap in PROBE_SECONDS."""
+        return max(PROBE_GAIN, (self.probe_cap - 1.0) / PROBE_SECONDS)
 
     def wait(self, cost: float, now: float) -> float:
         self.probe(now)
@@ -714,7 +719,6 @@ class RateLimiter:
                 # (n + 1) / n of it; the probe reaches that bound in PROBE_SECONDS, not at 0.4 %/s
                 # (one run in three learnt 200 for 300 a minute and never rose to it)
                 budget.probe_cap = max(PROBE_MAX, (let_through + 1.0) / let_through)
-                budget.probe_gain = max(PROBE_GAIN, (budget.probe_cap - 1.0) / PROBE_SECONDS)
                 budget.span = max(span, budget.span or 0.0)
                 budget.learning = False
                 lesson = (f"{rate * 60:.1f} {'PU' if budget is self._pu else 'requests'} a minute"
